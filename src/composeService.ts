@@ -1,0 +1,56 @@
+import type { Express } from 'express';
+import type { Logger } from 'pino';
+import type { Config } from './config/config.js';
+import { createApp } from './http/createApp.js';
+import { Pkcs11KeyManager } from './hsm/pkcs11/Pkcs11KeyManager.js';
+import { ThreadedPkcs11 } from './hsm/pkcs11/ThreadedPkcs11.js';
+import { createHsmBreaker } from './resilience/hsmBreaker.js';
+import { RetryBudget } from './resilience/retryBudget.js';
+import { SigningService } from './service/SigningService.js';
+
+export interface RunningService {
+  readonly app: Express;
+  readonly service: SigningService;
+  readonly keyManager: Pkcs11KeyManager;
+  close(): Promise<void>;
+}
+
+/** One worker's object graph: HSM binding -> KeyManager -> resilience -> service -> HTTP app. */
+export async function composeService(config: Config, logger: Logger): Promise<RunningService> {
+  const p11 = await ThreadedPkcs11.start(config.hsm.modulePath, config.hsm.threads);
+  const keyManager = new Pkcs11KeyManager(p11, {
+    ...(config.hsm.slotIndex !== undefined ? { slotIndex: config.hsm.slotIndex } : { tokenLabel: config.hsm.tokenLabel }),
+    pin: config.hsm.pin,
+    sessions: config.hsm.sessions,
+    maxWaiting: config.hsm.maxWaiting,
+    acquireTimeoutMs: config.requestDeadlineMs,
+    keyRefreshMs: config.hsm.keyRefreshMs,
+    logger,
+  });
+  try {
+    await keyManager.start();
+  } catch (e) {
+    await keyManager.close().catch(() => undefined);
+    throw e;
+  }
+  const breaker = createHsmBreaker(config.breaker);
+  breaker.on('open', () => logger.warn('HSM circuit breaker opened'));
+  breaker.on('close', () => logger.info('HSM circuit breaker closed'));
+  const service = new SigningService(keyManager, {
+    breaker,
+    breakerResetMs: config.breaker.resetTimeoutMs,
+    budget: new RetryBudget(config.retry.budgetRatio),
+    maxAttempts: config.retry.maxAttempts,
+    backoff: { baseMs: config.retry.baseMs, capMs: config.retry.capMs },
+  });
+  const app = createApp({ service, logger, bodyLimitBytes: config.bodyLimitBytes, requestDeadlineMs: config.requestDeadlineMs });
+  return {
+    app,
+    service,
+    keyManager,
+    async close() {
+      breaker.shutdown();
+      await keyManager.close();
+    },
+  };
+}

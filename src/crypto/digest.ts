@@ -1,0 +1,33 @@
+import { createHash } from 'node:crypto';
+import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
+import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
+import { DigestInfo, id_sha256, id_sha384, id_sha512 } from '@peculiar/asn1-rsa';
+import type { HashName } from './algorithms.js';
+
+export function hash(name: HashName, data: Buffer): Buffer {
+  return createHash(name).update(data).digest();
+}
+
+const HASH_OID: Record<HashName, string> = { sha256: id_sha256, sha384: id_sha384, sha512: id_sha512 };
+const HASH_LEN: Record<HashName, number> = { sha256: 32, sha384: 48, sha512: 64 };
+
+// The DER of a DigestInfo is a fixed prefix followed by the digest. Encode it once per hash
+// through the ASN.1 library (never by hand), then only concatenate on the hot path.
+const PREFIX = new Map<HashName, Buffer>(
+  (Object.keys(HASH_OID) as HashName[]).map((h) => {
+    const der = Buffer.from(
+      AsnConvert.serialize(
+        new DigestInfo({
+          digestAlgorithm: new AlgorithmIdentifier({ algorithm: HASH_OID[h], parameters: null }),
+          digest: new OctetString(new Uint8Array(HASH_LEN[h])),
+        }),
+      ),
+    );
+    return [h, der.subarray(0, der.length - HASH_LEN[h])];
+  }),
+);
+
+/** PKCS#1 v1.5 DigestInfo(hash, digest), the input CKM_RSA_PKCS signs. */
+export function digestInfo(name: HashName, digest: Buffer): Buffer {
+  return Buffer.concat([PREFIX.get(name)!, digest]);
+}

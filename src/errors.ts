@@ -1,0 +1,39 @@
+/**
+ * The one registry of the service's error codes: each with its HTTP status and the
+ * sentence the README/OpenAPI document uses. Every layer throws ServiceError with one of
+ * these codes; only src/http turns it into a response.
+ */
+export const ERROR_CODES = {
+  INVALID_ARGUMENT: { status: 400, description: 'Malformed JSON, wrong type, bad base64, digest of the wrong length, unknown field value, or an algorithm not valid for the key type.' },
+  UNAUTHENTICATED: { status: 401, description: 'Missing or unknown credential (when auth is on).' },
+  PERMISSION_DENIED: { status: 403, description: 'The credential lacks the operation on that key.' },
+  NOT_FOUND: { status: 404, description: 'No such key, key version or route.' },
+  CONFLICT: { status: 409, description: 'The request conflicts with the key, e.g. a certificate that does not match it.' },
+  PAYLOAD_TOO_LARGE: { status: 413, description: 'The body is over the limit; send a digest instead of the message.' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, description: 'The body is not JSON.' },
+  HSM_UNAVAILABLE: { status: 503, description: 'The HSM is down, the circuit breaker is open, or the service is recovering; retry after Retry-After seconds.' },
+  OVERLOADED: { status: 503, description: 'Too many requests are waiting for an HSM session; retry after Retry-After seconds.' },
+  DEADLINE_EXCEEDED: { status: 504, description: "The request's deadline passed (default 2 s; X-Deadline-Ms may lower it)." },
+  INTERNAL: { status: 500, description: 'A bug in the service; never caused by bad input.' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export class ServiceError extends Error {
+  override readonly name = 'ServiceError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    /** For 503s: how long the caller should wait, in seconds. */
+    readonly retryAfterSeconds?: number,
+  ) {
+    super(message);
+  }
+
+  get status(): number {
+    return ERROR_CODES[this.code].status;
+  }
+}
+
+export const invalid = (message: string): ServiceError => new ServiceError('INVALID_ARGUMENT', message);
+export const notFound = (message: string): ServiceError => new ServiceError('NOT_FOUND', message);

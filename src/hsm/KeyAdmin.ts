@@ -1,0 +1,24 @@
+import type { KeySpec } from '../crypto/algorithms.js';
+
+/**
+ * Key administration: a capability the serving process never holds. It runs in its own process,
+ * logged in with the key-manager credential (HSM_ADMIN_PIN), not the hot path's.
+ */
+export interface AdminKeyVersion {
+  readonly name: string;
+  readonly version: number;
+  readonly keySpec: KeySpec;
+  readonly id: string;
+  readonly hasCertificate: boolean;
+}
+
+export interface KeyAdmin {
+  /** Creates version 1 of a new key; refuses a name that exists. */
+  createKey(name: string, spec: KeySpec): Promise<AdminKeyVersion>;
+  /** Adds version N+1 with the spec of the current version. */
+  rotateKey(name: string): Promise<AdminKeyVersion>;
+  listKeys(): Promise<AdminKeyVersion[]>;
+  /** Destroys one version (never the only one); returns what it removed. */
+  retireKey(name: string, version: number): Promise<{ removed: AdminKeyVersion; objects: number }>;
+  close(): Promise<void>;
+}

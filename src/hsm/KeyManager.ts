@@ -1,0 +1,68 @@
+import type { KeyObject } from 'node:crypto';
+import type { KeySpec, SigningAlgorithm } from '../crypto/algorithms.js';
+
+/** The HSM contract the service depends on. Nothing here knows PKCS#11. */
+export interface KeyVersion {
+  readonly version: number;
+  readonly keySpec: KeySpec;
+  readonly publicKey: KeyObject;
+  readonly publicKeyPem: string;
+  readonly hasCertificate: boolean;
+}
+
+export interface KeyInfo {
+  readonly name: string;
+  readonly keySpec: KeySpec;
+  readonly currentVersion: number;
+  /** Ascending by version. */
+  readonly versions: readonly KeyVersion[];
+}
+
+export interface SignRequest {
+  readonly name: string;
+  /** Default: the current (highest) version. */
+  readonly version?: number;
+  readonly algorithm: SigningAlgorithm;
+  /** The digest, already checked to be of the algorithm's length. */
+  readonly digest: Buffer;
+}
+
+export interface SignResult {
+  readonly name: string;
+  readonly version: number;
+  readonly keySpec: KeySpec;
+  /** RSA: the signature; ECDSA: raw r||s as PKCS#11 returns it. */
+  readonly signature: Buffer;
+}
+
+export interface VerifyDigestRequest extends SignRequest {
+  /** RSA: the signature; ECDSA: raw r||s. */
+  readonly signature: Buffer;
+}
+
+export interface HsmHealth {
+  /** Logged in and the key cache loaded at least once. */
+  readonly ready: boolean;
+  readonly reason?: string;
+  readonly recovering: boolean;
+  readonly sessions: { readonly inUse: number; readonly idle: number; readonly waiting: number; readonly max: number };
+  /** HSM calls issued and not yet settled (a stalled HSM keeps this up). */
+  readonly callsInFlight: number;
+  readonly keys: number;
+  readonly recoveries: number;
+}
+
+export interface KeyManager {
+  listKeys(): Promise<KeyInfo[]>;
+  /** Throws ServiceError NOT_FOUND when the key (or a requested version) does not exist. */
+  getKey(name: string): Promise<KeyInfo>;
+  sign(req: SignRequest): Promise<SignResult>;
+  /**
+   * Verifies a signature over a digest on the HSM with the key's public object. Only for what
+   * node:crypto cannot do itself (a prehashed RSA-PSS or ECDSA digest); everything else verifies
+   * in the service with the cached public key.
+   */
+  verifyDigest(req: VerifyDigestRequest): Promise<boolean>;
+  health(): HsmHealth;
+  close(): Promise<void>;
+}

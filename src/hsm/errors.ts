@@ -1,0 +1,159 @@
+import { ServiceError } from '../errors.js';
+
+/**
+ * The one place where a PKCS#11 return code (CK_RV) becomes a domain error.
+ * Values are from the PKCS#11 v2.40 specification (pkcs11t.h); kept here as data so this
+ * folder does not depend on the native binding.
+ */
+export const CKR = {
+  OK: 0x0,
+  HOST_MEMORY: 0x2,
+  SLOT_ID_INVALID: 0x3,
+  GENERAL_ERROR: 0x5,
+  FUNCTION_FAILED: 0x6,
+  ARGUMENTS_BAD: 0x7,
+  ATTRIBUTE_SENSITIVE: 0x11,
+  ATTRIBUTE_TYPE_INVALID: 0x12,
+  ATTRIBUTE_VALUE_INVALID: 0x13,
+  DATA_INVALID: 0x20,
+  DATA_LEN_RANGE: 0x21,
+  DEVICE_ERROR: 0x30,
+  DEVICE_MEMORY: 0x31,
+  DEVICE_REMOVED: 0x32,
+  FUNCTION_CANCELED: 0x50,
+  KEY_HANDLE_INVALID: 0x60,
+  KEY_SIZE_RANGE: 0x62,
+  KEY_TYPE_INCONSISTENT: 0x63,
+  KEY_FUNCTION_NOT_PERMITTED: 0x68,
+  MECHANISM_INVALID: 0x70,
+  MECHANISM_PARAM_INVALID: 0x71,
+  OBJECT_HANDLE_INVALID: 0x82,
+  OPERATION_ACTIVE: 0x90,
+  OPERATION_NOT_INITIALIZED: 0x91,
+  PIN_INCORRECT: 0xa0,
+  PIN_INVALID: 0xa1,
+  PIN_LEN_RANGE: 0xa2,
+  PIN_EXPIRED: 0xa3,
+  PIN_LOCKED: 0xa4,
+  SESSION_CLOSED: 0xb0,
+  SESSION_COUNT: 0xb1,
+  SESSION_HANDLE_INVALID: 0xb3,
+  SESSION_READ_ONLY: 0xb5,
+  SIGNATURE_INVALID: 0xc0,
+  SIGNATURE_LEN_RANGE: 0xc1,
+  TEMPLATE_INCOMPLETE: 0xd0,
+  TEMPLATE_INCONSISTENT: 0xd1,
+  TOKEN_NOT_PRESENT: 0xe0,
+  TOKEN_NOT_RECOGNIZED: 0xe1,
+  USER_ALREADY_LOGGED_IN: 0x100,
+  USER_NOT_LOGGED_IN: 0x101,
+  USER_PIN_NOT_INITIALIZED: 0x102,
+  USER_TYPE_INVALID: 0x103,
+  BUFFER_TOO_SMALL: 0x150,
+  CRYPTOKI_NOT_INITIALIZED: 0x190,
+  CRYPTOKI_ALREADY_INITIALIZED: 0x191,
+} as const;
+
+/**
+ * What the service does about a failed call:
+ * - client: the request cannot succeed (never retried, never trips the breaker);
+ * - sessionFatal: destroy the session, retry on a fresh one;
+ * - loginLost: log in again once (CKR_USER_ALREADY_LOGGED_IN counts as success), retry;
+ * - handleStale: drop the cached handle, look the key up again, retry;
+ * - connectionLost: finalize and re-initialize the module, log in, rebuild pool and cache;
+ * - throttled: the HSM is busy (CloudHSM SDK 5 says CKR_FUNCTION_FAILED): back off and retry;
+ * - credentials: the PIN is wrong or locked: an operator must act, retrying makes it worse.
+ */
+export type FailureClass = 'client' | 'sessionFatal' | 'loginLost' | 'handleStale' | 'connectionLost' | 'throttled' | 'credentials';
+
+const CLASS_OF = new Map<number, FailureClass>([
+  [CKR.ARGUMENTS_BAD, 'client'],
+  [CKR.ATTRIBUTE_SENSITIVE, 'client'],
+  [CKR.ATTRIBUTE_TYPE_INVALID, 'client'],
+  [CKR.ATTRIBUTE_VALUE_INVALID, 'client'],
+  [CKR.DATA_INVALID, 'client'],
+  [CKR.DATA_LEN_RANGE, 'client'],
+  [CKR.KEY_SIZE_RANGE, 'client'],
+  [CKR.KEY_TYPE_INCONSISTENT, 'client'],
+  [CKR.KEY_FUNCTION_NOT_PERMITTED, 'client'],
+  [CKR.MECHANISM_INVALID, 'client'],
+  [CKR.MECHANISM_PARAM_INVALID, 'client'],
+  [CKR.SIGNATURE_LEN_RANGE, 'client'],
+  [CKR.TEMPLATE_INCOMPLETE, 'client'],
+  [CKR.TEMPLATE_INCONSISTENT, 'client'],
+  [CKR.SESSION_CLOSED, 'sessionFatal'],
+  [CKR.SESSION_HANDLE_INVALID, 'sessionFatal'],
+  [CKR.OPERATION_ACTIVE, 'sessionFatal'],
+  [CKR.OPERATION_NOT_INITIALIZED, 'sessionFatal'],
+  [CKR.SESSION_READ_ONLY, 'sessionFatal'],
+  [CKR.BUFFER_TOO_SMALL, 'sessionFatal'],
+  [CKR.USER_NOT_LOGGED_IN, 'loginLost'],
+  [CKR.KEY_HANDLE_INVALID, 'handleStale'],
+  [CKR.OBJECT_HANDLE_INVALID, 'handleStale'],
+  [CKR.DEVICE_ERROR, 'connectionLost'],
+  [CKR.DEVICE_REMOVED, 'connectionLost'],
+  [CKR.TOKEN_NOT_PRESENT, 'connectionLost'],
+  [CKR.TOKEN_NOT_RECOGNIZED, 'connectionLost'],
+  [CKR.SLOT_ID_INVALID, 'connectionLost'],
+  [CKR.CRYPTOKI_NOT_INITIALIZED, 'connectionLost'],
+  [CKR.FUNCTION_FAILED, 'throttled'],
+  [CKR.GENERAL_ERROR, 'throttled'],
+  [CKR.DEVICE_MEMORY, 'throttled'],
+  [CKR.HOST_MEMORY, 'throttled'],
+  [CKR.SESSION_COUNT, 'throttled'],
+  [CKR.FUNCTION_CANCELED, 'throttled'],
+  [CKR.PIN_INCORRECT, 'credentials'],
+  [CKR.PIN_INVALID, 'credentials'],
+  [CKR.PIN_LEN_RANGE, 'credentials'],
+  [CKR.PIN_EXPIRED, 'credentials'],
+  [CKR.PIN_LOCKED, 'credentials'],
+  [CKR.USER_PIN_NOT_INITIALIZED, 'credentials'],
+  [CKR.USER_TYPE_INVALID, 'credentials'],
+]);
+
+const NAME_OF = new Map<number, string>(Object.entries(CKR).map(([k, v]) => [v, `CKR_${k}`]));
+
+export function ckrName(code: number): string {
+  return NAME_OF.get(code) ?? `CKR_0x${code.toString(16).padStart(8, '0')}`;
+}
+
+/** Any code the table does not know is treated as a lost connection: recovering is the safe bet. */
+export function classify(code: number): FailureClass {
+  return CLASS_OF.get(code) ?? 'connectionLost';
+}
+
+/** Classes worth another attempt at the application level (with backoff, within budget and deadline). */
+export const RETRYABLE: ReadonlySet<FailureClass> = new Set(['sessionFatal', 'loginLost', 'handleStale', 'connectionLost', 'throttled']);
+
+export function isPkcs11Failure(e: unknown): e is { code: number; method: string; operationOpen?: boolean } {
+  return e instanceof Error && typeof (e as { code?: unknown }).code === 'number' && typeof (e as { method?: unknown }).method === 'string';
+}
+
+/** A failed HSM operation, as the rest of the service sees it. */
+export class HsmError extends ServiceError {
+  constructor(
+    readonly failure: FailureClass,
+    readonly ckr: string,
+    message: string,
+    retryAfterSeconds = 1,
+  ) {
+    super(failure === 'client' ? 'INVALID_ARGUMENT' : 'HSM_UNAVAILABLE', message, failure === 'client' ? undefined : retryAfterSeconds);
+  }
+
+  get retryable(): boolean {
+    return RETRYABLE.has(this.failure);
+  }
+}
+
+/** Maps a PKCS#11 failure to a domain error; the CK_RV name is kept for logs and metrics, the PIN never is. */
+export function toHsmError(e: { code: number; method: string }): HsmError {
+  const failure = classify(e.code);
+  const ckr = ckrName(e.code);
+  const message =
+    failure === 'client'
+      ? `the HSM rejected the request (${ckr}): the key does not allow this operation or input`
+      : failure === 'credentials'
+        ? `the HSM refused the service's credentials (${ckr}); an operator must fix HSM_PIN`
+        : `the HSM is unavailable (${ckr}); retry later`;
+  return new HsmError(failure, ckr, message);
+}

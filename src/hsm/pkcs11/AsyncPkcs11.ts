@@ -1,0 +1,52 @@
+/**
+ * The narrow, asynchronous seam to the native PKCS#11 library: only the calls the service
+ * uses. The real implementation (ThreadedPkcs11) runs each call on a dedicated thread, so a
+ * slow or networked HSM never blocks the event loop; unit tests substitute a fake.
+ *
+ * Handles are opaque byte strings (pkcs11js's representation).
+ */
+export type Handle = Buffer;
+
+export interface Attribute {
+  readonly type: number;
+  readonly value?: Buffer | number | boolean | string;
+}
+
+export interface Mechanism {
+  readonly mechanism: number;
+  readonly parameter?: Record<string, unknown> | Buffer;
+}
+
+/** A failed call: `code` is the CK_RV. `operationOpen` marks a sign that may have left an operation active. */
+export interface Pkcs11CallError extends Error {
+  readonly code: number;
+  readonly method: string;
+  readonly operationOpen?: boolean;
+}
+
+export interface AsyncPkcs11 {
+  /** (Re-)initialize the module in this process; tolerates "already initialized". */
+  initialize(): Promise<void>;
+  /** Finalize the module; tolerates "not initialized". Every session and the login are gone after it. */
+  finalize(): Promise<void>;
+  getSlotList(tokenPresent: boolean): Promise<Handle[]>;
+  getTokenLabel(slot: Handle): Promise<string>;
+  openSession(slot: Handle, flags: number): Promise<Handle>;
+  closeSession(session: Handle): Promise<void>;
+  getSessionState(session: Handle): Promise<number>;
+  login(session: Handle, userType: number, pin: string): Promise<void>;
+  logout(session: Handle): Promise<void>;
+  /** FindObjectsInit + FindObjects until done + FindObjectsFinal, in one hop. */
+  findObjects(session: Handle, template: readonly Attribute[], max?: number): Promise<Handle[]>;
+  getAttributes(session: Handle, object: Handle, types: readonly number[]): Promise<Attribute[]>;
+  /** SignInit + Sign in one hop. */
+  sign(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, maxSignatureLength: number): Promise<Buffer>;
+  /** VerifyInit + Verify in one hop; an invalid signature is `false`, not an error. */
+  verify(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, signature: Buffer): Promise<boolean>;
+  generateKeyPair(session: Handle, mechanism: Mechanism, publicTemplate: readonly Attribute[], privateTemplate: readonly Attribute[]): Promise<{ publicKey: Handle; privateKey: Handle }>;
+  createObject(session: Handle, template: readonly Attribute[]): Promise<Handle>;
+  destroyObject(session: Handle, object: Handle): Promise<void>;
+  /** Calls issued and not yet settled. */
+  readonly inFlight: number;
+  close(): Promise<void>;
+}

@@ -1,0 +1,187 @@
+import type { KeyObject } from 'node:crypto';
+import type { KeySpec } from '../../crypto/algorithms.js';
+import { notFound } from '../../errors.js';
+import type { KeyInfo, KeyVersion } from '../KeyManager.js';
+import { parseKeyLabel } from '../keyLabel.js';
+import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
+import { P11 } from './constants.js';
+import { ecPublicKey, rsaPublicKey } from './publicKey.js';
+
+export interface KeyEntry extends KeyVersion {
+  readonly name: string;
+  readonly label: string;
+  readonly id: Buffer;
+  /** Replaced when the HSM says the handle is gone. */
+  privateHandle: Handle;
+  publicHandle: Handle | undefined;
+}
+
+type SessionRunner = <T>(fn: (session: Handle) => Promise<T>) => Promise<T>;
+
+const attr = (attrs: Attribute[], type: number): Buffer | undefined => {
+  const v = attrs.find((a) => a.type === type)?.value;
+  return Buffer.isBuffer(v) ? v : undefined;
+};
+
+/**
+ * Every signing key on the token, looked up once: private-key handle, public key, spec.
+ * The hot path reads a Map; the token is scanned at start, periodically, and when a caller asks
+ * for a key or version the cache does not know (at most once per `missRescanMs`).
+ */
+export class KeyCache {
+  private byName = new Map<string, Map<number, KeyEntry>>();
+  private scanning: Promise<void> | undefined;
+  private lastScanAt = 0;
+  loaded = false;
+
+  constructor(
+    private readonly p11: AsyncPkcs11,
+    private readonly withSession: SessionRunner,
+    private readonly missRescanMs = 1000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    let n = 0;
+    for (const versions of this.byName.values()) n += versions.size;
+    return n;
+  }
+
+  /** Rescans the token; concurrent callers share one scan. */
+  refresh(): Promise<void> {
+    this.scanning ??= this.scan().finally(() => {
+      this.scanning = undefined;
+    });
+    return this.scanning;
+  }
+
+  clear(): void {
+    this.byName = new Map();
+    this.loaded = false;
+  }
+
+  private async scan(): Promise<void> {
+    this.lastScanAt = this.now();
+    const found = await this.withSession(async (s) => {
+      const handles = await this.p11.findObjects(s, [
+        { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
+        { type: P11.CKA_SIGN, value: true },
+      ]);
+      const entries: KeyEntry[] = [];
+      for (const h of handles) {
+        const entry = await this.describe(s, h);
+        if (entry) entries.push(entry);
+      }
+      const certIds = new Set(
+        await Promise.all(
+          (await this.p11.findObjects(s, [{ type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE }])).map(async (c) =>
+            attr(await this.p11.getAttributes(s, c, [P11.CKA_ID]), P11.CKA_ID)?.toString('hex'),
+          ),
+        ),
+      );
+      return entries.map((e) => ({ ...e, hasCertificate: certIds.has(e.id.toString('hex')) }));
+    });
+    const next = new Map<string, Map<number, KeyEntry>>();
+    for (const e of found) {
+      const versions = next.get(e.name) ?? new Map<number, KeyEntry>();
+      // Two objects claiming the same name and version: keep the first, deterministically by handle.
+      if (!versions.has(e.version)) versions.set(e.version, e);
+      next.set(e.name, versions);
+    }
+    this.byName = next;
+    this.loaded = true;
+  }
+
+  private async describe(s: Handle, handle: Handle): Promise<KeyEntry | undefined> {
+    const attrs = await this.p11.getAttributes(s, handle, [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE]);
+    const label = attr(attrs, P11.CKA_LABEL)?.toString('utf8');
+    const id = attr(attrs, P11.CKA_ID) ?? Buffer.alloc(0);
+    const keyType = attr(attrs, P11.CKA_KEY_TYPE)?.readUInt32LE(0); // CK_ULONG, little-endian on every platform we run on
+    const parsed = label === undefined ? undefined : parseKeyLabel(label);
+    if (!parsed || id.length === 0) return undefined;
+    const [pub] = await this.p11.findObjects(s, [
+      { type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY },
+      { type: P11.CKA_ID, value: id },
+    ], 1);
+    let key: { spec: KeySpec; key: KeyObject } | undefined;
+    if (keyType === P11.CKK_RSA) {
+      // The modulus and exponent are public even on a sensitive private key.
+      const a = await this.p11.getAttributes(s, pub ?? handle, [P11.CKA_MODULUS, P11.CKA_PUBLIC_EXPONENT]);
+      const [n, e] = [attr(a, P11.CKA_MODULUS), attr(a, P11.CKA_PUBLIC_EXPONENT)];
+      key = n && e ? rsaPublicKey(n, e) : undefined;
+    } else if (keyType === P11.CKK_EC && pub) {
+      const a = await this.p11.getAttributes(s, pub, [P11.CKA_EC_PARAMS, P11.CKA_EC_POINT]);
+      const [params, point] = [attr(a, P11.CKA_EC_PARAMS), attr(a, P11.CKA_EC_POINT)];
+      key = params && point ? ecPublicKey(params, point) : undefined;
+    }
+    if (!key) return undefined;
+    return {
+      name: parsed.name,
+      version: parsed.version,
+      label: label!,
+      id,
+      keySpec: key.spec,
+      publicKey: key.key,
+      publicKeyPem: key.key.export({ type: 'spki', format: 'pem' }).toString(),
+      hasCertificate: false,
+      privateHandle: handle,
+      publicHandle: pub,
+    };
+  }
+
+  private lookup(name: string, version?: number): KeyEntry | undefined {
+    const versions = this.byName.get(name);
+    if (!versions) return undefined;
+    return versions.get(version ?? Math.max(...versions.keys()));
+  }
+
+  /** The entry for a key version (default: current); rescans once if it is not known yet. */
+  async resolve(name: string, version?: number): Promise<KeyEntry> {
+    const hit = this.lookup(name, version);
+    if (hit) return hit;
+    if (this.scanning || this.now() - this.lastScanAt >= this.missRescanMs) {
+      await this.refresh();
+      const again = this.lookup(name, version);
+      if (again) return again;
+    }
+    if (version !== undefined && this.byName.has(name)) throw notFound(`key '${name}' has no version ${version}`);
+    throw notFound(`no key named '${name}'`);
+  }
+
+  /** After CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: find the same label again. */
+  async relookup(entry: KeyEntry): Promise<void> {
+    const [handle] = await this.withSession((s) =>
+      this.p11.findObjects(s, [
+        { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
+        { type: P11.CKA_LABEL, value: entry.label },
+        { type: P11.CKA_ID, value: entry.id },
+      ], 1),
+    );
+    if (!handle) {
+      this.byName.get(entry.name)?.delete(entry.version);
+      return;
+    }
+    entry.privateHandle = handle;
+    const [pub] = await this.withSession((s) =>
+      this.p11.findObjects(s, [{ type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY }, { type: P11.CKA_ID, value: entry.id }], 1),
+    );
+    entry.publicHandle = pub;
+  }
+
+  list(): KeyInfo[] {
+    return [...this.byName.keys()].sort().map((name) => this.info(name)!);
+  }
+
+  info(name: string): KeyInfo | undefined {
+    const versions = this.byName.get(name);
+    if (!versions || versions.size === 0) return undefined;
+    const sorted = [...versions.values()].sort((a, b) => a.version - b.version);
+    const current = sorted[sorted.length - 1]!;
+    return {
+      name,
+      keySpec: current.keySpec,
+      currentVersion: current.version,
+      versions: sorted.map(({ version, keySpec, publicKey, publicKeyPem, hasCertificate }) => ({ version, keySpec, publicKey, publicKeyPem, hasCertificate })),
+    };
+  }
+}

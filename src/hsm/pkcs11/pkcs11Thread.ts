@@ -1,0 +1,125 @@
+/**
+ * One HSM thread. It owns a pkcs11js binding to the process-wide module and runs the calls
+ * it is sent synchronously, one at a time, off the event loop. PKCS#11 state (initialization,
+ * login, sessions, handles) is per process, so every thread sees the same sessions.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import type * as Pkcs11Types from 'pkcs11js';
+
+const pkcs11js = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
+
+interface Request {
+  readonly id: number;
+  readonly op: string;
+  readonly args: unknown[];
+}
+
+const lib = new pkcs11js.PKCS11();
+lib.load((workerData as { modulePath: string }).modulePath);
+
+function initialize(): void {
+  try {
+    // Default flags make SoftHSMv2 crash under concurrent calls: the module must use OS locking.
+    lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  } catch (e) {
+    if ((e as { code?: number }).code !== pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw e;
+  }
+}
+
+function finalize(): void {
+  try {
+    lib.C_Finalize();
+  } catch (e) {
+    if ((e as { code?: number }).code !== pkcs11js.CKR_CRYPTOKI_NOT_INITIALIZED) throw e;
+  }
+}
+
+function findObjects(session: Buffer, template: Pkcs11Types.Template, max: number): Buffer[] {
+  lib.C_FindObjectsInit(session, template);
+  try {
+    const found: Buffer[] = [];
+    for (;;) {
+      const batch = lib.C_FindObjects(session, Math.min(256, max - found.length));
+      found.push(...batch);
+      if (batch.length === 0 || found.length >= max) return found;
+    }
+  } finally {
+    lib.C_FindObjectsFinal(session);
+  }
+}
+
+let signInitDone = false;
+function sign(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, data: Buffer, maxLen: number): Buffer {
+  signInitDone = false;
+  lib.C_SignInit(session, mechanism, key);
+  signInitDone = true;
+  const signature = lib.C_Sign(session, data, Buffer.allocUnsafe(maxLen));
+  signInitDone = false;
+  return signature;
+}
+
+function verify(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, data: Buffer, signature: Buffer): boolean {
+  lib.C_VerifyInit(session, mechanism, key);
+  try {
+    return lib.C_Verify(session, data, signature);
+  } catch (e) {
+    const code = (e as { code?: number }).code;
+    // An invalid signature is an answer, not a failure (and it ends the operation).
+    if (code === pkcs11js.CKR_SIGNATURE_INVALID || code === pkcs11js.CKR_SIGNATURE_LEN_RANGE) return false;
+    throw e;
+  }
+}
+
+type Op = (...args: any[]) => unknown; // eslint-disable-line @typescript-eslint/no-explicit-any
+const ops: Record<string, Op> = {
+  initialize,
+  finalize,
+  getSlotList: (present: boolean) => lib.C_GetSlotList(present),
+  getTokenLabel: (slot: Buffer) => lib.C_GetTokenInfo(slot).label.trim(),
+  openSession: (slot: Buffer, flags: number) => lib.C_OpenSession(slot, flags),
+  closeSession: (session: Buffer) => lib.C_CloseSession(session),
+  getSessionState: (session: Buffer) => lib.C_GetSessionInfo(session).state,
+  login: (session: Buffer, userType: number, pin: string) => lib.C_Login(session, userType, pin),
+  logout: (session: Buffer) => lib.C_Logout(session),
+  findObjects,
+  getAttributes: (session: Buffer, object: Buffer, types: number[]) =>
+    lib.C_GetAttributeValue(session, object, types.map((type) => ({ type }))),
+  sign,
+  verify,
+  generateKeyPair: (session: Buffer, mech: Pkcs11Types.Mechanism, pub: Pkcs11Types.Template, priv: Pkcs11Types.Template) =>
+    lib.C_GenerateKeyPair(session, mech, pub, priv),
+  createObject: (session: Buffer, template: Pkcs11Types.Template) => lib.C_CreateObject(session, template),
+  destroyObject: (session: Buffer, object: Buffer) => lib.C_DestroyObject(session, object),
+};
+
+// Values cross the thread boundary by structured clone: Buffers arrive as Uint8Arrays.
+function revive(value: unknown): unknown {
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+  if (Array.isArray(value)) return value.map(revive);
+  if (value !== null && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, revive(v)]));
+  }
+  return value;
+}
+
+parentPort!.on('message', (req: Request) => {
+  const op = ops[req.op];
+  try {
+    if (!op) throw Object.assign(new Error(`unknown op ${req.op}`), { code: -1, method: req.op });
+    const result = op(...(req.args.map(revive)));
+    parentPort!.postMessage({ id: req.id, ok: true, result });
+  } catch (e) {
+    const err = e as { code?: number; method?: string; message?: string };
+    parentPort!.postMessage({
+      id: req.id,
+      ok: false,
+      error: {
+        code: typeof err.code === 'number' ? err.code : -1,
+        method: err.method ?? req.op,
+        message: String(err.message ?? e),
+        operationOpen: req.op === 'sign' && signInitDone,
+      },
+    });
+  }
+});

@@ -1,0 +1,39 @@
+import type { ErrorRequestHandler, Response } from 'express';
+import type { Logger } from 'pino';
+import { ServiceError, type ErrorCode } from '../errors.js';
+
+export function sendError(res: Response, e: ServiceError): void {
+  if (e.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(e.retryAfterSeconds));
+  res.status(e.status).json({ error: { code: e.code, message: e.message, requestId: res.locals.requestId as string } });
+}
+
+// body-parser's error types, mapped to the contract's codes.
+const BODY_ERRORS: Record<string, [ErrorCode, string]> = {
+  'entity.parse.failed': ['INVALID_ARGUMENT', 'body: malformed JSON'],
+  'entity.too.large': ['PAYLOAD_TOO_LARGE', 'body: larger than the limit; send a digest instead of the message'],
+  'encoding.unsupported': ['UNSUPPORTED_MEDIA_TYPE', 'body: unsupported content encoding'],
+  'charset.unsupported': ['UNSUPPORTED_MEDIA_TYPE', 'body: unsupported charset; send UTF-8 JSON'],
+  'request.aborted': ['INVALID_ARGUMENT', 'body: the request was aborted'],
+  'request.size.invalid': ['INVALID_ARGUMENT', 'body: length does not match Content-Length'],
+  'stream.encoding.set': ['INTERNAL', 'internal error'],
+};
+
+/** The one place where an error becomes a response. No stack, no secret, ever. */
+export function errorHandler(logger: Logger): ErrorRequestHandler {
+  return (err: unknown, _req, res, next) => {
+    if (res.headersSent) return next(err);
+    if (err instanceof ServiceError) {
+      if (err.status >= 500) logger.warn({ requestId: res.locals.requestId, code: err.code, msg: err.message }, 'request failed');
+      return sendError(res, err);
+    }
+    const type = (err as { type?: string }).type;
+    const mapped = type ? BODY_ERRORS[type] : undefined;
+    if (mapped) return sendError(res, new ServiceError(mapped[0], mapped[1]));
+    const status = (err as { status?: number }).status;
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      return sendError(res, new ServiceError('INVALID_ARGUMENT', 'request: malformed'));
+    }
+    logger.error({ requestId: res.locals.requestId, err }, 'unexpected error');
+    return sendError(res, new ServiceError('INTERNAL', 'internal error; the request id identifies it in the logs'));
+  };
+}

@@ -1,0 +1,17 @@
+import { Router } from 'express';
+import type { SigningService } from '../../service/SigningService.js';
+
+export function healthRouter(service: SigningService): Router {
+  const r = Router();
+  r.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  r.get('/readyz', (_req, res) => {
+    const h = service.health();
+    const reason = !h.ready ? (h.reason ?? 'HSM not ready') : h.breaker === 'open' ? 'circuit breaker open after HSM failures' : undefined;
+    const details = { sessions: h.sessions, callsInFlight: h.callsInFlight, keys: h.keys, breaker: h.breaker, recoveries: h.recoveries };
+    if (reason) res.status(503).json({ status: 'unavailable', reason, ...details });
+    else res.json({ status: 'ready', ...details });
+  });
+  return r;
+}

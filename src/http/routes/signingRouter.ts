@@ -1,0 +1,31 @@
+import { Router, type Request } from 'express';
+import { ServiceError } from '../../errors.js';
+import type { SignOutput, SigningService } from '../../service/SigningService.js';
+import { deadlineOf } from '../requestContext.js';
+import { keyName, parseBatch, parseSign, parseVerify } from '../validation.js';
+
+const signJson = (r: SignOutput): object => ({
+  keyName: r.keyName,
+  keyVersion: r.keyVersion,
+  algorithm: r.algorithm,
+  signature: r.signature.toString('base64'),
+});
+
+export function signingRouter(service: SigningService): Router {
+  const r = Router();
+  r.post('/v1/keys/:name/sign', async (req: Request<{ name: string }>, res) => {
+    const input = parseSign(keyName(req.params.name), req.body);
+    res.json(signJson(await service.sign(input, deadlineOf(res))));
+  });
+  r.post('/v1/keys/:name/verify', async (req: Request<{ name: string }>, res) => {
+    const input = parseVerify(keyName(req.params.name), req.body);
+    res.json(await service.verify(input, deadlineOf(res)));
+  });
+  r.post('/v1/sign/batch', async (req, res) => {
+    const results = await service.signBatch(parseBatch(req.body), deadlineOf(res));
+    res.json({
+      results: results.map((x) => (x instanceof ServiceError ? { error: { code: x.code, message: x.message } } : signJson(x))),
+    });
+  });
+  return r;
+}

@@ -1,0 +1,52 @@
+import CircuitBreaker from 'opossum';
+import { ServiceError } from '../errors.js';
+import { HsmError } from '../hsm/errors.js';
+
+export interface BreakerOptions {
+  /** Failure percentage over the rolling window that opens the circuit. */
+  readonly errorThresholdPercentage: number;
+  /** How long it stays open before letting a probe through (half-open). */
+  readonly resetTimeoutMs: number;
+  /** Calls in the window before the percentage counts. */
+  readonly volumeThreshold: number;
+  readonly rollingWindowMs: number;
+}
+
+/** Only an HSM that misbehaves counts: client errors, missing keys and shed load never do. */
+export function countsAgainstHsm(e: unknown): boolean {
+  return e instanceof HsmError && e.failure !== 'client';
+}
+
+export type HsmBreaker = CircuitBreaker<[() => Promise<unknown>], unknown>;
+
+/**
+ * One breaker per worker process around every HSM operation. opossum's own timeout is off: the
+ * request deadline bounds waiting, and a call must keep its session until the HSM answers.
+ */
+export function createHsmBreaker(o: BreakerOptions): HsmBreaker {
+  return new CircuitBreaker((op: () => Promise<unknown>) => op(), {
+    timeout: false,
+    errorThresholdPercentage: o.errorThresholdPercentage,
+    resetTimeout: o.resetTimeoutMs,
+    volumeThreshold: o.volumeThreshold,
+    rollingCountTimeout: o.rollingWindowMs,
+    rollingCountBuckets: 10,
+    errorFilter: (e: unknown) => !countsAgainstHsm(e),
+  });
+}
+
+export function breakerState(b: HsmBreaker): 'closed' | 'open' | 'halfOpen' {
+  return b.opened ? 'open' : b.halfOpen ? 'halfOpen' : 'closed';
+}
+
+/** Runs op through the breaker; an open circuit becomes a fast 503 with Retry-After. */
+export async function throughBreaker<T>(b: HsmBreaker, op: () => Promise<T>, resetTimeoutMs: number): Promise<T> {
+  try {
+    return (await b.fire(op)) as T;
+  } catch (e) {
+    if ((e as { code?: string }).code === 'EOPENBREAKER') {
+      throw new ServiceError('HSM_UNAVAILABLE', 'the HSM circuit breaker is open after repeated HSM failures; retry later', Math.max(1, Math.ceil(resetTimeoutMs / 1000)));
+    }
+    throw e;
+  }
+}

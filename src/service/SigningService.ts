@@ -1,0 +1,185 @@
+import { constants, publicDecrypt, timingSafeEqual, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { algorithmInfo, KEY_SPEC_INFO, type SigningAlgorithm } from '../crypto/algorithms.js';
+import { digestInfo, hash } from '../crypto/digest.js';
+import { ecdsaDerToRaw, ecdsaRawToDer } from '../crypto/ecdsaSignature.js';
+import { invalid, notFound, ServiceError } from '../errors.js';
+import { HsmError } from '../hsm/errors.js';
+import type { HsmHealth, KeyInfo, KeyManager, KeyVersion } from '../hsm/KeyManager.js';
+import { throughBreaker, breakerState, type HsmBreaker } from '../resilience/hsmBreaker.js';
+import { retry } from '../resilience/retry.js';
+import type { RetryBudget } from '../resilience/retryBudget.js';
+import { withDeadline } from './deadline.js';
+
+export type SignatureFormat = 'der' | 'raw';
+
+export interface SignInput {
+  readonly keyName: string;
+  readonly keyVersion?: number;
+  readonly algorithm: SigningAlgorithm;
+  /** Exactly one of message and digest. */
+  readonly message?: Buffer;
+  readonly digest?: Buffer;
+  readonly signatureFormat?: SignatureFormat;
+}
+
+export interface SignOutput {
+  readonly keyName: string;
+  readonly keyVersion: number;
+  readonly algorithm: SigningAlgorithm;
+  readonly signature: Buffer;
+}
+
+export interface VerifyInput extends SignInput {
+  readonly signature: Buffer;
+}
+
+export interface ResilienceSettings {
+  readonly breaker: HsmBreaker;
+  readonly breakerResetMs: number;
+  readonly budget: RetryBudget;
+  readonly maxAttempts: number;
+  readonly backoff: { readonly baseMs: number; readonly capMs: number };
+  readonly onRetry?: (attempt: number, e: unknown) => void;
+}
+
+export interface ServiceHealth extends HsmHealth {
+  readonly breaker: 'closed' | 'open' | 'halfOpen';
+}
+
+const isRetryable = (e: unknown): boolean => e instanceof HsmError && e.retryable;
+
+/**
+ * Sign, verify and batch sign: input rules, hashing, signature encodings, and the resilience
+ * around every HSM call (retry with full-jitter backoff inside a retry budget, through one
+ * circuit breaker, bounded by the request deadline).
+ */
+export class SigningService {
+  constructor(
+    private readonly keys: KeyManager,
+    private readonly resilience: ResilienceSettings,
+  ) {}
+
+  /** An HSM operation with retries, breaker and deadline. */
+  private guarded<T>(op: () => Promise<T>, deadline: number): Promise<T> {
+    const r = this.resilience;
+    const work = retry(() => throughBreaker(r.breaker, op, r.breakerResetMs), {
+      maxAttempts: r.maxAttempts,
+      backoff: r.backoff,
+      deadline,
+      budget: r.budget,
+      isRetryable,
+      ...(r.onRetry ? { onRetry: (attempt: number, _delay: number, e: unknown) => r.onRetry!(attempt, e) } : {}),
+    });
+    return withDeadline(work, deadline);
+  }
+
+  listKeys(deadline: number): Promise<KeyInfo[]> {
+    return this.guarded(() => this.keys.listKeys(), deadline);
+  }
+
+  getKey(name: string, deadline: number): Promise<KeyInfo> {
+    return this.guarded(() => this.keys.getKey(name), deadline);
+  }
+
+  private digestOf(input: SignInput): Buffer {
+    const info = algorithmInfo(input.algorithm);
+    if (input.digest !== undefined) {
+      if (input.digest.length !== info.digestLength) {
+        throw invalid(`digest: must be ${info.digestLength} bytes for ${input.algorithm}, got ${input.digest.length}`);
+      }
+      return input.digest;
+    }
+    return hash(info.hash, input.message!);
+  }
+
+  private static checkFormat(input: SignInput): void {
+    if (input.signatureFormat !== undefined && algorithmInfo(input.algorithm).padding !== 'ECDSA') {
+      throw invalid('signatureFormat: only applies to ECDSA algorithms');
+    }
+  }
+
+  async sign(input: SignInput, deadline: number): Promise<SignOutput> {
+    SigningService.checkFormat(input);
+    const digest = this.digestOf(input);
+    const r = await this.guarded(
+      () => this.keys.sign({ name: input.keyName, ...(input.keyVersion !== undefined ? { version: input.keyVersion } : {}), algorithm: input.algorithm, digest }),
+      deadline,
+    );
+    const ecdsa = algorithmInfo(input.algorithm).padding === 'ECDSA';
+    const signature = ecdsa && input.signatureFormat !== 'raw' ? ecdsaRawToDer(r.signature) : r.signature;
+    return { keyName: r.name, keyVersion: r.version, algorithm: input.algorithm, signature };
+  }
+
+  /** One bad item does not fail the others: each result is a signature or that item's error. */
+  async signBatch(items: readonly (SignInput | ServiceError)[], deadline: number): Promise<(SignOutput | ServiceError)[]> {
+    return Promise.all(
+      items.map((item) =>
+        item instanceof ServiceError
+          ? item
+          : this.sign(item, deadline).catch((e: unknown) => (e instanceof ServiceError ? e : new ServiceError('INTERNAL', 'internal error'))),
+      ),
+    );
+  }
+
+  async verify(input: VerifyInput, deadline: number): Promise<{ valid: boolean; keyVersion: number }> {
+    SigningService.checkFormat(input);
+    const info = algorithmInfo(input.algorithm);
+    const key = await this.getKey(input.keyName, deadline);
+    const version = pickVersion(key, input.keyVersion);
+    if (KEY_SPEC_INFO[version.keySpec].keyType !== info.keyType) {
+      throw invalid(`algorithm: ${input.algorithm} cannot be used with key '${key.name}' (${version.keySpec})`);
+    }
+    const fieldBytes = Math.ceil(KEY_SPEC_INFO[version.keySpec].bits / 8);
+    // A signature in the wrong encoding is simply not valid: callers get valid:false, not an error.
+    let der: Buffer | undefined;
+    let raw: Buffer | undefined;
+    if (info.padding === 'ECDSA') {
+      try {
+        raw = input.signatureFormat === 'raw' ? input.signature : ecdsaDerToRaw(input.signature, fieldBytes);
+        if (raw.length !== 2 * fieldBytes) return { valid: false, keyVersion: version.version };
+        der = ecdsaRawToDer(raw);
+      } catch {
+        return { valid: false, keyVersion: version.version };
+      }
+    }
+    if (input.message !== undefined) {
+      const valid = cryptoVerify(info.hash, input.message, verifyKey(version.publicKey, input.algorithm), der ?? input.signature);
+      return { valid, keyVersion: version.version };
+    }
+    const digest = this.digestOf(input);
+    if (info.padding === 'PKCS1_V1_5') return { valid: pkcs1DigestValid(version.publicKey, digest, info.hash, input.signature), keyVersion: version.version };
+    // node:crypto cannot verify a prehashed PSS or ECDSA signature: the HSM does, with the public key object.
+    const valid = await this.guarded(
+      () => this.keys.verifyDigest({ name: key.name, version: version.version, algorithm: input.algorithm, digest, signature: raw ?? input.signature }),
+      deadline,
+    );
+    return { valid, keyVersion: version.version };
+  }
+
+  health(): ServiceHealth {
+    return { ...this.keys.health(), breaker: breakerState(this.resilience.breaker) };
+  }
+}
+
+export function pickVersion(key: KeyInfo, version?: number): KeyVersion {
+  const v = key.versions.find((x) => x.version === (version ?? key.currentVersion));
+  if (!v) throw notFound(`key '${key.name}' has no version ${version}`);
+  return v;
+}
+
+function verifyKey(publicKey: KeyObject, algorithm: SigningAlgorithm): KeyObject | { key: KeyObject; padding: number; saltLength: number } {
+  const info = algorithmInfo(algorithm);
+  return info.padding === 'PSS' ? { key: publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: info.digestLength } : publicKey;
+}
+
+/** PKCS#1 v1.5 over a digest: recover the DigestInfo with the public key and compare. */
+function pkcs1DigestValid(publicKey: KeyObject, digest: Buffer, hashName: 'sha256' | 'sha384' | 'sha512', signature: Buffer): boolean {
+  try {
+    const recovered = publicDecrypt({ key: publicKey, padding: constants.RSA_PKCS1_PADDING }, signature);
+    const expected = digestInfo(hashName, digest);
+    return recovered.length === expected.length && timingSafeEqual(recovered, expected);
+  } catch {
+    return false;
+  }
+}
+
