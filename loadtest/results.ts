@@ -1,0 +1,282 @@
+/**
+ * The shape of one load-test run, as the runner records it and every reporter reads it.
+ * Everything here is plain JSON data so a report written today can be re-read and compared
+ * with one written next month (see report/compare.ts); bump `version` on any breaking change.
+ */
+
+/** Where the numbers came from: without these a req/s figure cannot be compared with another. */
+export interface MachineFacts {
+  cpus: number;
+  cpuModel: string;
+  totalMemBytes: number;
+  /** process.version of the harness, e.g. "v20.20.2". */
+  node: string;
+  /** e.g. "linux x64". */
+  platform: string;
+  /** The PKCS#11 module path or a short name ("softhsm2", "cloudhsm"). */
+  hsmModule: string;
+  workers: number;
+  sessionsPerWorker: number;
+  /** Simulated per-operation HSM latency, 0 when talking to a real HSM. */
+  hsmLatencyUs: number;
+}
+
+/** Milliseconds. */
+export interface LatencyStats {
+  p50: number;
+  p90: number;
+  p99: number;
+  max: number;
+  mean: number;
+}
+
+/** What the service itself said during the step (scraped from /metrics or /healthz). */
+export interface ServiceSample {
+  poolInUse?: number;
+  poolWaiting?: number;
+  breakerState?: string;
+  /** RSS samples taken during the step; a rising series hints at a leak. */
+  rssBytes?: number[];
+}
+
+/** One point of a sweep: one scenario held at one connection count for durationSec. */
+export interface StepResult {
+  /**
+   * "<kind>:<keySpec>:<algorithm>" - kind is "sign", "verify", "batch<N>" (N items per request)
+   * or a free-form "mix:80sign/20verify".
+   */
+  scenario: string;
+  connections: number;
+  durationSec: number;
+  requests: number;
+  /** 2xx with a body that parsed and had the expected shape. */
+  okRequests: number;
+  /** A batch request counts each item, so this is what compares with an HSM ceiling. */
+  signatures: number;
+  requestsPerSec: number;
+  signaturesPerSec: number;
+  latency: LatencyStats;
+  /** Keys like "503 OVERLOADED", "504 DEADLINE_EXCEEDED", "timeout", "non2xx 500". */
+  errors: Record<string, number>;
+  /** A sample of signatures checked against the public key: throughput with bad output is worthless. */
+  verified: { sampled: number; bad: number };
+  service?: ServiceSample;
+}
+
+/** The best an HSM path can do without our HTTP layer, to judge how much the service costs. */
+export interface CeilingResult {
+  scenario: string;
+  /** Raw PKCS#11 C_Sign rate with `directProcesses` × `directInFlight` operations outstanding. */
+  directOpsPerSec: number;
+  directProcesses: number;
+  directInFlight: number;
+  /** An HTTP no-op (same framework, no HSM) at the same concurrency. */
+  httpReqPerSec: number;
+  /** combinedCeiling(directOpsPerSec, httpReqPerSec): both costs paid once per request. */
+  combinedOpsPerSec: number;
+}
+
+/** A/B measurement of one PKCS#11 usage rule, so the report shows why the service does what it does. */
+export interface PracticeResult {
+  practice: string;
+  goodLabel: string;
+  badLabel: string;
+  goodOpsPerSec: number;
+  badOpsPerSec: number;
+  /** goodOpsPerSec / badOpsPerSec. */
+  ratio: number;
+}
+
+/** Inputs to planCapacity (loadtest/plan.ts); the optional ones have defaults in loadtest/defaults.ts. */
+export interface PlanInput {
+  targetOpsPerSec: number;
+  perHsmOpsPerSec: number;
+  perInstanceOpsPerSec: number;
+  bestConnectionsPerInstance: number;
+  zones?: number;
+  spareHsms?: number;
+  maxUtilization?: number;
+  /** Which scenario the per-HSM / per-instance rates were measured with, for the report. */
+  scenario?: string;
+}
+
+export type ResolvedPlanInput = Required<Omit<PlanInput, 'scenario'>> & { scenario?: string };
+
+/** Which rule decided a tier's size, so an operator knows which knob would change it. */
+export type BindingRule = 'load' | 'zone-loss' | 'spare' | 'minimum';
+
+/** The sizing of one tier (HSMs or service instances). Capacities are at 100% utilisation. */
+export interface TierPlan {
+  unit: 'HSM' | 'instance';
+  perUnitOpsPerSec: number;
+  /** ceil(target / (perUnit × maxUtilization)). */
+  neededForLoad: number;
+  /** Smallest T with T − ceil(T / zones) ≥ neededForLoad (or neededForLoad with one zone). */
+  neededForZoneLoss: number;
+  total: number;
+  /** How `total` is spread over the zones, largest first. Sums to `total`. */
+  perZone: number[];
+  /** total − max(perZone). */
+  remainingAfterZoneLoss: number;
+  capacityAllZonesOpsPerSec: number;
+  capacityAfterZoneLossOpsPerSec: number;
+  binding: BindingRule;
+}
+
+export interface PublishedSignRate {
+  operation: string;
+  keySpec: string;
+  hsmType: string;
+  hsms: number;
+  opsPerSec: number;
+}
+
+export interface PublishedSignRates {
+  source: string;
+  note: string;
+  rows: readonly PublishedSignRate[];
+}
+
+export interface CapacityPlan {
+  inputs: ResolvedPlanInput;
+  hsms: TierPlan;
+  instances: TierPlan;
+  concurrency: {
+    perInstance: number;
+    /** What the clients together should keep in flight when a zone is down. */
+    totalAfterZoneLoss: number;
+    totalAllZones: number;
+  };
+  /** (capacity − target) / target, system capacity being the weaker tier. 0.25 = 25% spare. */
+  headroom: {
+    allZones: number;
+    afterZoneLoss: number;
+    systemAllZonesOpsPerSec: number;
+    systemAfterZoneLossOpsPerSec: number;
+  };
+  /** The arithmetic as sentences, in the order it was applied. */
+  explanation: string[];
+  notes: string[];
+  awsPublished: PublishedSignRates;
+}
+
+export interface LoadTestReport {
+  version: 1;
+  /** ISO 8601; reporters never read the clock, so the same report always renders the same. */
+  startedAt: string;
+  finishedAt: string;
+  command: string;
+  machine: MachineFacts;
+  target: { urls: string[]; local: boolean };
+  ceilings: CeilingResult[];
+  steps: StepResult[];
+  practices?: PracticeResult[];
+  plan?: CapacityPlan;
+  notes: string[];
+}
+
+/**
+ * Throughput as seen by callers, when each request pays both the HSM's and the HTTP layer's
+ * cost once: 1 / (1/direct + 1/http). Zero if either side cannot do anything.
+ */
+export function combinedCeiling(directOpsPerSec: number, httpReqPerSec: number): number {
+  if (!(directOpsPerSec > 0) || !(httpReqPerSec > 0)) return 0;
+  return 1 / (1 / directOpsPerSec + 1 / httpReqPerSec);
+}
+
+/** "batch64:ECC_NIST_P256:ECDSA_SHA_256" -> { kind: "batch64", rest: "ECC_NIST_P256:ECDSA_SHA_256" }. */
+export function splitScenario(scenario: string): { kind: string; rest: string } {
+  const i = scenario.indexOf(':');
+  return i < 0 ? { kind: scenario, rest: '' } : { kind: scenario.slice(0, i), rest: scenario.slice(i + 1) };
+}
+
+/**
+ * The ceiling a step should be judged against: the one measured for its own scenario, or, for a
+ * batch, the single-sign ceiling of the same key and algorithm - a batch still costs one C_Sign
+ * per item, so that is the HSM limit it runs into.
+ */
+export function ceilingFor(ceilings: readonly CeilingResult[], scenario: string): CeilingResult | undefined {
+  const exact = ceilings.find((c) => c.scenario === scenario);
+  if (exact) return exact;
+  const { kind, rest } = splitScenario(scenario);
+  if (!/^batch\d*$/.test(kind) || rest === '') return undefined;
+  return ceilings.find((c) => c.scenario === `sign:${rest}`);
+}
+
+/** Fraction of the combined ceiling the service reached; undefined when there is nothing to compare with. */
+export function efficiency(step: StepResult, ceiling: CeilingResult | undefined): number | undefined {
+  if (!ceiling || !(ceiling.combinedOpsPerSec > 0)) return undefined;
+  return step.signaturesPerSec / ceiling.combinedOpsPerSec;
+}
+
+export function totalErrors(step: StepResult): number {
+  return Object.values(step.errors).reduce((a, b) => a + b, 0);
+}
+
+/** Scenario names in first-seen order, so reports follow the order the sweep ran in. */
+export function scenariosOf(steps: readonly StepResult[]): string[] {
+  return [...new Set(steps.map((s) => s.scenario))];
+}
+
+/** A scenario's steps ordered by connections (stable for repeated connection counts). */
+export function stepsOf(steps: readonly StepResult[], scenario: string): StepResult[] {
+  return steps.filter((s) => s.scenario === scenario).sort((a, b) => a.connections - b.connections);
+}
+
+// ---- Number formatting shared by the plan's sentences and every reporter. Locale-free on
+// purpose: a report must render byte-for-byte the same on every machine.
+
+const NA = '–';
+
+function groupThousands(digits: string): string {
+  return digits.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+}
+
+/** 12345.678 -> "12,345.68" with decimals = 2. */
+export function formatNumber(n: number, decimals = 0): string {
+  if (!Number.isFinite(n)) return NA;
+  const fixed = Math.abs(n).toFixed(decimals);
+  const [int = '0', frac] = fixed.split('.');
+  const sign = n < 0 && Number(fixed) !== 0 ? '-' : '';
+  return sign + groupThousands(int) + (frac === undefined ? '' : `.${frac}`);
+}
+
+export function formatInt(n: number): string {
+  return formatNumber(n, 0);
+}
+
+/** Rates: whole numbers once they are large enough that decimals are noise. */
+export function formatRate(n: number): string {
+  return formatNumber(n, Math.abs(n) >= 100 ? 0 : 1);
+}
+
+export function formatMs(n: number): string {
+  return formatNumber(n, 2);
+}
+
+/** 7.9 -> "7.9x", 12.345 -> "12.35x", 8 -> "8.0x". */
+export function formatRatio(r: number): string {
+  if (!Number.isFinite(r)) return NA;
+  let s = formatNumber(r, 2);
+  if (s.endsWith('0')) s = s.slice(0, -1);
+  return `${s}x`;
+}
+
+/** 0.123 -> "12.3%". */
+export function formatPercent(fraction: number | undefined, decimals = 1): string {
+  if (fraction === undefined || !Number.isFinite(fraction)) return NA;
+  return `${formatNumber(fraction * 100, decimals)}%`;
+}
+
+/** 0.123 -> "+12.3%", -0.05 -> "-5.0%": for changes, where the sign is the point. */
+export function formatSignedPercent(fraction: number | undefined, decimals = 1): string {
+  if (fraction === undefined || !Number.isFinite(fraction)) return NA;
+  const s = formatPercent(fraction, decimals);
+  return s.startsWith('-') || Number(s.replace(/[,%]/g, '')) === 0 ? s : `+${s}`;
+}
+
+export function formatBytesMiB(bytes: number): string {
+  return `${formatNumber(bytes / (1024 * 1024), 1)} MiB`;
+}
+
+export const NOT_AVAILABLE = NA;
