@@ -10,17 +10,30 @@ export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 
 const onPath = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 
-/** Installs the softhsm2 package with apt-get when it is missing (as root), else explains in one line. */
-export function ensureSoftHsmInstalled(log: (line: string) => void = console.error): void {
-  if (existsSync(SOFTHSM_MODULE) && onPath('softhsm2-util')) return;
-  const root = process.getuid?.() === 0;
-  if (!onPath('apt-get') || !root) {
-    throw new Error(`SoftHSMv2 is not installed: install the package 'softhsm2' (${onPath('apt-get') ? 'sudo apt-get install softhsm2' : 'e.g. brew install softhsm, or your distribution\'s softhsm2 package'}), then run this again`);
+/** A Debian package the project needs on the machine, and how to tell it is there. */
+export interface SystemPackage {
+  readonly name: string;
+  readonly present: () => boolean;
+}
+
+export const SOFTHSM_PACKAGE: SystemPackage = { name: 'softhsm2', present: () => existsSync(SOFTHSM_MODULE) && onPath('softhsm2-util') };
+
+/** Installs missing packages with apt-get (as root), else explains in one line what to install. */
+export function ensureSystemPackages(packages: readonly SystemPackage[], log: (line: string) => void = console.error): void {
+  const missing = packages.filter((p) => !p.present()).map((p) => p.name);
+  if (missing.length === 0) return;
+  if (!onPath('apt-get') || process.getuid?.() !== 0) {
+    const how = onPath('apt-get') ? `sudo apt-get install ${missing.join(' ')}` : "your system's packages, e.g. brew install softhsm";
+    throw new Error(`missing system package(s) ${missing.join(', ')}: install them (${how}), then run this again`);
   }
-  log('SoftHSMv2 is missing: installing the Debian package softhsm2 with apt-get ...');
+  log(`installing the Debian package(s) ${missing.join(', ')} with apt-get ...`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-  execFileSync('apt-get', ['install', '-y', '-qq', 'softhsm2'], { stdio: 'inherit', env });
+  execFileSync('apt-get', ['install', '-y', '-qq', ...missing], { stdio: 'inherit', env });
+}
+
+export function ensureSoftHsmInstalled(log?: (line: string) => void): void {
+  ensureSystemPackages([SOFTHSM_PACKAGE], log);
 }
 
 export interface LocalToken {

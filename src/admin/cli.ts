@@ -1,0 +1,123 @@
+/**
+ * hsm-signer-admin: key administration in its own process, with the key-manager credential
+ * (HSM_ADMIN_PIN / HSM_ADMIN_PIN_FILE), which the serving process never holds.
+ *
+ *   keys create --name N --spec SPEC
+ *   keys rotate --name N
+ *   keys list
+ *   keys retire --name N --version V --confirm
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { isKeySpec, KEY_SPECS } from '../crypto/algorithms.js';
+import { ServiceError } from '../errors.js';
+import { isKeyName } from '../hsm/keyLabel.js';
+import { Pkcs11KeyAdmin } from '../hsm/pkcs11/Pkcs11KeyAdmin.js';
+
+const USAGE = `usage: hsm-signer-admin keys <create|rotate|list|retire> [options]
+  keys create --name N --spec ${KEY_SPECS.join('|')}
+  keys rotate --name N
+  keys list [--json]
+  keys retire --name N --version V --confirm
+environment: HSM_MODULE, HSM_TOKEN_LABEL or HSM_SLOT, HSM_ADMIN_PIN or HSM_ADMIN_PIN_FILE`;
+
+class UsageError extends Error {}
+
+function adminPin(env: NodeJS.ProcessEnv): string {
+  if (env.HSM_ADMIN_PIN) return env.HSM_ADMIN_PIN;
+  if (env.HSM_ADMIN_PIN_FILE) return readFileSync(env.HSM_ADMIN_PIN_FILE, 'utf8').replace(/\r?\n$/, '');
+  // SoftHSMv2 has one user per token: in development the admin falls back to the user PIN.
+  const module = env.HSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
+  if (module.includes('softhsm') && (env.HSM_PIN || env.HSM_PIN_FILE)) {
+    console.error('notice: HSM_ADMIN_PIN is not set; using the token user PIN (SoftHSMv2 development only)');
+    return env.HSM_PIN ?? readFileSync(env.HSM_PIN_FILE!, 'utf8').replace(/\r?\n$/, '');
+  }
+  throw new UsageError('set HSM_ADMIN_PIN or HSM_ADMIN_PIN_FILE (the key-manager credential)');
+}
+
+export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      name: { type: 'string' },
+      spec: { type: 'string' },
+      version: { type: 'string' },
+      confirm: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+  });
+  const [group, command] = positionals;
+  if (values.help || group !== 'keys' || !command) {
+    console.log(USAGE);
+    return values.help ? 0 : 2;
+  }
+  const name = (): string => {
+    if (!isKeyName(values.name)) throw new UsageError('--name: must be 1 to 64 characters of A-Z a-z 0-9 . _ - starting with a letter or digit');
+    return values.name;
+  };
+  const validate: Record<string, () => void> = {
+    create: () => {
+      name();
+      if (!isKeySpec(values.spec)) throw new UsageError(`--spec: must be one of ${KEY_SPECS.join(', ')}`);
+    },
+    rotate: () => void name(),
+    list: () => undefined,
+    retire: () => {
+      name();
+      if (!/^[1-9][0-9]{0,8}$/.test(values.version ?? '')) throw new UsageError('--version: must be a positive integer');
+    },
+  };
+  const check = validate[command];
+  if (!check) throw new UsageError(`unknown command 'keys ${command}'\n${USAGE}`);
+  check();
+  const slot = env.HSM_SLOT !== undefined ? { slotIndex: Number(env.HSM_SLOT) } : { tokenLabel: env.HSM_TOKEN_LABEL ?? 'hsm-signer' };
+  const admin = await Pkcs11KeyAdmin.open({ modulePath: env.HSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so', ...slot, pin: adminPin(env) });
+  try {
+    switch (command) {
+      case 'create': {
+        const k = await admin.createKey(name(), values.spec as (typeof KEY_SPECS)[number]);
+        console.log(`created ${k.name} version ${k.version} (${k.keySpec}), CKA_ID ${k.id}`);
+        break;
+      }
+      case 'rotate': {
+        const k = await admin.rotateKey(name());
+        console.log(`rotated ${k.name}: version ${k.version} (${k.keySpec}) is now current, CKA_ID ${k.id}`);
+        break;
+      }
+      case 'list': {
+        const keys = await admin.listKeys();
+        if (values.json) console.log(JSON.stringify({ keys }, null, 2));
+        else if (keys.length === 0) console.log('no keys');
+        else for (const k of keys) console.log(`${k.name}\tv${k.version}\t${k.keySpec}\t${k.hasCertificate ? 'certificate' : 'no certificate'}`);
+        break;
+      }
+      case 'retire': {
+        const version = Number(values.version);
+        const target = (await admin.listKeys()).find((k) => k.name === values.name && k.version === version);
+        if (!values.confirm) {
+          console.error(`would remove ${values.name} version ${version}${target ? ` (${target.keySpec}, CKA_ID ${target.id}, ${target.hasCertificate ? 'with' : 'without'} certificate)` : ' (not found)'}; add --confirm to do it`);
+          return 2;
+        }
+        const r = await admin.retireKey(name(), version);
+        console.log(`retired ${r.removed.name} version ${r.removed.version} (${r.removed.keySpec}, CKA_ID ${r.removed.id}): ${r.objects} object(s) destroyed`);
+        break;
+      }
+    }
+    return 0;
+  } finally {
+    await admin.close();
+  }
+}
+
+if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+  run(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (e: unknown) => {
+      const message = e instanceof UsageError || e instanceof ServiceError ? e.message : `failed: ${(e as Error).message}`;
+      console.error(`hsm-signer-admin: ${message}`);
+      process.exit(e instanceof UsageError ? 2 : 1);
+    },
+  );
+}

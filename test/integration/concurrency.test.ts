@@ -1,0 +1,118 @@
+import { execFileSync } from 'node:child_process';
+import { createHash, verify } from 'node:crypto';
+import { Agent, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
+
+let token: TestToken;
+let svc: Awaited<ReturnType<typeof startTestService>>;
+let server: Server;
+let base: { port: number };
+const agent = new Agent({ keepAlive: true, maxSockets: 100 });
+
+before(async () => {
+  token = await createTestToken([
+    { name: 'ec', spec: 'ECC_NIST_P256' },
+    { name: 'rsa', spec: 'RSA_2048' },
+  ]);
+  // One worker, a pool smaller than the callers: requests queue for sessions and must all succeed.
+  svc = await startTestService(token, { HSM_SESSIONS: '16', HSM_THREADS: '4', KEY_REFRESH_MS: '500', REQUEST_DEADLINE_MS: '20000' });
+  server = svc.app.listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  base = { port: (server.address() as AddressInfo).port };
+});
+after(async () => {
+  agent.destroy();
+  await new Promise((r) => server?.close(r));
+  await svc?.close();
+  token?.cleanup();
+});
+
+function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : JSON.stringify(body);
+    const req = httpRequest({ host: '127.0.0.1', port: base.port, method, path, agent, headers: data ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) } : {} }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, json: JSON.parse(Buffer.concat(chunks).toString() || 'null') }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+async function publicKey(name: string, version = 1): Promise<string> {
+  const k = await call('GET', `/v1/keys/${name}`);
+  assert.equal(k.status, 200, JSON.stringify(k.json));
+  return k.json.versions.find((v: { version: number }) => v.version === version).publicKeyPem;
+}
+
+test('500 signs with 100 in flight through one worker: all valid, pool idle afterwards', async () => {
+  const pems = { ec: await publicKey('ec'), rsa: await publicKey('rsa') };
+  let next = 0;
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const failures: string[] = [];
+  await Promise.all(
+    Array.from({ length: 100 }, async () => {
+      while (next < 500) {
+        const i = next++;
+        const name = i % 5 === 0 ? 'rsa' : 'ec';
+        const algorithm = name === 'rsa' ? 'RSASSA_PSS_SHA_256' : 'ECDSA_SHA_256';
+        const message = Buffer.from(`message ${i}`);
+        inFlight++;
+        maxInFlight = Math.max(maxInFlight, inFlight);
+        const r = await call('POST', `/v1/keys/${name}/sign`, { algorithm, message: message.toString('base64') });
+        inFlight--;
+        if (r.status !== 200) {
+          failures.push(`${i}: ${r.status} ${JSON.stringify(r.json)}`);
+          continue;
+        }
+        const sig = Buffer.from(r.json.signature, 'base64');
+        const key = name === 'rsa' ? { key: pems.rsa, padding: 6, saltLength: 32 } : pems.ec;
+        if (!verify('sha256', message, key, sig)) failures.push(`${i}: signature does not verify`);
+      }
+    }),
+  );
+  assert.deepEqual(failures, []);
+  assert.equal(maxInFlight, 100);
+  const h = svc.service.health();
+  assert.equal(h.sessions.inUse, 0);
+  assert.equal(h.sessions.waiting, 0);
+  assert.equal(h.sessions.idle, 16);
+  assert.equal(h.callsInFlight, 0);
+});
+
+test('a key added to the token after start is served; 1,000 extra objects do not change which key signs', async () => {
+  const before = await call('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_256', digest: Buffer.alloc(32).toString('base64') });
+  assert.equal(before.status, 404);
+  // The key-manager CLI is its own process, as in production.
+  execFileSync(process.execPath, ['--import', 'tsx', 'src/admin/cli.ts', 'keys', 'create', '--name', 'late', '--spec', 'ECC_NIST_P384'], { env: { ...process.env, ...token.env() }, stdio: 'pipe' });
+  execFileSync(process.execPath, ['--import', 'tsx', 'test/support/addTokenObjects.ts', token.label, token.pinFile, '990', '10'], { env: { ...process.env, ...token.env() }, stdio: 'pipe' });
+  const digest = createHash('sha384').update('late').digest();
+  // A miss rescans the token (at most once a second), so the new key is served within ~1 s.
+  let res = await call('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_384', digest: digest.toString('base64') });
+  for (let i = 0; i < 20 && res.status === 404; i++) {
+    await new Promise((r) => setTimeout(r, 200));
+    res = await call('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_384', digest: digest.toString('base64') });
+  }
+  assert.equal(res.status, 200, JSON.stringify(res.json));
+  assert.ok(verify('sha384', Buffer.from('late'), await publicKey('late'), Buffer.from(res.json.signature, 'base64')));
+
+  // After the periodic rescan has seen all 1,000 objects, 'ec' is still the same key.
+  await new Promise((r) => setTimeout(r, 1200));
+  const list = await call('GET', '/v1/keys');
+  const names = list.json.keys.map((k: { name: string }) => k.name);
+  assert.ok(names.includes('decoy-9'), 'the rescan saw the decoy keys');
+  const pem = await publicKey('ec');
+  for (let i = 0; i < 20; i++) {
+    const m = Buffer.from(`after decoys ${i}`);
+    const r = await call('POST', '/v1/keys/ec/sign', { algorithm: 'ECDSA_SHA_256', message: m.toString('base64') });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.keyVersion, 1);
+    assert.ok(verify('sha256', m, pem, Buffer.from(r.json.signature, 'base64')));
+  }
+});
