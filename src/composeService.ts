@@ -1,6 +1,7 @@
 import type { Express } from 'express';
 import type { Logger } from 'pino';
 import type { Config } from './config/config.js';
+import { authenticate, loadClients } from './http/auth.js';
 import { createApp } from './http/createApp.js';
 import { Pkcs11KeyManager } from './hsm/pkcs11/Pkcs11KeyManager.js';
 import { ThreadedPkcs11 } from './hsm/pkcs11/ThreadedPkcs11.js';
@@ -17,6 +18,8 @@ export interface RunningService {
 
 /** One worker's object graph: HSM binding -> KeyManager -> resilience -> service -> HTTP app. */
 export async function composeService(config: Config, logger: Logger): Promise<RunningService> {
+  // Read before touching the HSM, so a bad file fails fast.
+  const clients = config.clientsFile !== undefined ? loadClients(config.clientsFile) : undefined;
   const p11 = await ThreadedPkcs11.start(config.hsm.modulePath, config.hsm.threads);
   const keyManager = new Pkcs11KeyManager(p11, {
     ...(config.hsm.slotIndex !== undefined ? { slotIndex: config.hsm.slotIndex } : { tokenLabel: config.hsm.tokenLabel }),
@@ -43,7 +46,13 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     maxAttempts: config.retry.maxAttempts,
     backoff: { baseMs: config.retry.baseMs, capMs: config.retry.capMs },
   });
-  const app = createApp({ service, logger, bodyLimitBytes: config.bodyLimitBytes, requestDeadlineMs: config.requestDeadlineMs });
+  const app = createApp({
+    service,
+    logger,
+    bodyLimitBytes: config.bodyLimitBytes,
+    requestDeadlineMs: config.requestDeadlineMs,
+    ...(clients ? { v1Guard: authenticate(clients) } : {}),
+  });
   return {
     app,
     service,

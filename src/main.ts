@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { composeService } from './composeService.js';
+import { serveClusterMetrics } from './http/metrics.js';
 
 /**
  * Composition root. The primary forks WORKERS processes (each has its own PKCS#11 state: module,
@@ -10,6 +11,7 @@ import { composeService } from './composeService.js';
  */
 function primary(config: Config, logger: pino.Logger): void {
   if (config.devMode) logger.warn({ host: config.host }, 'development mode: no CLIENTS_FILE, so no authentication; listening on loopback only');
+  serveClusterMetrics();
   let stopping = false;
   const fork = (): void => {
     cluster.fork();

@@ -3,6 +3,8 @@ import type { Logger } from 'pino';
 import { ServiceError } from '../errors.js';
 import type { SigningService } from '../service/SigningService.js';
 import { errorHandler } from './errorHandler.js';
+import { metricsRouter, recordRequests } from './metrics.js';
+import { openapiRouter } from './openapi.js';
 import { requestContext } from './requestContext.js';
 import { healthRouter } from './routes/healthRouter.js';
 import { keysRouter } from './routes/keysRouter.js';
@@ -13,7 +15,7 @@ export interface AppDeps {
   readonly logger: Logger;
   readonly bodyLimitBytes: number;
   readonly requestDeadlineMs: number;
-  /** Routers added by optional capabilities (PKI, metrics, OpenAPI, auth). */
+  /** Routers added by optional capabilities (PKI). */
   readonly extraRouters?: readonly express.Router[];
   /** Runs before every /v1 route (authentication). */
   readonly v1Guard?: RequestHandler;
@@ -33,7 +35,10 @@ export function createApp(deps: AppDeps): Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
   app.use(requestContext(deps.requestDeadlineMs, deps.logger));
+  app.use(recordRequests());
   app.use(healthRouter(deps.service));
+  app.use(metricsRouter(deps.service));
+  app.use(openapiRouter());
   if (deps.v1Guard) app.use('/v1', deps.v1Guard);
   app.use('/v1', requireJson, express.json({ limit: deps.bodyLimitBytes, strict: false, type: 'application/json' }));
   app.use(keysRouter(deps.service));

@@ -2,6 +2,7 @@ import { Router } from 'express';
 import type { KeyInfo } from '../../hsm/KeyManager.js';
 import { algorithmsFor } from '../../crypto/algorithms.js';
 import type { SigningService } from '../../service/SigningService.js';
+import { allowed, permit } from '../auth.js';
 import { deadlineOf } from '../requestContext.js';
 import { keyName } from '../validation.js';
 
@@ -19,13 +20,17 @@ export function keysRouter(service: SigningService): Router {
   const r = Router();
   r.get('/v1/keys', async (_req, res) => {
     const keys = await service.listKeys(deadlineOf(res));
-    res.json({ keys: keys.map(keyInfoJson) });
+    res.json({ keys: keys.filter((k) => allowed(res, 'read', k.name)).map(keyInfoJson) });
   });
   r.get('/v1/keys/:name', async (req, res) => {
-    res.json(keyInfoJson(await service.getKey(keyName(req.params.name), deadlineOf(res))));
+    const name = keyName(req.params.name);
+    permit(res, 'read', name);
+    res.json(keyInfoJson(await service.getKey(name, deadlineOf(res))));
   });
   r.get('/v1/keys/:name/jwks', async (req, res) => {
-    const key = await service.getKey(keyName(req.params.name), deadlineOf(res));
+    const name = keyName(req.params.name);
+    permit(res, 'read', name);
+    const key = await service.getKey(name, deadlineOf(res));
     res.json({
       keys: key.versions.map((v) => ({
         ...v.publicKey.export({ format: 'jwk' }),

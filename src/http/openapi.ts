@@ -1,0 +1,86 @@
+import { Router } from 'express';
+import { KEY_SPECS, SIGNING_ALGORITHMS } from '../crypto/algorithms.js';
+import { ERROR_CODES } from '../errors.js';
+
+/** The OpenAPI 3 document of the v1 contract, built from the same tables the code uses. */
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const json = (schema: object) => ({ content: { 'application/json': { schema } } });
+const b64 = { type: 'string', format: 'byte', description: 'standard base64 with padding' };
+const errorResponses = (...codes: (keyof typeof ERROR_CODES)[]) =>
+  Object.fromEntries(
+    [...new Set(codes.map((c) => ERROR_CODES[c].status))].map((status) => [
+      String(status),
+      { description: codes.filter((c) => ERROR_CODES[c].status === status).map((c) => `${c}: ${ERROR_CODES[c].description}`).join(' '), ...json(ref('Error')) },
+    ]),
+  );
+const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } };
+const versionQuery = { name: 'keyVersion', in: 'query', required: false, schema: { type: 'integer', minimum: 1 } };
+const hsmErrors = ['INVALID_ARGUMENT', 'UNAUTHENTICATED', 'PERMISSION_DENIED', 'NOT_FOUND', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'HSM_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] as const;
+
+const signFields = {
+  algorithm: { type: 'string', enum: SIGNING_ALGORITHMS },
+  message: { ...b64, description: 'the message; the service hashes it (exactly one of message and digest)' },
+  digest: { ...b64, description: "the digest, of the algorithm's hash length" },
+  keyVersion: { type: 'integer', minimum: 1, description: 'default: the current version' },
+  signatureFormat: { type: 'string', enum: ['der', 'raw'], description: 'ECDSA only: der (X9.62, default) or raw r||s' },
+};
+
+export const OPENAPI_DOCUMENT = {
+  openapi: '3.0.3',
+  info: { title: 'hsm-signer', version: '1', description: 'Sign and verify with keys held in a PKCS#11 HSM; intermediate-CA operations on the HSM.' },
+  components: {
+    securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'required on /v1 when a CLIENTS_FILE is configured' } },
+    schemas: {
+      Error: {
+        type: 'object',
+        required: ['error'],
+        properties: { error: { type: 'object', required: ['code', 'message', 'requestId'], properties: { code: { type: 'string', enum: Object.keys(ERROR_CODES) }, message: { type: 'string' }, requestId: { type: 'string' } } } },
+      },
+      KeyInfo: {
+        type: 'object',
+        properties: {
+          name: { type: 'string' },
+          currentVersion: { type: 'integer' },
+          keySpec: { type: 'string', enum: KEY_SPECS },
+          signingAlgorithms: { type: 'array', items: { type: 'string', enum: SIGNING_ALGORITHMS } },
+          versions: { type: 'array', items: { type: 'object', properties: { version: { type: 'integer' }, keySpec: { type: 'string', enum: KEY_SPECS }, publicKeyPem: { type: 'string' }, hasCertificate: { type: 'boolean' } } } },
+        },
+      },
+      SignRequest: { type: 'object', additionalProperties: false, required: ['algorithm'], properties: signFields },
+      VerifyRequest: { type: 'object', additionalProperties: false, required: ['algorithm', 'signature'], properties: { ...signFields, signature: b64 } },
+      SignResponse: { type: 'object', properties: { keyName: { type: 'string' }, keyVersion: { type: 'integer' }, algorithm: { type: 'string' }, signature: b64 } },
+      BatchRequest: {
+        type: 'object',
+        required: ['requests'],
+        properties: { requests: { type: 'array', minItems: 1, maxItems: 256, items: { type: 'object', required: ['keyName', 'algorithm'], properties: { keyName: { type: 'string' }, ...signFields } } } },
+      },
+    },
+  },
+  security: [{ bearer: [] }],
+  paths: {
+    '/healthz': { get: { summary: 'liveness', security: [], responses: { 200: { description: 'the process serves' } } } },
+    '/readyz': { get: { summary: 'readiness: HSM answers, sessions available, breaker not open', security: [], responses: { 200: { description: 'ready' }, 503: { description: 'unavailable, with a reason' } } } },
+    '/metrics': { get: { summary: 'Prometheus metrics (all workers)', security: [], responses: { 200: { description: 'text format' } } } },
+    '/openapi.json': { get: { summary: 'this document', security: [], responses: { 200: { description: 'OpenAPI 3' } } } },
+    '/v1/keys': { get: { summary: 'list keys', responses: { 200: { description: 'keys', ...json({ type: 'object', properties: { keys: { type: 'array', items: ref('KeyInfo') } } }) }, ...errorResponses(...hsmErrors) } } },
+    '/v1/keys/{name}': { get: { summary: 'one key', parameters: [nameParam], responses: { 200: { description: 'key', ...json(ref('KeyInfo')) }, ...errorResponses(...hsmErrors) } } },
+    '/v1/keys/{name}/jwks': { get: { summary: 'public keys as JWKs, kid = name/vN', parameters: [nameParam], responses: { 200: { description: 'JWK set' }, ...errorResponses(...hsmErrors) } } },
+    '/v1/keys/{name}/sign': { post: { summary: 'sign a message or digest', parameters: [nameParam], requestBody: json(ref('SignRequest')), responses: { 200: { description: 'signature', ...json(ref('SignResponse')) }, ...errorResponses(...hsmErrors, 'OVERLOADED') } } },
+    '/v1/keys/{name}/verify': { post: { summary: 'verify a signature (a wrong one is valid:false)', parameters: [nameParam], requestBody: json(ref('VerifyRequest')), responses: { 200: { description: 'result', ...json({ type: 'object', properties: { valid: { type: 'boolean' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...hsmErrors, 'OVERLOADED') } } },
+    '/v1/sign/batch': { post: { summary: 'sign 1 to 256 items; each result is a signature or that item\'s error', requestBody: json(ref('BatchRequest')), responses: { 200: { description: 'results in request order' }, ...errorResponses(...hsmErrors) } } },
+    '/v1/keys/{name}/csr': { post: { summary: 'PKCS#10 CSR signed by the key on the HSM', parameters: [nameParam], responses: { 200: { description: '{csrPem}' }, ...errorResponses(...hsmErrors) } } },
+    '/v1/keys/{name}/certificate': {
+      put: { summary: "attach the key version's CA certificate and chain", parameters: [nameParam], responses: { 204: { description: 'stored on the token' }, ...errorResponses(...hsmErrors, 'CONFLICT') } },
+      get: { summary: "the key version's certificate and chain", parameters: [nameParam, versionQuery], responses: { 200: { description: '{certificatePem, chainPem}' }, ...errorResponses(...hsmErrors) } },
+    },
+    '/v1/keys/{name}/certificates': { post: { summary: 'issue a certificate from a CSR with a profile', parameters: [nameParam], responses: { 201: { description: '{certificatePem, chainPem, serialNumber, notBefore, notAfter}' }, ...errorResponses(...hsmErrors, 'CONFLICT') } } },
+  },
+};
+
+export function openapiRouter(): Router {
+  const r = Router();
+  r.get('/openapi.json', (_req, res) => {
+    res.json(OPENAPI_DOCUMENT);
+  });
+  return r;
+}

@@ -1,0 +1,76 @@
+import { createHash } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import request from 'supertest';
+import { ERROR_CODES } from '../../src/errors.js';
+import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
+
+let token: TestToken;
+let svc: Awaited<ReturnType<typeof startTestService>>;
+const sha = (s: string): string => createHash('sha256').update(s).digest('hex');
+const PAY = 'tok-payments-0123456789';
+const RO = 'tok-readonly-0123456789';
+
+before(async () => {
+  token = await createTestToken([
+    { name: 'payments-ec', spec: 'ECC_NIST_P256' },
+    { name: 'other-ec', spec: 'ECC_NIST_P256' },
+  ]);
+  const clientsFile = join(token.dir, 'clients.json');
+  writeFileSync(
+    clientsFile,
+    JSON.stringify({
+      clients: [
+        { name: 'payments-api', tokenSha256: sha(PAY), allow: [{ keys: 'payments-*', operations: ['sign', 'verify', 'read'] }] },
+        { name: 'auditor', tokenSha256: sha(RO), allow: [{ keys: '*', operations: ['read'] }] },
+      ],
+    }),
+  );
+  svc = await startTestService(token, { CLIENTS_FILE: clientsFile });
+});
+after(async () => {
+  await svc?.close();
+  token?.cleanup();
+});
+
+const body = { algorithm: 'ECDSA_SHA_256', message: Buffer.from('x').toString('base64') };
+
+test('auth: 401 without or with an unknown token; 403 outside the grant; allowed within it', async () => {
+  const none = await request(svc.app).post('/v1/keys/payments-ec/sign').send(body).expect(401);
+  assert.equal(none.body.error.code, 'UNAUTHENTICATED');
+  const unknown = await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', 'Bearer nope').send(body).expect(401);
+  assert.ok(!unknown.text.includes('nope'), 'the token is not echoed');
+  await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', `Bearer ${PAY}`).send(body).expect(200);
+  const denied = await request(svc.app).post('/v1/keys/other-ec/sign').set('Authorization', `Bearer ${PAY}`).send(body).expect(403);
+  assert.equal(denied.body.error.code, 'PERMISSION_DENIED');
+  await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', `Bearer ${RO}`).send(body).expect(403);
+  const list = await request(svc.app).get('/v1/keys').set('Authorization', `Bearer ${PAY}`).expect(200);
+  assert.deepEqual(list.body.keys.map((k: { name: string }) => k.name), ['payments-ec']);
+  const batch = await request(svc.app)
+    .post('/v1/sign/batch')
+    .set('Authorization', `Bearer ${PAY}`)
+    .send({ requests: [{ keyName: 'payments-ec', ...body }, { keyName: 'other-ec', ...body }] })
+    .expect(200);
+  assert.ok(batch.body.results[0].signature);
+  assert.equal(batch.body.results[1].error.code, 'PERMISSION_DENIED');
+  // Health stays open for load balancers.
+  await request(svc.app).get('/readyz').expect(200);
+});
+
+test('metrics: Prometheus text with request counts and HSM pool gauges', async () => {
+  const res = await request(svc.app).get('/metrics').expect(200);
+  assert.match(res.headers['content-type']!, /text\/plain/);
+  assert.match(res.text, /hsm_signer_http_requests_total\{method="POST",route="\/v1\/keys\/:name\/sign",status="200"\} \d+/);
+  assert.match(res.text, /hsm_signer_hsm_sessions_idle \d+/);
+  assert.match(res.text, /hsm_signer_hsm_breaker_open 0/);
+  assert.ok(!res.text.includes(token.pin) && !res.text.includes(PAY));
+});
+
+test('openapi: documents every error code and the v1 paths', async () => {
+  const res = await request(svc.app).get('/openapi.json').expect(200);
+  assert.equal(res.body.openapi, '3.0.3');
+  for (const p of ['/v1/keys', '/v1/keys/{name}', '/v1/keys/{name}/sign', '/v1/keys/{name}/verify', '/v1/sign/batch', '/v1/keys/{name}/jwks', '/readyz', '/healthz']) assert.ok(res.body.paths[p], p);
+  assert.deepEqual(res.body.components.schemas.Error.properties.error.properties.code.enum, Object.keys(ERROR_CODES));
+});
