@@ -3,16 +3,20 @@ import type { Logger } from 'pino';
 import type { Config } from './config/config.js';
 import { authenticate, loadClients } from './http/auth.js';
 import { createApp } from './http/createApp.js';
+import { pkiRouter } from './http/routes/pkiRouter.js';
+import { Pkcs11CertificateStore } from './hsm/pkcs11/Pkcs11CertificateStore.js';
 import { Pkcs11KeyManager } from './hsm/pkcs11/Pkcs11KeyManager.js';
 import { ThreadedPkcs11 } from './hsm/pkcs11/ThreadedPkcs11.js';
 import { createHsmBreaker } from './resilience/hsmBreaker.js';
 import { RetryBudget } from './resilience/retryBudget.js';
+import { PkiService } from './service/PkiService.js';
 import { SigningService } from './service/SigningService.js';
 
 export interface RunningService {
   readonly app: Express;
   readonly service: SigningService;
   readonly keyManager: Pkcs11KeyManager;
+  readonly pki: PkiService;
   close(): Promise<void>;
 }
 
@@ -20,7 +24,8 @@ export interface RunningService {
 export async function composeService(config: Config, logger: Logger): Promise<RunningService> {
   // Read before touching the HSM, so a bad file fails fast.
   const clients = config.clientsFile !== undefined ? loadClients(config.clientsFile) : undefined;
-  const p11 = await ThreadedPkcs11.start(config.hsm.modulePath, config.hsm.threads);
+  const p11 = await ThreadedPkcs11.start(config.hsm.modulePath, config.hsm.threads, (m) => logger.warn(m));
+  let onRecovered = (): void => undefined;
   const keyManager = new Pkcs11KeyManager(p11, {
     ...(config.hsm.slotIndex !== undefined ? { slotIndex: config.hsm.slotIndex } : { tokenLabel: config.hsm.tokenLabel }),
     pin: config.hsm.pin,
@@ -29,6 +34,7 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     acquireTimeoutMs: config.requestDeadlineMs,
     keyRefreshMs: config.hsm.keyRefreshMs,
     logger,
+    onRecovered: () => onRecovered(),
   });
   try {
     await keyManager.start();
@@ -39,6 +45,8 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
   const breaker = createHsmBreaker(config.breaker);
   breaker.on('open', () => logger.warn('HSM circuit breaker opened'));
   breaker.on('close', () => logger.info('HSM circuit breaker closed'));
+  // A finished recovery logged in, opened sessions and read the keys: a better probe than half-open's.
+  onRecovered = () => breaker.close();
   const service = new SigningService(keyManager, {
     breaker,
     breakerResetMs: config.breaker.resetTimeoutMs,
@@ -46,17 +54,20 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     maxAttempts: config.retry.maxAttempts,
     backoff: { baseMs: config.retry.baseMs, capMs: config.retry.capMs },
   });
+  const pki = new PkiService(service, new Pkcs11CertificateStore(keyManager, p11));
   const app = createApp({
     service,
     logger,
     bodyLimitBytes: config.bodyLimitBytes,
     requestDeadlineMs: config.requestDeadlineMs,
+    extraRouters: [pkiRouter(pki)],
     ...(clients ? { v1Guard: authenticate(clients) } : {}),
   });
   return {
     app,
     service,
     keyManager,
+    pki,
     async close() {
       breaker.shutdown();
       await keyManager.close();

@@ -6,6 +6,9 @@
  *   keys rotate --name N
  *   keys list
  *   keys retire --name N --version V --confirm
+ *
+ * Commands on one host run one at a time (AdminLock): key generation is serialized on the HSM
+ * anyway, and interleaved commands could give two keys one version number.
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -13,6 +16,7 @@ import { isKeySpec, KEY_SPECS } from '../crypto/algorithms.js';
 import { ServiceError } from '../errors.js';
 import { isKeyName } from '../hsm/keyLabel.js';
 import { Pkcs11KeyAdmin } from '../hsm/pkcs11/Pkcs11KeyAdmin.js';
+import { AdminLock } from './AdminLock.js';
 
 const USAGE = `usage: hsm-signer-admin keys <create|rotate|list|retire> [options]
   keys create --name N --spec ${KEY_SPECS.join('|')}
@@ -23,31 +27,45 @@ environment: HSM_MODULE, HSM_TOKEN_LABEL or HSM_SLOT, HSM_ADMIN_PIN or HSM_ADMIN
 
 class UsageError extends Error {}
 
+function readPin(variable: string, file: string): string {
+  try {
+    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+  } catch (e) {
+    throw new UsageError(`${variable}: cannot read the file (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
 function adminPin(env: NodeJS.ProcessEnv): string {
   if (env.HSM_ADMIN_PIN) return env.HSM_ADMIN_PIN;
-  if (env.HSM_ADMIN_PIN_FILE) return readFileSync(env.HSM_ADMIN_PIN_FILE, 'utf8').replace(/\r?\n$/, '');
+  if (env.HSM_ADMIN_PIN_FILE) return readPin('HSM_ADMIN_PIN_FILE', env.HSM_ADMIN_PIN_FILE);
   // SoftHSMv2 has one user per token: in development the admin falls back to the user PIN.
   const module = env.HSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
   if (module.includes('softhsm') && (env.HSM_PIN || env.HSM_PIN_FILE)) {
     console.error('notice: HSM_ADMIN_PIN is not set; using the token user PIN (SoftHSMv2 development only)');
-    return env.HSM_PIN ?? readFileSync(env.HSM_PIN_FILE!, 'utf8').replace(/\r?\n$/, '');
+    return env.HSM_PIN ?? readPin('HSM_PIN_FILE', env.HSM_PIN_FILE!);
   }
   throw new UsageError('set HSM_ADMIN_PIN or HSM_ADMIN_PIN_FILE (the key-manager credential)');
 }
 
 export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      name: { type: 'string' },
-      spec: { type: 'string' },
-      version: { type: 'string' },
-      confirm: { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        name: { type: 'string' },
+        spec: { type: 'string' },
+        version: { type: 'string' },
+        confirm: { type: 'boolean', default: false },
+        json: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    throw new UsageError(`${(e as Error).message}\n${USAGE}`);
+  }
+  const { values, positionals } = parsed;
   const [group, command] = positionals;
   if (values.help || group !== 'keys' || !command) {
     console.log(USAGE);
@@ -73,7 +91,18 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
   if (!check) throw new UsageError(`unknown command 'keys ${command}'\n${USAGE}`);
   check();
   const slot = env.HSM_SLOT !== undefined ? { slotIndex: Number(env.HSM_SLOT) } : { tokenLabel: env.HSM_TOKEN_LABEL ?? 'hsm-signer' };
-  const admin = await Pkcs11KeyAdmin.open({ modulePath: env.HSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so', ...slot, pin: adminPin(env) });
+  const modulePath = env.HSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
+  const pin = adminPin(env);
+  const lock = await AdminLock.acquire(AdminLock.fileFor({ modulePath, ...slot, ...(env.SOFTHSM2_CONF ? { softhsmConf: env.SOFTHSM2_CONF } : {}) }), {
+    onWait: (pid) => console.error(`waiting for another hsm-signer-admin (pid ${pid}) to finish: admin commands run one at a time`),
+  });
+  let admin: Pkcs11KeyAdmin;
+  try {
+    admin = await Pkcs11KeyAdmin.open({ modulePath, ...slot, pin });
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
   try {
     switch (command) {
       case 'create': {
@@ -95,19 +124,23 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
       }
       case 'retire': {
         const version = Number(values.version);
-        const target = (await admin.listKeys()).find((k) => k.name === values.name && k.version === version);
+        // Refusals (unknown version, the only version) come before the --confirm question.
+        const target = await admin.retirable(name(), version);
+        const what = `${target.name} version ${target.version} (${target.keySpec}, CKA_ID ${target.id}, ${target.hasCertificate ? 'with' : 'without'} certificate)`;
         if (!values.confirm) {
-          console.error(`would remove ${values.name} version ${version}${target ? ` (${target.keySpec}, CKA_ID ${target.id}, ${target.hasCertificate ? 'with' : 'without'} certificate)` : ' (not found)'}; add --confirm to do it`);
+          console.error(`would retire ${what}: its key pair${target.hasCertificate ? ' and certificates' : ''} would be destroyed, and signatures by it could no longer be made; add --confirm to do it`);
           return 2;
         }
-        const r = await admin.retireKey(name(), version);
-        console.log(`retired ${r.removed.name} version ${r.removed.version} (${r.removed.keySpec}, CKA_ID ${r.removed.id}): ${r.objects} object(s) destroyed`);
+        const r = await admin.retireKey(target.name, version);
+        console.log(`retired ${what}; destroyed ${r.objects.length} object(s):`);
+        for (const o of r.objects) console.log(`  ${o.kind}\t${o.label}`);
         break;
       }
     }
     return 0;
   } finally {
     await admin.close();
+    lock.release();
   }
 }
 

@@ -25,6 +25,8 @@ export interface SignRequest {
   readonly algorithm: SigningAlgorithm;
   /** The digest, already checked to be of the algorithm's length. */
   readonly digest: Buffer;
+  /** Aborted when the caller stops waiting (its deadline): no HSM call is started after that. */
+  readonly signal?: AbortSignal;
 }
 
 export interface SignResult {
@@ -55,7 +57,7 @@ export interface HsmHealth {
 export interface KeyManager {
   listKeys(): Promise<KeyInfo[]>;
   /** Throws ServiceError NOT_FOUND when the key (or a requested version) does not exist. */
-  getKey(name: string): Promise<KeyInfo>;
+  getKey(name: string, version?: number): Promise<KeyInfo>;
   sign(req: SignRequest): Promise<SignResult>;
   /**
    * Verifies a signature over a digest on the HSM with the key's public object. Only for what

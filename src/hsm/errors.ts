@@ -12,6 +12,7 @@ export const CKR = {
   GENERAL_ERROR: 0x5,
   FUNCTION_FAILED: 0x6,
   ARGUMENTS_BAD: 0x7,
+  ATTRIBUTE_READ_ONLY: 0x10,
   ATTRIBUTE_SENSITIVE: 0x11,
   ATTRIBUTE_TYPE_INVALID: 0x12,
   ATTRIBUTE_VALUE_INVALID: 0x13,
@@ -20,7 +21,9 @@ export const CKR = {
   DEVICE_ERROR: 0x30,
   DEVICE_MEMORY: 0x31,
   DEVICE_REMOVED: 0x32,
+  ACTION_PROHIBITED: 0x1b,
   FUNCTION_CANCELED: 0x50,
+  FUNCTION_NOT_SUPPORTED: 0x54,
   KEY_HANDLE_INVALID: 0x60,
   KEY_SIZE_RANGE: 0x62,
   KEY_TYPE_INCONSISTENT: 0x63,
@@ -45,13 +48,27 @@ export const CKR = {
   TEMPLATE_INCONSISTENT: 0xd1,
   TOKEN_NOT_PRESENT: 0xe0,
   TOKEN_NOT_RECOGNIZED: 0xe1,
+  TOKEN_WRITE_PROTECTED: 0xe2,
   USER_ALREADY_LOGGED_IN: 0x100,
   USER_NOT_LOGGED_IN: 0x101,
   USER_PIN_NOT_INITIALIZED: 0x102,
   USER_TYPE_INVALID: 0x103,
+  USER_ANOTHER_ALREADY_LOGGED_IN: 0x104,
+  USER_TOO_MANY_TYPES: 0x105,
+  DOMAIN_PARAMS_INVALID: 0x130,
+  CURVE_NOT_SUPPORTED: 0x140,
   BUFFER_TOO_SMALL: 0x150,
   CRYPTOKI_NOT_INITIALIZED: 0x190,
   CRYPTOKI_ALREADY_INITIALIZED: 0x191,
+  FUNCTION_REJECTED: 0x200,
+} as const;
+
+/** Not CK_RVs: what the HSM thread reports when a call failed outside the module. */
+export const NOT_A_CKR = {
+  /** The binding threw without a CK_RV (a bad argument: a bug). */
+  BINDING_ERROR: -1,
+  /** The HSM thread died under the call: its outcome is unknown. */
+  THREAD_EXITED: -2,
 } as const;
 
 /**
@@ -66,8 +83,19 @@ export const CKR = {
  */
 export type FailureClass = 'client' | 'sessionFatal' | 'loginLost' | 'handleStale' | 'connectionLost' | 'throttled' | 'credentials';
 
+// CKR_USER_ALREADY_LOGGED_IN (C_Login) and CKR_CRYPTOKI_ALREADY_INITIALIZED (C_Initialize) are
+// successes where they can occur, and are handled there; they are not failures to classify.
 const CLASS_OF = new Map<number, FailureClass>([
   [CKR.ARGUMENTS_BAD, 'client'],
+  [CKR.ATTRIBUTE_READ_ONLY, 'client'],
+  [CKR.ACTION_PROHIBITED, 'client'],
+  // The module cannot do it at all: no retry or recovery will change that.
+  [CKR.FUNCTION_NOT_SUPPORTED, 'client'],
+  [CKR.FUNCTION_REJECTED, 'client'],
+  [CKR.DOMAIN_PARAMS_INVALID, 'client'],
+  [CKR.CURVE_NOT_SUPPORTED, 'client'],
+  [CKR.SIGNATURE_INVALID, 'client'],
+  [CKR.TOKEN_WRITE_PROTECTED, 'client'],
   [CKR.ATTRIBUTE_SENSITIVE, 'client'],
   [CKR.ATTRIBUTE_TYPE_INVALID, 'client'],
   [CKR.ATTRIBUTE_VALUE_INVALID, 'client'],
@@ -109,15 +137,26 @@ const CLASS_OF = new Map<number, FailureClass>([
   [CKR.PIN_LOCKED, 'credentials'],
   [CKR.USER_PIN_NOT_INITIALIZED, 'credentials'],
   [CKR.USER_TYPE_INVALID, 'credentials'],
+  [CKR.USER_ANOTHER_ALREADY_LOGGED_IN, 'credentials'],
+  [CKR.USER_TOO_MANY_TYPES, 'credentials'],
 ]);
 
-const NAME_OF = new Map<number, string>(Object.entries(CKR).map(([k, v]) => [v, `CKR_${k}`]));
+/** Session-invalid codes: the session is already gone, so it must not be closed (its handle may be reused). */
+export const SESSION_GONE: ReadonlySet<number> = new Set([CKR.SESSION_HANDLE_INVALID, CKR.SESSION_CLOSED]);
+
+const NAME_OF = new Map<number, string>([
+  ...Object.entries(CKR).map(([k, v]): [number, string] => [v, `CKR_${k}`]),
+  ...Object.entries(NOT_A_CKR).map(([k, v]): [number, string] => [v, k]),
+]);
 
 export function ckrName(code: number): string {
-  return NAME_OF.get(code) ?? `CKR_0x${code.toString(16).padStart(8, '0')}`;
+  return NAME_OF.get(code) ?? (code >= 0 ? `CKR_0x${code.toString(16).padStart(8, '0')}` : `ERROR_${code}`);
 }
 
-/** Any code the table does not know is treated as a lost connection: recovering is the safe bet. */
+/**
+ * Any code the table does not know (vendor-defined codes, NOT_A_CKR) is treated as a lost
+ * connection: re-initializing the module is the safe bet, and recoveries are rate-limited.
+ */
 export function classify(code: number): FailureClass {
   return CLASS_OF.get(code) ?? 'connectionLost';
 }
@@ -127,6 +166,11 @@ export const RETRYABLE: ReadonlySet<FailureClass> = new Set(['sessionFatal', 'lo
 
 export function isPkcs11Failure(e: unknown): e is { code: number; method: string; operationOpen?: boolean } {
   return e instanceof Error && typeof (e as { code?: unknown }).code === 'number' && typeof (e as { method?: unknown }).method === 'string';
+}
+
+/** What a request meets while the module is being re-initialized: retryable, counts against the HSM. */
+export function recoveringError(): HsmError {
+  return new HsmError('connectionLost', 'RECOVERING', 'the HSM connection is being re-established; retry later');
 }
 
 /** A failed HSM operation, as the rest of the service sees it. */

@@ -23,7 +23,10 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err: unknown, _req, res, next) => {
     if (res.headersSent) return next(err);
     if (err instanceof ServiceError) {
-      if (err.status >= 500) logger.warn({ requestId: res.locals.requestId, code: err.code, msg: err.message }, 'request failed');
+      // 503/504 are expected while the HSM is down or busy (thousands a second in an outage, and
+      // pino writes synchronously): they are counted in /metrics and logged at debug only.
+      if (err.code === 'INTERNAL') logger.error({ requestId: res.locals.requestId, msg: err.message }, 'request failed');
+      else if (err.status >= 500) logger.debug({ requestId: res.locals.requestId, code: err.code, msg: err.message }, 'request failed');
       return sendError(res, err);
     }
     const type = (err as { type?: string }).type;

@@ -1,6 +1,9 @@
 import { Router } from 'express';
 import { KEY_SPECS, SIGNING_ALGORITHMS } from '../crypto/algorithms.js';
 import { ERROR_CODES } from '../errors.js';
+import { MAX_PATH_LENGTH } from '../pki/createCsr.js';
+import { CERTIFICATE_PROFILES, MAX_VALIDITY_DAYS } from '../pki/issueCertificate.js';
+import { MAX_SAN_ENTRIES } from '../pki/subjectAltNames.js';
 
 /** The OpenAPI 3 document of the v1 contract, built from the same tables the code uses. */
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
@@ -49,6 +52,54 @@ export const OPENAPI_DOCUMENT = {
       SignRequest: { type: 'object', additionalProperties: false, required: ['algorithm'], properties: signFields },
       VerifyRequest: { type: 'object', additionalProperties: false, required: ['algorithm', 'signature'], properties: { ...signFields, signature: b64 } },
       SignResponse: { type: 'object', properties: { keyName: { type: 'string' }, keyVersion: { type: 'integer' }, algorithm: { type: 'string' }, signature: b64 } },
+      SubjectAltNames: {
+        type: 'object',
+        additionalProperties: false,
+        properties: Object.fromEntries(['dns', 'ip', 'email', 'uri'].map((k) => [k, { type: 'array', items: { type: 'string' }, maxItems: MAX_SAN_ENTRIES }])),
+      },
+      CsrRequest: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['subject'],
+        properties: {
+          subject: { type: 'string', description: 'RFC 4514, e.g. CN=Issuing CA,O=Example,C=US' },
+          keyVersion: { type: 'integer', minimum: 1, description: 'default: the current version' },
+          ca: { type: 'object', additionalProperties: false, properties: { pathLength: { type: 'integer', minimum: 0, maximum: MAX_PATH_LENGTH } }, description: 'request a CA certificate' },
+          subjectAltNames: ref('SubjectAltNames'),
+        },
+      },
+      AttachRequest: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['certificatePem'],
+        properties: {
+          certificatePem: { type: 'string', description: "the key version's CA certificate (PEM)" },
+          chainPem: { type: 'string', description: 'its issuer, that one\'s issuer, ... (PEM; the root may be left out)' },
+          keyVersion: { type: 'integer', minimum: 1, description: 'default: the current version' },
+        },
+      },
+      IssueRequest: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['csrPem', 'profile', 'validityDays'],
+        properties: {
+          csrPem: { type: 'string' },
+          profile: { type: 'string', enum: CERTIFICATE_PROFILES },
+          validityDays: { type: 'integer', minimum: 1, maximum: MAX_VALIDITY_DAYS, description: "must end before the issuer's notAfter" },
+          subjectAltNames: ref('SubjectAltNames'),
+        },
+      },
+      IssueResponse: {
+        type: 'object',
+        properties: {
+          certificatePem: { type: 'string' },
+          chainPem: { type: 'string', description: 'the issuer certificate, then its chain' },
+          serialNumber: { type: 'string', description: 'upper-case hex' },
+          notBefore: { type: 'string', format: 'date-time' },
+          notAfter: { type: 'string', format: 'date-time' },
+          issuerKeyVersion: { type: 'integer' },
+        },
+      },
       BatchRequest: {
         type: 'object',
         required: ['requests'],
@@ -68,12 +119,35 @@ export const OPENAPI_DOCUMENT = {
     '/v1/keys/{name}/sign': { post: { summary: 'sign a message or digest', parameters: [nameParam], requestBody: json(ref('SignRequest')), responses: { 200: { description: 'signature', ...json(ref('SignResponse')) }, ...errorResponses(...hsmErrors, 'OVERLOADED') } } },
     '/v1/keys/{name}/verify': { post: { summary: 'verify a signature (a wrong one is valid:false)', parameters: [nameParam], requestBody: json(ref('VerifyRequest')), responses: { 200: { description: 'result', ...json({ type: 'object', properties: { valid: { type: 'boolean' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...hsmErrors, 'OVERLOADED') } } },
     '/v1/sign/batch': { post: { summary: 'sign 1 to 256 items; each result is a signature or that item\'s error', requestBody: json(ref('BatchRequest')), responses: { 200: { description: 'results in request order' }, ...errorResponses(...hsmErrors) } } },
-    '/v1/keys/{name}/csr': { post: { summary: 'PKCS#10 CSR signed by the key on the HSM', parameters: [nameParam], responses: { 200: { description: '{csrPem}' }, ...errorResponses(...hsmErrors) } } },
-    '/v1/keys/{name}/certificate': {
-      put: { summary: "attach the key version's CA certificate and chain", parameters: [nameParam], responses: { 204: { description: 'stored on the token' }, ...errorResponses(...hsmErrors, 'CONFLICT') } },
-      get: { summary: "the key version's certificate and chain", parameters: [nameParam, versionQuery], responses: { 200: { description: '{certificatePem, chainPem}' }, ...errorResponses(...hsmErrors) } },
+    '/v1/keys/{name}/csr': {
+      post: {
+        summary: 'PKCS#10 CSR signed by the key on the HSM',
+        parameters: [nameParam],
+        requestBody: json(ref('CsrRequest')),
+        responses: { 200: { description: 'the CSR', ...json({ type: 'object', properties: { csrPem: { type: 'string' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...hsmErrors) },
+      },
     },
-    '/v1/keys/{name}/certificates': { post: { summary: 'issue a certificate from a CSR with a profile', parameters: [nameParam], responses: { 201: { description: '{certificatePem, chainPem, serialNumber, notBefore, notAfter}' }, ...errorResponses(...hsmErrors, 'CONFLICT') } } },
+    '/v1/keys/{name}/certificate': {
+      put: {
+        summary: "attach the key version's CA certificate and chain (stored on the token)",
+        parameters: [nameParam],
+        requestBody: json(ref('AttachRequest')),
+        responses: { 204: { description: 'stored on the token' }, ...errorResponses(...hsmErrors, 'CONFLICT') },
+      },
+      get: {
+        summary: "the key version's certificate and chain",
+        parameters: [nameParam, versionQuery],
+        responses: { 200: { description: 'certificate and chain', ...json({ type: 'object', properties: { certificatePem: { type: 'string' }, chainPem: { type: 'string' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...hsmErrors) },
+      },
+    },
+    '/v1/keys/{name}/certificates': {
+      post: {
+        summary: 'issue a certificate from a CSR with a profile, signed by the newest key version that has a certificate',
+        parameters: [nameParam],
+        requestBody: json(ref('IssueRequest')),
+        responses: { 201: { description: 'the certificate', ...json(ref('IssueResponse')) }, ...errorResponses(...hsmErrors, 'CONFLICT') },
+      },
+    },
   },
 };
 

@@ -10,7 +10,7 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 const base64 = z.string().regex(BASE64, 'must be standard base64 with padding').transform((s) => Buffer.from(s, 'base64'));
 
 const algorithm = z.string().refine(isSigningAlgorithm, { message: `must be one of ${SIGNING_ALGORITHMS.join(', ')}` });
-const keyVersion = z.number().int().min(1).max(999_999_999);
+export const keyVersion = z.number().int().min(1).max(999_999_999);
 const signatureFormat = z.enum(['der', 'raw']);
 
 const signFields = {
@@ -41,6 +41,11 @@ function parse<T>(schema: z.ZodType<T>, body: unknown, prefix = ''): T {
   const r = schema.safeParse(body);
   if (!r.success) throw invalid(describe(r.error, prefix));
   return r.data;
+}
+
+/** A body checked against a (strict) schema: the first problem is a 400 naming the field. */
+export function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  return parse(schema, body);
 }
 
 export function keyName(value: unknown, field = 'name'): string {

@@ -1,6 +1,6 @@
 import CircuitBreaker from 'opossum';
 import { ServiceError } from '../errors.js';
-import { HsmError } from '../hsm/errors.js';
+import { HsmError, type FailureClass } from '../hsm/errors.js';
 
 export interface BreakerOptions {
   /** Failure percentage over the rolling window that opens the circuit. */
@@ -12,9 +12,17 @@ export interface BreakerOptions {
   readonly rollingWindowMs: number;
 }
 
-/** Only an HSM that misbehaves counts: client errors, missing keys and shed load never do. */
+/**
+ * Only an HSM that is down, busy or refusing us counts. Client errors, missing keys and shed load
+ * never do; nor do failures the KeyManager repairs on the spot (a lost login, a stale handle, a
+ * dead session): each is one failed attempt followed by a good one, and counting them would let
+ * a handful of repairs open the circuit at low traffic. If they persist, they become a lost
+ * connection, which counts.
+ */
+const COUNTS: ReadonlySet<FailureClass> = new Set(['connectionLost', 'throttled', 'credentials']);
+
 export function countsAgainstHsm(e: unknown): boolean {
-  return e instanceof HsmError && e.failure !== 'client';
+  return e instanceof HsmError && COUNTS.has(e.failure);
 }
 
 export type HsmBreaker = CircuitBreaker<[() => Promise<unknown>], unknown>;

@@ -1,30 +1,63 @@
+export interface RetryBudgetOptions {
+  /** Retries allowed in a burst before traffic has paid for them (the bucket's size). */
+  readonly maxTokens?: number;
+  /**
+   * Retries per second allowed whatever the traffic, so that a quiet service still repairs a
+   * lost login or a stale handle transparently. Small enough not to matter to a dead HSM.
+   */
+  readonly minPerSecond?: number;
+  readonly now?: () => number;
+}
+
 /**
  * A token bucket that caps retries at a share of traffic: each request deposits `ratio` tokens,
- * each retry takes one. When the HSM is down every attempt fails, the bucket empties, and the
- * service stops multiplying its load on a dead HSM (AWS Builders' Library, "retry budget").
+ * each retry takes one, and the bucket also fills by `minPerSecond` over time. When the HSM is
+ * down every attempt fails, the bucket empties, and the service stops multiplying its load on a
+ * dead HSM (AWS Builders' Library, "retry budget"; Finagle's RetryBudget has the same floor).
  */
 export class RetryBudget {
   private tokens: number;
+  private readonly maxTokens: number;
+  private readonly minPerSecond: number;
+  private readonly now: () => number;
+  private last: number;
 
   constructor(
     private readonly ratio: number,
-    /** Retries allowed in a burst before traffic has paid for them. */
-    private readonly maxTokens = 10,
+    o: RetryBudgetOptions = {},
   ) {
-    this.tokens = maxTokens;
+    this.maxTokens = o.maxTokens ?? 10;
+    this.minPerSecond = o.minPerSecond ?? 5;
+    this.now = o.now ?? Date.now;
+    this.tokens = this.maxTokens;
+    this.last = this.now();
+  }
+
+  private add(n: number): void {
+    this.tokens = Math.min(this.maxTokens, this.tokens + n);
+  }
+
+  private refill(): void {
+    const t = this.now();
+    if (t > this.last) this.add(((t - this.last) / 1000) * this.minPerSecond);
+    this.last = t;
   }
 
   onRequest(): void {
-    this.tokens = Math.min(this.maxTokens, this.tokens + this.ratio);
+    this.refill();
+    this.add(this.ratio);
   }
 
   tryRetry(): boolean {
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
+    this.refill();
+    // Ten deposits of 0.1 add up to 0.9999999999999999: allow for the rounding.
+    if (this.tokens < 1 - 1e-9) return false;
+    this.tokens = Math.max(0, this.tokens - 1);
     return true;
   }
 
   get available(): number {
+    this.refill();
     return this.tokens;
   }
 }

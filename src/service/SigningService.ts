@@ -59,10 +59,14 @@ export class SigningService {
     private readonly resilience: ResilienceSettings,
   ) {}
 
-  /** An HSM operation with retries, breaker and deadline. */
-  private guarded<T>(op: () => Promise<T>, deadline: number): Promise<T> {
+  /**
+   * An HSM operation with retries, breaker and deadline. The signal aborts at the deadline so
+   * that an attempt still waiting for a session gives up its place instead of signing for nobody.
+   */
+  private guarded<T>(op: (signal: AbortSignal) => Promise<T>, deadline: number): Promise<T> {
     const r = this.resilience;
-    const work = retry(() => throughBreaker(r.breaker, op, r.breakerResetMs), {
+    const controller = new AbortController();
+    const work = retry(() => throughBreaker(r.breaker, () => op(controller.signal), r.breakerResetMs), {
       maxAttempts: r.maxAttempts,
       backoff: r.backoff,
       deadline,
@@ -70,15 +74,15 @@ export class SigningService {
       isRetryable,
       ...(r.onRetry ? { onRetry: (attempt: number, _delay: number, e: unknown) => r.onRetry!(attempt, e) } : {}),
     });
-    return withDeadline(work, deadline);
+    return withDeadline(work, deadline, { controller });
   }
 
   listKeys(deadline: number): Promise<KeyInfo[]> {
     return this.guarded(() => this.keys.listKeys(), deadline);
   }
 
-  getKey(name: string, deadline: number): Promise<KeyInfo> {
-    return this.guarded(() => this.keys.getKey(name), deadline);
+  getKey(name: string, deadline: number, version?: number): Promise<KeyInfo> {
+    return this.guarded(() => this.keys.getKey(name, version), deadline);
   }
 
   private digestOf(input: SignInput): Buffer {
@@ -102,7 +106,7 @@ export class SigningService {
     SigningService.checkFormat(input);
     const digest = this.digestOf(input);
     const r = await this.guarded(
-      () => this.keys.sign({ name: input.keyName, ...(input.keyVersion !== undefined ? { version: input.keyVersion } : {}), algorithm: input.algorithm, digest }),
+      (signal) => this.keys.sign({ name: input.keyName, ...(input.keyVersion !== undefined ? { version: input.keyVersion } : {}), algorithm: input.algorithm, digest, signal }),
       deadline,
     );
     const ecdsa = algorithmInfo(input.algorithm).padding === 'ECDSA';
@@ -124,7 +128,7 @@ export class SigningService {
   async verify(input: VerifyInput, deadline: number): Promise<{ valid: boolean; keyVersion: number }> {
     SigningService.checkFormat(input);
     const info = algorithmInfo(input.algorithm);
-    const key = await this.getKey(input.keyName, deadline);
+    const key = await this.getKey(input.keyName, deadline, input.keyVersion);
     const version = pickVersion(key, input.keyVersion);
     if (KEY_SPEC_INFO[version.keySpec].keyType !== info.keyType) {
       throw invalid(`algorithm: ${input.algorithm} cannot be used with key '${key.name}' (${version.keySpec})`);
@@ -150,7 +154,7 @@ export class SigningService {
     if (info.padding === 'PKCS1_V1_5') return { valid: pkcs1DigestValid(version.publicKey, digest, info.hash, input.signature), keyVersion: version.version };
     // node:crypto cannot verify a prehashed PSS or ECDSA signature: the HSM does, with the public key object.
     const valid = await this.guarded(
-      () => this.keys.verifyDigest({ name: key.name, version: version.version, algorithm: input.algorithm, digest, signature: raw ?? input.signature }),
+      (signal) => this.keys.verifyDigest({ name: key.name, version: version.version, algorithm: input.algorithm, digest, signature: raw ?? input.signature, signal }),
       deadline,
     );
     return { valid, keyVersion: version.version };

@@ -2,14 +2,14 @@
  * Test/benchmark helpers for the fault- and latency-injecting PKCS#11 module in
  * test/fixtures/p11shim (see its README for the control file format).
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export const SHIM_DIR = fileURLToPath(new URL('../fixtures/p11shim/', import.meta.url)).replace(/\/$/, '');
-export const SHIM_LIBRARY = join(SHIM_DIR, 'build', 'libp11shim.so');
+// The build helper lives with the load harness (which simulates a networked HSM with the shim
+// and must not import tests); re-exported here so tests keep one import.
+export { SHIM_DIR, SHIM_LIBRARY, ensureShimBuilt } from '../../loadtest/hsmLatency.js';
+
 export const DEFAULT_REAL_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 
 /**
@@ -17,32 +17,6 @@ export const DEFAULT_REAL_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
  * seen; the stall poll is faster, and C_Initialize always rechecks.
  */
 export const SHIM_CHECK_INTERVAL_MS = 20;
-
-function mtimeMs(path: string): number | undefined {
-  return existsSync(path) ? statSync(path).mtimeMs : undefined;
-}
-
-/** Builds the shim if it is missing or older than its sources; returns the .so's absolute path. */
-export function ensureShimBuilt(): string {
-  const built = mtimeMs(SHIM_LIBRARY);
-  const sources = ['p11shim.c', 'Makefile'].map((f) => mtimeMs(join(SHIM_DIR, f)) ?? Infinity);
-  if (built !== undefined && sources.every((m) => m <= built)) return SHIM_LIBRARY;
-  try {
-    execFileSync('make', ['--no-print-directory', '-C', SHIM_DIR], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      encoding: 'utf8',
-    });
-  } catch (e) {
-    const err = e as { stderr?: string; stdout?: string; message: string };
-    const output = `${err.stdout ?? ''}${err.stderr ?? ''}`.trim() || err.message;
-    throw new Error(
-      `building the p11shim PKCS#11 test module failed; it needs make, gcc and p11-kit's pkcs11.h ` +
-        `(Debian/Ubuntu: apt-get install make gcc libp11-kit-dev):\n${output}`,
-    );
-  }
-  if (!existsSync(SHIM_LIBRARY)) throw new Error(`make -C ${SHIM_DIR} succeeded but did not produce ${SHIM_LIBRARY}`);
-  return SHIM_LIBRARY;
-}
 
 export interface ShimFailure {
   /** A PKCS#11 function name such as 'C_Sign', or '*' for every forwarded function. */

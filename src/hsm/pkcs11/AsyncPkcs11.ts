@@ -48,5 +48,7 @@ export interface AsyncPkcs11 {
   destroyObject(session: Handle, object: Handle): Promise<void>;
   /** Calls issued and not yet settled. */
   readonly inFlight: number;
+  /** How long the oldest unsettled call has been running (0 when none): a stall shows here first. */
+  readonly oldestCallAgeMs?: number;
   close(): Promise<void>;
 }

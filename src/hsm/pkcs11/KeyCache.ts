@@ -32,6 +32,8 @@ export class KeyCache {
   private byName = new Map<string, Map<number, KeyEntry>>();
   private scanning: Promise<void> | undefined;
   private lastScanAt = 0;
+  /** Bumped by clear(): a scan or relookup begun before it found handles of a finalized module. */
+  private epoch = 0;
   loaded = false;
 
   constructor(
@@ -49,18 +51,24 @@ export class KeyCache {
 
   /** Rescans the token; concurrent callers share one scan. */
   refresh(): Promise<void> {
-    this.scanning ??= this.scan().finally(() => {
-      this.scanning = undefined;
-    });
+    if (!this.scanning) {
+      const scanning: Promise<void> = this.scan().finally(() => {
+        if (this.scanning === scanning) this.scanning = undefined;
+      });
+      this.scanning = scanning;
+    }
     return this.scanning;
   }
 
   clear(): void {
+    this.epoch++;
+    this.scanning = undefined;
     this.byName = new Map();
     this.loaded = false;
   }
 
   private async scan(): Promise<void> {
+    const epoch = this.epoch;
     this.lastScanAt = this.now();
     const found = await this.withSession(async (s) => {
       const handles = await this.p11.findObjects(s, [
@@ -88,6 +96,7 @@ export class KeyCache {
       if (!versions.has(e.version)) versions.set(e.version, e);
       next.set(e.name, versions);
     }
+    if (epoch !== this.epoch) return;
     this.byName = next;
     this.loaded = true;
   }
@@ -150,6 +159,7 @@ export class KeyCache {
 
   /** After CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID: find the same label again. */
   async relookup(entry: KeyEntry): Promise<void> {
+    const epoch = this.epoch;
     const [handle] = await this.withSession((s) =>
       this.p11.findObjects(s, [
         { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
@@ -157,6 +167,7 @@ export class KeyCache {
         { type: P11.CKA_ID, value: entry.id },
       ], 1),
     );
+    if (epoch !== this.epoch) return;
     if (!handle) {
       this.byName.get(entry.name)?.delete(entry.version);
       return;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { KeySpec } from '../../crypto/algorithms.js';
 import { invalid, notFound, ServiceError } from '../../errors.js';
 import { CKR, isPkcs11Failure } from '../errors.js';
-import type { AdminKeyVersion, KeyAdmin } from '../KeyAdmin.js';
+import type { AdminKeyVersion, KeyAdmin, RemovedObject } from '../KeyAdmin.js';
 import { keyLabel, parseKeyLabel } from '../keyLabel.js';
 import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
@@ -18,6 +18,12 @@ const value = (attrs: Attribute[], type: number): Buffer | undefined => {
 interface Found extends AdminKeyVersion {
   readonly handle: Handle;
 }
+
+const OBJECT_KINDS = new Map<number, RemovedObject['kind']>([
+  [P11.CKO_PRIVATE_KEY, 'private key'],
+  [P11.CKO_PUBLIC_KEY, 'public key'],
+  [P11.CKO_CERTIFICATE, 'certificate'],
+]);
 
 /** KeyAdmin on a PKCS#11 token, with one session of its own (admin work is rare and serialized on the HSM). */
 export class Pkcs11KeyAdmin implements KeyAdmin {
@@ -105,16 +111,32 @@ export class Pkcs11KeyAdmin implements KeyAdmin {
     return (await this.scan()).map(({ handle: _h, ...k }) => k);
   }
 
-  async retireKey(name: string, version: number): Promise<{ removed: AdminKeyVersion; objects: number }> {
+  async retireKey(name: string, version: number): Promise<{ removed: AdminKeyVersion; objects: RemovedObject[] }> {
+    const target = await this.findRetirable(name, version);
+    // The pair and its certificates share CKA_ID; remove every object with it.
+    const handles = await this.p11.findObjects(this.session, [{ type: P11.CKA_ID, value: Buffer.from(target.id, 'hex') }]);
+    const objects: RemovedObject[] = [];
+    for (const h of handles) {
+      const a = await this.p11.getAttributes(this.session, h, [P11.CKA_CLASS, P11.CKA_LABEL]);
+      const cls = value(a, P11.CKA_CLASS)?.readUInt32LE(0);
+      objects.push({ kind: OBJECT_KINDS.get(cls ?? -1) ?? 'other object', label: value(a, P11.CKA_LABEL)?.toString('utf8') ?? '' });
+      await this.p11.destroyObject(this.session, h);
+    }
+    const { handle: _h, ...removed } = target;
+    return { removed, objects };
+  }
+
+  async retirable(name: string, version: number): Promise<AdminKeyVersion> {
+    const { handle: _h, ...k } = await this.findRetirable(name, version);
+    return k;
+  }
+
+  private async findRetirable(name: string, version: number): Promise<Found> {
     const versions = (await this.scan()).filter((k) => k.name === name);
     const target = versions.find((k) => k.version === version);
-    if (!target) throw notFound(`key '${name}' has no version ${version}`);
+    if (!target) throw notFound(versions.length ? `key '${name}' has no version ${version}` : `no key named '${name}'`);
     if (versions.length === 1) throw invalid(`version: ${version} is the only version of '${name}'; it cannot be retired`);
-    // The pair and its certificate share CKA_ID; remove every object with it.
-    const objects = await this.p11.findObjects(this.session, [{ type: P11.CKA_ID, value: Buffer.from(target.id, 'hex') }]);
-    for (const o of objects) await this.p11.destroyObject(this.session, o);
-    const { handle: _h, ...removed } = target;
-    return { removed, objects: objects.length };
+    return target;
   }
 
   async close(): Promise<void> {

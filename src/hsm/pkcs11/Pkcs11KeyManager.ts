@@ -1,14 +1,15 @@
-import { createPool, type Pool } from 'generic-pool';
 import type { Logger } from 'pino';
 import { algorithmInfo, KEY_SPEC_INFO, signatureLength, type SigningAlgorithm } from '../../crypto/algorithms.js';
 import { invalid, ServiceError } from '../../errors.js';
 import { fullJitterBackoff } from '../../resilience/backoff.js';
-import { classify, CKR, HsmError, isPkcs11Failure, toHsmError } from '../errors.js';
+import { classify, CKR, HsmError, isPkcs11Failure, recoveringError, SESSION_GONE, toHsmError } from '../errors.js';
 import type { HsmHealth, KeyInfo, KeyManager, SignRequest, SignResult, VerifyDigestRequest } from '../KeyManager.js';
 import type { AsyncPkcs11, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
 import { KeyCache, type KeyEntry } from './KeyCache.js';
 import { signingInput } from './mechanisms.js';
+import { SessionPool, type PooledSession } from './SessionPool.js';
+import { Pkcs11Error } from './ThreadedPkcs11.js';
 
 export interface Pkcs11KeyManagerOptions {
   /** Token to use: by label, or by index in the slot list of present tokens. */
@@ -19,20 +20,37 @@ export interface Pkcs11KeyManagerOptions {
   readonly sessions: number;
   /** Requests allowed to wait for a session before new ones are shed with OVERLOADED. */
   readonly maxWaiting: number;
+  /** How long an internal task (key scan) waits for a session; requests wait until their deadline. */
   readonly acquireTimeoutMs: number;
   /** How often the token is rescanned for new keys and versions. */
   readonly keyRefreshMs: number;
   readonly logger: Logger;
+  /** Backoff between recovery attempts (default 50 ms base, 1 s cap: a returning HSM is used within about a second). */
   readonly recovery?: { readonly baseMs: number; readonly capMs: number };
+  /** A call unanswered for this long makes the HSM "stalled": not ready, and logged (default acquireTimeoutMs). */
+  readonly stallMs?: number;
+  /** Called when a recovery has re-established the connection (the circuit breaker can close). */
+  readonly onRecovered?: () => void;
 }
 
-interface PooledSession {
-  readonly handle: Handle;
-  /** Sessions of an earlier module generation died with C_Finalize: never close them (the handle may be reused). */
-  readonly generation: number;
+interface SessionOptions {
+  /** The caller's deadline: no session is waited for, and no call started, after it aborts. */
+  readonly signal?: AbortSignal | undefined;
+  /** The module generation the caller's key handles belong to: a session of another one is refused. */
+  readonly generation?: number;
+  /** Recovery's own work (the key scan) runs while `recovering` is set. */
+  readonly internal?: boolean;
 }
 
 const SESSION_FLAGS = P11.CKF_SERIAL_SESSION | P11.CKF_RW_SESSION;
+/** CK_STATE values with nobody logged in (CKS_RO_PUBLIC_SESSION, CKS_RW_PUBLIC_SESSION); pkcs11js does not export them. */
+const PUBLIC_SESSION_STATES: ReadonlySet<number> = new Set([0, 2]);
+/** Session-invalid failures in a row (no success between) that mean the sessions are not coming back. */
+const PERSISTENT_SESSION_LOSS = 3;
+/** How long a request whose sessions all vanished waits for the rebuild it started before its retry. */
+const REBUILD_WAIT_MS = 250;
+/** A recovery this soon after the last one continues that one's backoff (a flapping HSM is not re-initialized in a loop). */
+const RECOVERY_MEMORY_MS = 10_000;
 
 /**
  * KeyManager on a PKCS#11 token. Logs in once on a session of its own (outside the pool, so login
@@ -40,16 +58,26 @@ const SESSION_FLAGS = P11.CKF_SERIAL_SESSION | P11.CKF_RW_SESSION;
  * destroys sessions that failed mid-operation, logs in again when the login is lost, re-finds
  * stale key handles, and re-initializes the module after a lost connection. It does not retry:
  * retries (with backoff, budget, deadline) belong to the caller, one layer up.
+ *
+ * Every C_Finalize starts a new "generation": sessions and key handles of an earlier one are
+ * never used again, because a module may hand the same handle numbers out anew, and a stale
+ * handle could then name another key or another caller's session.
  */
 export class Pkcs11KeyManager implements KeyManager {
   private slot: Handle | undefined;
   private loginSession: Handle | undefined;
-  private pool: Pool<PooledSession> | undefined;
+  private pool: SessionPool | undefined;
   private generation = 0;
   private recovering: Promise<void> | undefined;
   private relogging: Promise<void> | undefined;
+  private checkingSessions: Promise<boolean> | undefined;
   private refreshTimer: NodeJS.Timeout | undefined;
+  private watchdogTimer: NodeJS.Timeout | undefined;
   private recoveries = 0;
+  private recoveryStreak = 0;
+  private lastRecoveredAt: number | undefined;
+  private sessionLossStreak = 0;
+  private stallLogged = false;
   private notReadyReason: string | undefined = 'starting';
   private closed = false;
   readonly keys: KeyCache;
@@ -58,7 +86,17 @@ export class Pkcs11KeyManager implements KeyManager {
     private readonly p11: AsyncPkcs11,
     private readonly options: Pkcs11KeyManagerOptions,
   ) {
-    this.keys = new KeyCache(p11, (fn) => this.withSession(fn));
+    // Scans check the login first: a logged-out session sees no private keys, and an empty scan
+    // would otherwise replace the cache and turn every key into a 404 until the next scan.
+    this.keys = new KeyCache(p11, (fn) =>
+      this.withSession(
+        async (s) => {
+          await this.assertLoggedIn(s);
+          return fn(s);
+        },
+        { internal: true },
+      ),
+    );
   }
 
   /** Connects, logs in and loads the keys. Throws if the token or the credentials are wrong. */
@@ -68,6 +106,8 @@ export class Pkcs11KeyManager implements KeyManager {
       if (!this.recovering) this.keys.refresh().catch((e: unknown) => this.onFailure(e));
     }, this.options.keyRefreshMs);
     this.refreshTimer.unref();
+    this.watchdogTimer = setInterval(() => this.watchStall(), 500);
+    this.watchdogTimer.unref();
   }
 
   private async connect(): Promise<void> {
@@ -75,7 +115,16 @@ export class Pkcs11KeyManager implements KeyManager {
     this.slot = await this.findSlot();
     this.loginSession = await this.p11.openSession(this.slot, SESSION_FLAGS);
     await this.login();
-    this.pool = this.createPool(this.generation);
+    const generation = this.generation;
+    const pool = new SessionPool({
+      size: this.options.sessions,
+      maxWaiting: this.options.maxWaiting,
+      generation,
+      open: () => this.p11.openSession(this.slot!, SESSION_FLAGS),
+      close: (h) => (generation === this.generation ? this.p11.closeSession(h) : Promise.resolve()),
+    });
+    this.pool = pool;
+    await pool.fill();
     await this.keys.refresh();
     this.notReadyReason = undefined;
   }
@@ -107,8 +156,8 @@ export class Pkcs11KeyManager implements KeyManager {
       try {
         await this.login();
       } catch (e) {
-        if (!isPkcs11Failure(e) || classify(e.code) !== 'sessionFatal') throw e;
-        // The login session itself was closed behind our back: open a new one.
+        if (!isPkcs11Failure(e) || !SESSION_GONE.has(e.code)) throw e;
+        // The login session itself was closed behind our back: log in on a new one.
         this.loginSession = await this.p11.openSession(this.slot!, SESSION_FLAGS);
         await this.login();
       }
@@ -119,72 +168,143 @@ export class Pkcs11KeyManager implements KeyManager {
     return this.relogging;
   }
 
-  private createPool(generation: number): Pool<PooledSession> {
-    const { sessions, maxWaiting, acquireTimeoutMs } = this.options;
-    const pool = createPool<PooledSession>(
-      {
-        create: async () => ({ handle: await this.p11.openSession(this.slot!, SESSION_FLAGS), generation }),
-        destroy: async (s) => {
-          if (s.generation !== this.generation) return;
-          await this.p11.closeSession(s.handle).catch(() => undefined);
-        },
-      },
-      { max: sessions, min: sessions, maxWaitingClients: maxWaiting, acquireTimeoutMillis: acquireTimeoutMs, autostart: true },
-    );
-    pool.on('factoryCreateError', (e) => this.onFailure(e));
-    return pool;
+  private async assertLoggedIn(session: Handle): Promise<void> {
+    if (PUBLIC_SESSION_STATES.has(await this.p11.getSessionState(session))) {
+      throw new Pkcs11Error(CKR.USER_NOT_LOGGED_IN, 'C_GetSessionInfo');
+    }
   }
 
   /**
    * Runs fn on a pooled session. The session goes back when fn settles (not when a caller gives
    * up), and is destroyed instead if the failure may have left it unusable.
    */
-  async withSession<T>(fn: (session: Handle) => Promise<T>): Promise<T> {
+  async withSession<T>(fn: (session: Handle) => Promise<T>, o: SessionOptions = {}): Promise<T> {
     const pool = this.pool;
-    if (this.recovering || !pool) throw new HsmError('connectionLost', 'RECOVERING', 'the HSM connection is being re-established; retry later');
+    if (!pool || (this.recovering && !o.internal)) throw recoveringError();
+    const signal = o.signal ?? AbortSignal.timeout(this.options.acquireTimeoutMs);
     let session: PooledSession;
     try {
-      session = await pool.acquire();
+      session = await pool.acquire(signal);
     } catch (e) {
-      const waiting = (e as Error).message.includes('max waitingClients');
-      throw new ServiceError('OVERLOADED', waiting ? 'too many requests are waiting for an HSM session' : 'no HSM session became free in time', 1);
+      // A C_OpenSession that failed is the HSM's answer like any other; the rest are ours.
+      throw isPkcs11Failure(e) ? await this.repair(e, signal) : asServiceError(e);
+    }
+    if (session.generation !== this.generation) {
+      pool.destroy(session);
+      throw recoveringError();
+    }
+    if (signal.aborted || (o.generation !== undefined && o.generation !== session.generation)) {
+      pool.release(session);
+      throw signal.aborted ? asServiceError(signal.reason) : recoveringError();
     }
     try {
       const result = await fn(session.handle);
-      void pool.release(session).catch(() => undefined);
+      this.sessionLossStreak = 0;
+      pool.release(session);
       return result;
     } catch (e) {
-      const failure = isPkcs11Failure(e) ? classify(e.code) : undefined;
-      const broken = failure === 'sessionFatal' || failure === 'connectionLost' || (isPkcs11Failure(e) && e.operationOpen);
-      void (broken ? pool.destroy(session) : pool.release(session)).catch(() => undefined);
-      throw await this.repair(e);
+      if (!isPkcs11Failure(e)) {
+        // Not the HSM's answer (the binding was closed, a bug): the session's state is unknown.
+        pool.destroy(session);
+        throw e;
+      }
+      const failure = classify(e.code);
+      // A dead connection's sessions die with C_Finalize; closing a gone session's handle could close someone else's.
+      if (SESSION_GONE.has(e.code) || failure === 'connectionLost') session.gone = true;
+      const broken = failure === 'sessionFatal' || failure === 'connectionLost' || e.operationOpen === true;
+      if (broken) pool.destroy(session);
+      else pool.release(session);
+      throw await this.repair(e, signal);
     }
   }
 
-  /** Does what a failure calls for, then returns the error to throw. */
-  private async repair(e: unknown): Promise<unknown> {
-    if (!isPkcs11Failure(e)) return e;
+  /** Does what a failure calls for, then returns the error to throw (the caller's retry does the rest). */
+  private async repair(e: { code: number; method: string }, signal: AbortSignal): Promise<HsmError> {
     const err = toHsmError(e);
+    if (this.closed) return err;
+    this.options.logger.debug({ method: e.method, ckr: err.ckr, failure: err.failure }, 'HSM call failed');
     if (err.failure === 'loginLost') await this.relogin().catch((x: unknown) => this.onFailure(x));
-    if (err.failure === 'connectionLost') this.onFailure(e);
+    if (err.failure === 'connectionLost') this.startRecovery();
+    if (SESSION_GONE.has(e.code)) await this.sessionLost(signal).catch((x: unknown) => this.onFailure(x));
     return err;
+  }
+
+  /**
+   * A pooled session vanished. The idle sessions are checked and the dead ones dropped, so one
+   * request pays for the check instead of each tripping over a dead session; if the login
+   * session is gone too (C_CloseAllSessions, a token reset) or the losses persist, everything
+   * is rebuilt.
+   */
+  private async sessionLost(signal: AbortSignal): Promise<void> {
+    let rebuild = ++this.sessionLossStreak >= PERSISTENT_SESSION_LOSS;
+    if (!rebuild) {
+      this.checkingSessions ??= this.checkSessions().finally(() => {
+        this.checkingSessions = undefined;
+      });
+      rebuild = await this.checkingSessions;
+    }
+    if (!rebuild) return;
+    this.options.logger.warn({ streak: this.sessionLossStreak }, 'HSM sessions and login were lost behind our back; rebuilding');
+    this.startRecovery();
+    // The HSM itself answers, so the rebuild takes milliseconds: let the caller's retry land on it.
+    await waitFor(this.recovering, signal, REBUILD_WAIT_MS);
+  }
+
+  /** True when everything must be rebuilt. */
+  private async checkSessions(): Promise<boolean> {
+    if (await this.loginSessionGone()) return true;
+    const dropped = await (this.pool?.sweep((h) =>
+      this.p11.getSessionState(h).then(
+        () => true,
+        (e: unknown) => !(isPkcs11Failure(e) && SESSION_GONE.has(e.code)),
+      ),
+    ) ?? 0);
+    if (dropped > 0) this.options.logger.warn({ dropped }, 'HSM sessions were closed behind our back; dropped them');
+    return false;
+  }
+
+  private async loginSessionGone(): Promise<boolean> {
+    try {
+      await this.assertLoggedIn(this.loginSession!);
+      return false;
+    } catch (e) {
+      if (!isPkcs11Failure(e)) throw e;
+      if (SESSION_GONE.has(e.code)) return true;
+      if (e.code === CKR.USER_NOT_LOGGED_IN) {
+        await this.relogin();
+        return false;
+      }
+      throw e;
+    }
   }
 
   private onFailure(e: unknown): void {
     if (this.closed) return;
-    if (isPkcs11Failure(e) && classify(e.code) === 'connectionLost') this.startRecovery();
-    else this.options.logger.debug({ err: e instanceof Error ? e.message : String(e) }, 'HSM background task failed');
+    if (isPkcs11Failure(e) && classify(e.code) === 'connectionLost') {
+      this.startRecovery();
+      return;
+    }
+    const credentials = (e instanceof HsmError && e.failure === 'credentials') || (isPkcs11Failure(e) && classify(e.code) === 'credentials');
+    const err = isPkcs11Failure(e) ? toHsmError(e).ckr : e instanceof Error ? e.message : String(e);
+    if (credentials) this.options.logger.error({ err }, 'the HSM refused the service credentials (HSM_PIN)');
+    else this.options.logger.debug({ err }, 'HSM background task failed');
+  }
+
+  private newGeneration(): void {
+    this.generation++;
+    this.keys.clear();
+    this.sessionLossStreak = 0;
   }
 
   /** One recovery at a time: finalize, re-initialize, log in, rebuild pool and key cache. */
   private startRecovery(): void {
     if (this.recovering || this.closed) return;
-    this.generation++;
+    this.newGeneration();
     this.notReadyReason = 'recovering the HSM connection';
-    const oldPool = this.pool;
+    const old = this.pool;
     this.pool = undefined;
-    // Sessions still borrowed are destroyed when their calls settle; idle ones go now.
-    void oldPool?.drain().then(() => oldPool.clear()).catch(() => undefined);
+    // Waiters fail now (fast 503s); sessions still borrowed are dropped when their calls settle.
+    old?.abandon(recoveringError());
     this.options.logger.warn({ generation: this.generation }, 'HSM connection lost; re-initializing the module');
     this.recovering = this.recover().finally(() => {
       this.recovering = undefined;
@@ -192,28 +312,43 @@ export class Pkcs11KeyManager implements KeyManager {
   }
 
   private async recover(): Promise<void> {
-    const { baseMs, capMs } = this.options.recovery ?? { baseMs: 100, capMs: 5000 };
-    for (let attempt = 0; !this.closed; attempt++) {
-      // Finalizing under a call in flight is undefined behaviour in some modules: wait for calls to settle.
+    const { baseMs, capMs } = this.options.recovery ?? { baseMs: 50, capMs: 1000 };
+    const recent = this.lastRecoveredAt !== undefined && Date.now() - this.lastRecoveredAt < RECOVERY_MEMORY_MS;
+    this.recoveryStreak = recent ? this.recoveryStreak + 1 : 0;
+    for (let attempt = this.recoveryStreak; !this.closed; attempt++) {
+      if (attempt > 0) await sleep(fullJitterBackoff(attempt - 1, { baseMs, capMs }));
+      // Finalizing under a call in flight is undefined behaviour in some modules: let calls settle first.
       for (let waited = 0; this.p11.inFlight > 0 && waited < 2000; waited += 10) await sleep(10);
+      if (this.closed) return;
       try {
         await this.p11.finalize();
-        this.keys.clear();
         await this.connect();
         this.recoveries++;
+        this.lastRecoveredAt = Date.now();
         this.options.logger.warn({ attempt, recoveries: this.recoveries }, 'HSM connection re-established');
+        this.options.onRecovered?.();
         return;
       } catch (e) {
         this.options.logger.warn({ attempt, err: isPkcs11Failure(e) ? toHsmError(e).ckr : (e as Error).message }, 'HSM recovery attempt failed');
-        if (this.pool) {
-          const p = this.pool;
-          this.pool = undefined;
-          void p.drain().then(() => p.clear()).catch(() => undefined);
-        }
-        this.generation++;
-        await sleep(fullJitterBackoff(attempt, { baseMs, capMs }));
+        const p = this.pool;
+        this.pool = undefined;
+        p?.abandon(recoveringError());
+        this.newGeneration();
       }
     }
+  }
+
+  /** A stall produces no errors, only silence: say so in the log and in readiness. */
+  private watchStall(): void {
+    const age = this.p11.oldestCallAgeMs ?? 0;
+    const stalled = age > this.stallMs;
+    if (stalled && !this.stallLogged) this.options.logger.warn({ oldestCallMs: Math.round(age), callsInFlight: this.p11.inFlight }, 'HSM calls are not returning');
+    if (!stalled && this.stallLogged) this.options.logger.warn('HSM calls are returning again');
+    this.stallLogged = stalled;
+  }
+
+  private get stallMs(): number {
+    return this.options.stallMs ?? this.options.acquireTimeoutMs;
   }
 
   async listKeys(): Promise<KeyInfo[]> {
@@ -221,15 +356,16 @@ export class Pkcs11KeyManager implements KeyManager {
     return this.keys.list();
   }
 
-  async getKey(name: string): Promise<KeyInfo> {
+  /** With a version, a version the cache does not know yet triggers a rescan, as for sign. */
+  async getKey(name: string, version?: number): Promise<KeyInfo> {
     await this.ensureLoaded();
-    const entry = await this.keys.resolve(name);
+    const entry = await this.keys.resolve(name, version);
     return this.keys.info(entry.name)!;
   }
 
   private async ensureLoaded(): Promise<void> {
     if (!this.keys.loaded) {
-      if (this.recovering || !this.pool) throw new HsmError('connectionLost', 'RECOVERING', 'the HSM connection is being re-established; retry later');
+      if (this.recovering || !this.pool) throw recoveringError();
       await this.keys.refresh();
     }
   }
@@ -240,11 +376,13 @@ export class Pkcs11KeyManager implements KeyManager {
   }
 
   async sign(req: SignRequest): Promise<SignResult> {
+    // Key handles are only good in the generation they were found in.
+    const generation = this.generation;
     const entry = await this.resolveKey(req.name, req.version);
     this.checkAlgorithm(entry, req.algorithm);
     const { mechanism, data } = signingInput(req.algorithm, req.digest);
     try {
-      const signature = await this.withSession((s) => this.p11.sign(s, mechanism, entry.privateHandle, data, signatureLength(entry.keySpec)));
+      const signature = await this.withSession((s) => this.p11.sign(s, mechanism, entry.privateHandle, data, signatureLength(entry.keySpec)), { signal: req.signal, generation });
       return { name: entry.name, version: entry.version, keySpec: entry.keySpec, signature };
     } catch (e) {
       if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(entry).catch(() => undefined);
@@ -253,12 +391,13 @@ export class Pkcs11KeyManager implements KeyManager {
   }
 
   async verifyDigest(req: VerifyDigestRequest): Promise<boolean> {
+    const generation = this.generation;
     const entry = await this.resolveKey(req.name, req.version);
     this.checkAlgorithm(entry, req.algorithm);
     if (!entry.publicHandle) throw invalid(`digest: key '${entry.name}' has no public key object on the token; send the message instead`);
     const { mechanism, data } = signingInput(req.algorithm, req.digest);
     try {
-      return await this.withSession((s) => this.p11.verify(s, mechanism, entry.publicHandle!, data, req.signature));
+      return await this.withSession((s) => this.p11.verify(s, mechanism, entry.publicHandle!, data, req.signature), { signal: req.signal, generation });
     } catch (e) {
       if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(entry).catch(() => undefined);
       throw e;
@@ -272,15 +411,18 @@ export class Pkcs11KeyManager implements KeyManager {
   }
 
   health(): HsmHealth {
-    const pool = this.pool;
+    const stats = this.pool?.stats;
+    const age = this.p11.oldestCallAgeMs ?? 0;
+    const stalled = age > this.stallMs ? `HSM calls have not returned for ${Math.round(age)} ms` : undefined;
+    const reason = this.notReadyReason ?? stalled;
     return {
-      ready: this.notReadyReason === undefined && !this.recovering && this.keys.loaded,
-      ...(this.notReadyReason ? { reason: this.notReadyReason } : {}),
+      ready: reason === undefined && !this.recovering && this.keys.loaded,
+      ...(reason ? { reason } : {}),
       recovering: this.recovering !== undefined,
       sessions: {
-        inUse: pool?.borrowed ?? 0,
-        idle: pool?.available ?? 0,
-        waiting: pool?.pending ?? 0,
+        inUse: stats?.inUse ?? 0,
+        idle: stats?.idle ?? 0,
+        waiting: stats?.waiting ?? 0,
         max: this.options.sessions,
       },
       callsInFlight: this.p11.inFlight,
@@ -292,13 +434,38 @@ export class Pkcs11KeyManager implements KeyManager {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.refreshTimer);
+    clearInterval(this.watchdogTimer);
     const pool = this.pool;
     this.pool = undefined;
-    if (pool) await pool.drain().then(() => pool.clear()).catch(() => undefined);
+    await pool?.shutdown(new ServiceError('HSM_UNAVAILABLE', 'the service is shutting down', 1), 5000);
     if (this.loginSession) await this.p11.logout(this.loginSession).catch(() => undefined);
     await this.p11.finalize().catch(() => undefined);
     await this.p11.close();
   }
+}
+
+/** Abort reasons and pool rejections as the contract's errors (an AbortSignal.timeout's reason is a DOMException). */
+function asServiceError(e: unknown): unknown {
+  if (e instanceof ServiceError) return e;
+  if (e instanceof Error && (e.name === 'TimeoutError' || e.name === 'AbortError')) {
+    return new ServiceError('OVERLOADED', 'no HSM session became free in time', 1);
+  }
+  return e;
+}
+
+/** Resolves when `p` settles, the signal aborts, or `ms` pass, whichever is first; never rejects. */
+function waitFor(p: Promise<unknown> | undefined, signal: AbortSignal, ms: number): Promise<void> {
+  if (!p || signal.aborted) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+    p.then(done, done);
+  });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());

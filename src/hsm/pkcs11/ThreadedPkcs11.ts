@@ -1,10 +1,12 @@
 import { Worker } from 'node:worker_threads';
+import { NOT_A_CKR } from '../errors.js';
 import type { AsyncPkcs11, Attribute, Handle, Mechanism, Pkcs11CallError } from './AsyncPkcs11.js';
 
 interface Pending {
   resolve(value: unknown): void;
   reject(error: Error): void;
   thread: number;
+  readonly startedAt: number;
 }
 
 interface Reply {
@@ -46,39 +48,76 @@ function threadEntry(): { url: URL; eval: boolean; source?: string } {
 /**
  * Runs PKCS#11 calls on a fixed set of threads. The number of threads is the number of HSM
  * calls that can be in flight at once in this process: against a networked HSM each one is a
- * round trip, so it is sized with the session pool (HSM_THREADS).
+ * round trip, so it is sized with the session pool (HSM_THREADS). A stalled HSM can hold at
+ * most that many threads; everything else waits in JS, bounded by the session pool.
  */
 export class ThreadedPkcs11 implements AsyncPkcs11 {
   private readonly threads: Worker[] = [];
   private readonly load: number[] = [];
   private readonly pending = new Map<number, Pending>();
+  private readonly entry = threadEntry();
   private nextId = 1;
   private closed = false;
 
-  private constructor(modulePath: string, threadCount: number) {
-    const entry = threadEntry();
+  private constructor(
+    private readonly modulePath: string,
+    threadCount: number,
+  ) {
     for (let i = 0; i < threadCount; i++) {
-      const worker = entry.eval
-        ? new Worker(entry.source!, { eval: true, workerData: { modulePath } })
-        : new Worker(entry.url, { workerData: { modulePath } });
-      worker.unref();
-      worker.on('message', (reply: Reply) => this.settle(reply));
-      worker.on('error', (err) => this.failThread(i, err));
-      worker.on('exit', (code) => this.failThread(i, new Error(`HSM thread exited with code ${code}`)));
-      this.threads.push(worker);
+      this.threads.push(this.spawn(i));
       this.load.push(0);
     }
   }
 
-  /** Starts the threads and initializes the module in each (the first does the real C_Initialize). */
-  static async start(modulePath: string, threadCount: number): Promise<ThreadedPkcs11> {
+  private spawn(index: number): Worker {
+    const { entry, modulePath } = this;
+    const worker = entry.eval
+      ? new Worker(entry.source!, { eval: true, workerData: { modulePath } })
+      : new Worker(entry.url, { workerData: { modulePath } });
+    worker.unref();
+    worker.on('message', (reply: Reply) => this.settle(reply));
+    worker.on('error', () => undefined); // 'exit' follows and does the work
+    worker.on('exit', () => this.onThreadExit(index, worker));
+    return worker;
+  }
+
+  /**
+   * Starts the threads and initializes the module in each (the first does the real C_Initialize).
+   * A module that initializes afresh on a second thread keeps its state per loaded instance
+   * (p11-kit-client.so opens one server connection per instance): a session opened on one
+   * thread would be unknown on, or worse another session on, the next. Such a module gets one
+   * thread, which loses nothing: p11-kit serves one connection's calls one at a time anyway.
+   */
+  static async start(modulePath: string, threadCount: number, onWarning?: (message: string) => void): Promise<ThreadedPkcs11> {
     const p = new ThreadedPkcs11(modulePath, threadCount);
-    for (let i = 0; i < threadCount; i++) await p.callOn(i, 'initialize', []);
+    try {
+      await p.callOn(0, 'initialize', []);
+      let separateInstances = false;
+      for (let i = 1; i < threadCount; i++) {
+        if ((await p.callOn(i, 'initialize', [])) === true) separateInstances = true;
+      }
+      if (separateInstances) {
+        for (let i = 1; i < threadCount; i++) await p.callOn(i, 'finalize', []).catch(() => undefined);
+        await Promise.all(p.threads.splice(1).map((t) => t.terminate()));
+        p.load.splice(1);
+        onWarning?.(`the PKCS#11 module ${modulePath} keeps separate state per loaded instance (e.g. p11-kit's client): using 1 HSM thread instead of ${threadCount}`);
+      }
+    } catch (e) {
+      await p.close();
+      throw e;
+    }
     return p;
   }
 
   get inFlight(): number {
     return this.pending.size;
+  }
+
+  /** How long the oldest unsettled call has been running: a stalled HSM keeps this growing. */
+  get oldestCallAgeMs(): number {
+    // A Map iterates in insertion order, and ids only grow: the first entry is the oldest call.
+    const first = this.pending.values().next();
+    return first.done ? 0 : performance.now() - first.value.startedAt;
   }
 
   private settle(reply: Reply): void {
@@ -90,19 +129,30 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     else p.reject(new Pkcs11Error(reply.error!.code, reply.error!.method, reply.error!.operationOpen));
   }
 
-  private failThread(index: number, err: Error): void {
+  /**
+   * A thread that dies takes its calls' outcomes with it: they fail as NOT_A_CKR.THREAD_EXITED (which the
+   * KeyManager treats as a lost connection, so the module is re-initialized), and a new thread
+   * takes its place so that calls routed to it do not wait forever.
+   */
+  private onThreadExit(index: number, worker: Worker): void {
+    if (this.threads[index] !== worker) return;
     for (const [id, p] of this.pending) {
       if (p.thread !== index) continue;
       this.pending.delete(id);
-      p.reject(this.closed ? new Error('PKCS#11 binding closed') : err);
+      p.reject(this.closed ? new Error('PKCS#11 binding closed') : new Pkcs11Error(NOT_A_CKR.THREAD_EXITED, 'HSM thread'));
     }
+    this.load[index] = 0;
+    if (this.closed) return;
+    this.threads[index] = this.spawn(index);
+    // Shared-state modules answer "already initialized"; if not, the KeyManager's recovery does it.
+    this.callOn(index, 'initialize', []).catch(() => undefined);
   }
 
   private callOn(thread: number, op: string, args: unknown[]): Promise<unknown> {
     if (this.closed) return Promise.reject(new Error('PKCS#11 binding closed'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, thread });
+      this.pending.set(id, { resolve, reject, thread, startedAt: performance.now() });
       this.load[thread]!++;
       this.threads[thread]!.postMessage({ id, op, args });
     });

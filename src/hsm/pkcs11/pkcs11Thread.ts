@@ -18,12 +18,19 @@ interface Request {
 const lib = new pkcs11js.PKCS11();
 lib.load((workerData as { modulePath: string }).modulePath);
 
-function initialize(): void {
+/**
+ * Returns false when the module was already initialized. A module whose state is per process
+ * says so on every thread but the first; one whose state is per loaded instance (p11-kit's
+ * client: one server connection per C_GetFunctionList) initializes afresh on every thread.
+ */
+function initialize(): boolean {
   try {
     // Default flags make SoftHSMv2 crash under concurrent calls: the module must use OS locking.
     lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+    return true;
   } catch (e) {
     if ((e as { code?: number }).code !== pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED) throw e;
+    return false;
   }
 }
 

@@ -1,0 +1,44 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import type { DumpedObject } from './dumpTokenObjects.js';
+import type { TestToken } from './testToken.js';
+
+/**
+ * The key-manager CLI and a token inspector, each as its own process (as in production, and
+ * because PKCS#11 state is per process). Asynchronous, so a service in the test process keeps
+ * serving while they run.
+ */
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface CliResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function run(script: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['--import', 'tsx', script, ...args], { cwd: ROOT, env, encoding: 'utf8' }, (error, stdout, stderr) => {
+      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** `hsm-signer-admin <args>` against the test token; `env` is added to (or overrides) the token's environment. */
+export function runAdmin(token: TestToken, args: readonly string[], env: Record<string, string | undefined> = {}): Promise<CliResult> {
+  return run('src/admin/cli.ts', args, { ...process.env, ...token.env(), ...env });
+}
+
+/** Like runAdmin, but throws unless it exits 0; returns stdout. */
+export async function admin(token: TestToken, ...args: string[]): Promise<string> {
+  const r = await runAdmin(token, args);
+  if (r.code !== 0) throw new Error(`hsm-signer-admin ${args.join(' ')} exited ${r.code}: ${r.stderr}`);
+  return r.stdout;
+}
+
+export async function dumpTokenObjects(token: TestToken): Promise<DumpedObject[]> {
+  const r = await run('test/support/dumpTokenObjects.ts', [token.label, token.pinFile], { ...process.env, ...token.env() });
+  if (r.code !== 0) throw new Error(`dumpTokenObjects exited ${r.code}: ${r.stderr}`);
+  return (JSON.parse(r.stdout) as { objects: DumpedObject[] }).objects;
+}

@@ -1,0 +1,145 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { afterEach, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { pino } from 'pino';
+import { HsmError } from '../../../src/hsm/errors.js';
+import { Pkcs11KeyManager } from '../../../src/hsm/pkcs11/Pkcs11KeyManager.js';
+import { FakePkcs11, signedBy } from './fakePkcs11.js';
+
+const digest = createHash('sha256').update('x').digest();
+let km: Pkcs11KeyManager | undefined;
+
+afterEach(async () => {
+  await km?.close();
+  km = undefined;
+});
+
+async function start(fake: FakePkcs11, sessions = 2, onRecovered?: () => void): Promise<Pkcs11KeyManager> {
+  km = new Pkcs11KeyManager(fake, {
+    ...(onRecovered ? { onRecovered } : {}),
+    tokenLabel: 'tok',
+    pin: '1234',
+    sessions,
+    maxWaiting: 8,
+    acquireTimeoutMs: 1000,
+    keyRefreshMs: 3_600_000,
+    logger: pino({ level: 'silent' }),
+    recovery: { baseMs: 5, capMs: 20 },
+  });
+  await km.start();
+  return km;
+}
+
+const sign = (k: Pkcs11KeyManager, name: string) => k.sign({ name, algorithm: 'ECDSA_SHA_256', digest });
+
+async function until(check: () => boolean, ms = 2000): Promise<void> {
+  for (const end = Date.now() + ms; !check(); await sleep(5)) if (Date.now() > end) throw new Error('timed out');
+}
+
+test('signs with the key asked for', async () => {
+  const k = await start(new FakePkcs11());
+  assert.equal(signedBy((await sign(k, 'a')).signature), 'a');
+  assert.equal(signedBy((await sign(k, 'b')).signature), 'b');
+  assert.equal(k.health().ready, true);
+});
+
+test('CKR_USER_ALREADY_LOGGED_IN at login counts as logged in', async () => {
+  const fake = new FakePkcs11();
+  await fake.initialize();
+  fake.loggedIn = true; // another part of the process logged in first
+  const k = await start(fake);
+  assert.equal(signedBy((await sign(k, 'a')).signature), 'a');
+});
+
+test('after a lost connection, no key handle or session from before the re-initialization is used', async () => {
+  const fake = new FakePkcs11();
+  const k = await start(fake, 1);
+  // The only session is busy at the HSM; a second request has resolved its key and waits for it.
+  let release!: () => void;
+  fake.signGate = new Promise((r) => (release = r));
+  const first = sign(k, 'a');
+  const second = sign(k, 'a');
+  await sleep(10);
+  assert.equal(k.health().sessions.waiting, 1);
+  // The connection drops under the first call.
+  fake.down = true;
+  fake.signGate = undefined;
+  release();
+  await assert.rejects(first, (e: unknown) => e instanceof HsmError && e.failure === 'connectionLost');
+  await assert.rejects(second, (e: unknown) => e instanceof HsmError && e.failure === 'connectionLost', 'the waiter fails fast instead of signing with an old handle');
+  assert.equal(k.health().ready, false);
+  assert.equal(k.health().recovering, true);
+  await assert.rejects(sign(k, 'a'), (e: unknown) => e instanceof HsmError && e.ckr === 'RECOVERING');
+
+  fake.down = false;
+  await until(() => k.health().ready);
+  // Handles were swapped by the re-initialization: the old handle of 'a' now names 'b'.
+  for (let i = 0; i < 4; i++) {
+    assert.equal(signedBy((await sign(k, 'a')).signature), 'a');
+    assert.equal(signedBy((await sign(k, 'b')).signature), 'b');
+  }
+  assert.equal(k.health().recoveries, 1);
+  assert.equal(k.health().sessions.inUse, 0);
+});
+
+test('recovery runs one at a time and backs off while the HSM stays down', async () => {
+  const fake = new FakePkcs11();
+  let recovered = 0;
+  const k = await start(fake, 2, () => recovered++);
+  fake.down = true;
+  await Promise.allSettled([sign(k, 'a'), sign(k, 'b'), sign(k, 'a')]);
+  const before = fake.calls.get('C_Initialize') ?? 0;
+  await sleep(300);
+  const attempts = (fake.calls.get('C_Initialize') ?? 0) - before;
+  // Backoff capped at 20 ms with full jitter: about 30 attempts in 300 ms, never a tight loop.
+  assert.ok(attempts > 3 && attempts < 120, `${attempts} recovery attempts in 300 ms`);
+  assert.equal(k.health().recovering, true);
+  fake.down = false;
+  await until(() => k.health().ready);
+  assert.equal(k.health().recoveries, 1, 'one recovery, however many requests saw the failure');
+  assert.equal(recovered, 1, 'and it was announced (the breaker closes on it)');
+  assert.equal(signedBy((await sign(k, 'b')).signature), 'b');
+});
+
+test('a lost login is restored once for all the callers that saw it', async () => {
+  const fake = new FakePkcs11();
+  const k = await start(fake, 4);
+  await fake.logout();
+  const logins = fake.calls.get('C_Login') ?? 0;
+  const results = await Promise.allSettled([sign(k, 'a'), sign(k, 'a'), sign(k, 'b'), sign(k, 'b')]);
+  // The KeyManager repairs but does not retry: the callers' retry (one layer up) succeeds.
+  for (const r of results) assert.ok(r.status === 'rejected' && r.reason instanceof HsmError && r.reason.failure === 'loginLost');
+  assert.equal((fake.calls.get('C_Login') ?? 0) - logins, 1);
+  assert.equal(signedBy((await sign(k, 'a')).signature), 'a');
+});
+
+test('a scan while logged out does not empty the key cache (keys would turn into 404s)', async () => {
+  const fake = new FakePkcs11();
+  const k = await start(fake);
+  await fake.logout();
+  await assert.rejects(k.keys.refresh());
+  assert.equal(k.keys.size, 2, 'the cache kept its keys');
+  assert.equal(fake.loggedIn, true, 'and the scan logged in again');
+  await k.keys.refresh();
+  assert.equal(k.keys.size, 2);
+});
+
+test('all sessions closed behind its back, the login session too: rebuilt without a restart', async () => {
+  const fake = new FakePkcs11();
+  const k = await start(fake);
+  fake.closeAllSessions();
+  await assert.rejects(sign(k, 'a'), (e: unknown) => e instanceof HsmError && e.failure === 'sessionFatal');
+  await until(() => k.health().ready);
+  assert.equal(signedBy((await sign(k, 'a')).signature), 'a');
+  assert.equal(k.health().recoveries, 1);
+});
+
+test('throttling (CKR_FUNCTION_FAILED) is reported as retryable without touching sessions or the module', async () => {
+  const fake = new FakePkcs11();
+  const k = await start(fake);
+  fake.signFailures.push(0x6);
+  await assert.rejects(sign(k, 'a'), (e: unknown) => e instanceof HsmError && e.failure === 'throttled' && e.retryable);
+  assert.equal(k.health().recoveries, 0);
+  assert.equal(signedBy((await sign(k, 'a')).signature), 'a');
+});

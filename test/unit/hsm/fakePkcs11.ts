@@ -1,0 +1,224 @@
+/**
+ * An in-memory AsyncPkcs11 for KeyManager unit tests: two EC keys, a login, sessions, and the
+ * failures a networked HSM shows. After C_Finalize the key handles are handed out anew, and
+ * swapped: a handle kept from before then names the OTHER key, as a real module may do. Its
+ * "signature" is the name of the key that made it, so a test can see which key was used.
+ */
+import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import type { AsyncPkcs11, Attribute, Handle, Mechanism } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
+import { P11 } from '../../../src/hsm/pkcs11/constants.js';
+import { Pkcs11Error } from '../../../src/hsm/pkcs11/ThreadedPkcs11.js';
+
+const CKR_DEVICE_ERROR = 0x30;
+const CKR_SESSION_HANDLE_INVALID = 0xb3;
+const CKR_OBJECT_HANDLE_INVALID = 0x82;
+const CKR_USER_NOT_LOGGED_IN = 0x101;
+const CKR_USER_ALREADY_LOGGED_IN = 0x100;
+const CKR_CRYPTOKI_NOT_INITIALIZED = 0x190;
+const P256_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
+
+const ulong = (n: number): Buffer => {
+  const b = Buffer.alloc(8);
+  b.writeUInt32LE(n, 0);
+  return b;
+};
+const num = (h: Handle): number => h.readUInt32LE(0);
+
+interface FakeKey {
+  readonly name: string;
+  readonly id: Buffer;
+  readonly publicKey: KeyObject;
+  readonly point: Buffer;
+}
+
+function makeKey(name: string, id: string): FakeKey {
+  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = publicKey.export({ format: 'jwk' });
+  const point = Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x!, 'base64url'), Buffer.from(jwk.y!, 'base64url')]);
+  return { name, id: Buffer.from(id), publicKey, point };
+}
+
+export class FakePkcs11 implements AsyncPkcs11 {
+  readonly keys: FakeKey[] = [makeKey('a', 'id-a'), makeKey('b', 'id-b')];
+  private initialized = false;
+  /** The connection is down (like p11shim's down=1): calls fail until re-initialized while up. */
+  down = false;
+  private disconnected = false;
+  private epoch = 0;
+  private sessions = new Set<number>();
+  private nextSession = 1;
+  loggedIn = false;
+  calls = new Map<string, number>();
+  /** Failures to inject on the next sign calls, in order. */
+  readonly signFailures: number[] = [];
+  /** When set, sign waits for it before answering (a slow or stalled HSM). */
+  signGate: Promise<void> | undefined;
+  private pending = 0;
+
+  get inFlight(): number {
+    return this.pending;
+  }
+
+  readonly oldestCallAgeMs = 0;
+
+  private count(op: string): void {
+    this.calls.set(op, (this.calls.get(op) ?? 0) + 1);
+  }
+
+  private guard(method: string): void {
+    this.count(method);
+    if (!this.initialized) throw new Pkcs11Error(CKR_CRYPTOKI_NOT_INITIALIZED, method);
+    if (this.down) this.disconnected = true;
+    if (this.disconnected) throw new Pkcs11Error(CKR_DEVICE_ERROR, method);
+  }
+
+  private session(method: string, s: Handle): void {
+    this.guard(method);
+    if (!this.sessions.has(num(s))) throw new Pkcs11Error(CKR_SESSION_HANDLE_INVALID, method);
+  }
+
+  /** Private key handle of key i in this epoch; the two keys swap numbers at every C_Finalize. */
+  private privateHandle(i: number): number {
+    return 100 + ((i + this.epoch) % 2) * 10;
+  }
+
+  private keyOf(handle: number): { key: FakeKey; isPrivate: boolean } | undefined {
+    for (let i = 0; i < this.keys.length; i++) {
+      if (handle === this.privateHandle(i)) return { key: this.keys[i]!, isPrivate: true };
+      if (handle === this.privateHandle(i) + 1) return { key: this.keys[i]!, isPrivate: false };
+    }
+    return undefined;
+  }
+
+  async initialize(): Promise<void> {
+    this.count('C_Initialize');
+    if (this.initialized) return;
+    this.initialized = true;
+    if (!this.down) this.disconnected = false;
+  }
+
+  async finalize(): Promise<void> {
+    this.count('C_Finalize');
+    this.initialized = false;
+    this.sessions.clear();
+    this.loggedIn = false;
+    this.epoch++;
+  }
+
+  async getSlotList(): Promise<Handle[]> {
+    this.guard('C_GetSlotList');
+    return [ulong(1)];
+  }
+
+  async getTokenLabel(): Promise<string> {
+    this.guard('C_GetTokenInfo');
+    return 'tok';
+  }
+
+  async openSession(): Promise<Handle> {
+    this.guard('C_OpenSession');
+    const h = this.nextSession++;
+    this.sessions.add(h);
+    return ulong(h);
+  }
+
+  async closeSession(s: Handle): Promise<void> {
+    this.session('C_CloseSession', s);
+    this.sessions.delete(num(s));
+  }
+
+  /** Closes every session behind the application's back (and so logs out). */
+  closeAllSessions(): void {
+    this.sessions.clear();
+    this.loggedIn = false;
+  }
+
+  async getSessionState(s: Handle): Promise<number> {
+    this.session('C_GetSessionInfo', s);
+    return this.loggedIn ? 3 : 2;
+  }
+
+  async login(s: Handle): Promise<void> {
+    this.session('C_Login', s);
+    if (this.loggedIn) throw new Pkcs11Error(CKR_USER_ALREADY_LOGGED_IN, 'C_Login');
+    this.loggedIn = true;
+  }
+
+  async logout(): Promise<void> {
+    this.count('C_Logout');
+    this.loggedIn = false;
+  }
+
+  async findObjects(s: Handle, template: readonly Attribute[]): Promise<Handle[]> {
+    this.session('C_FindObjects', s);
+    const get = (type: number): Attribute['value'] => template.find((a) => a.type === type)?.value;
+    const cls = get(P11.CKA_CLASS);
+    const id = get(P11.CKA_ID) as Buffer | undefined;
+    const matches = (k: FakeKey): boolean => id === undefined || k.id.equals(id);
+    if (cls === P11.CKO_PRIVATE_KEY) {
+      // Private objects are invisible to a session that is not logged in, as on a real token.
+      if (!this.loggedIn) return [];
+      return this.keys.flatMap((k, i) => (matches(k) ? [ulong(this.privateHandle(i))] : []));
+    }
+    if (cls === P11.CKO_PUBLIC_KEY) return this.keys.flatMap((k, i) => (matches(k) ? [ulong(this.privateHandle(i) + 1)] : []));
+    return [];
+  }
+
+  async getAttributes(s: Handle, object: Handle, types: readonly number[]): Promise<Attribute[]> {
+    this.session('C_GetAttributeValue', s);
+    const found = this.keyOf(num(object));
+    if (!found) throw new Pkcs11Error(CKR_OBJECT_HANDLE_INVALID, 'C_GetAttributeValue');
+    const { key } = found;
+    const value = (type: number): Buffer | undefined => {
+      if (type === P11.CKA_LABEL) return Buffer.from(key.name);
+      if (type === P11.CKA_ID) return key.id;
+      if (type === P11.CKA_KEY_TYPE) return ulong(P11.CKK_EC);
+      if (type === P11.CKA_EC_PARAMS) return P256_PARAMS;
+      if (type === P11.CKA_EC_POINT) return Buffer.concat([Buffer.from([0x04, key.point.length]), key.point]);
+      return undefined;
+    };
+    return types.map((type) => {
+      const v = value(type);
+      return v === undefined ? { type } : { type, value: v };
+    });
+  }
+
+  async sign(s: Handle, _mechanism: Mechanism, key: Handle): Promise<Buffer> {
+    this.pending++;
+    try {
+      if (this.signGate) await this.signGate;
+      this.session('C_Sign', s);
+      const fail = this.signFailures.shift();
+      if (fail !== undefined) throw new Pkcs11Error(fail, 'C_Sign');
+      if (!this.loggedIn) throw new Pkcs11Error(CKR_USER_NOT_LOGGED_IN, 'C_SignInit');
+      const found = this.keyOf(num(key));
+      if (!found?.isPrivate) throw new Pkcs11Error(CKR_OBJECT_HANDLE_INVALID, 'C_SignInit');
+      const sig = Buffer.alloc(64);
+      sig.write(found.key.name);
+      return sig;
+    } finally {
+      this.pending--;
+    }
+  }
+
+  async verify(): Promise<boolean> {
+    throw new Error('not used');
+  }
+
+  async generateKeyPair(): Promise<{ publicKey: Handle; privateKey: Handle }> {
+    throw new Error('not used');
+  }
+
+  async createObject(): Promise<Handle> {
+    throw new Error('not used');
+  }
+
+  async destroyObject(): Promise<void> {
+    throw new Error('not used');
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Which key made a fake signature. */
+export const signedBy = (signature: Buffer): string => signature.toString('utf8').replace(/\0+$/, '');
