@@ -1,4 +1,5 @@
-import { execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { createHash, verify } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -90,8 +91,10 @@ test('a key added to the token after start is served; 1,000 extra objects do not
   const before = await call('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_256', digest: Buffer.alloc(32).toString('base64') });
   assert.equal(before.status, 404);
   // The key-manager CLI is its own process, as in production.
-  execFileSync(process.execPath, ['--import', 'tsx', 'src/admin/cli.ts', 'keys', 'create', '--name', 'late', '--spec', 'ECC_NIST_P384'], { env: { ...process.env, ...token.env() }, stdio: 'pipe' });
-  execFileSync(process.execPath, ['--import', 'tsx', 'test/support/addTokenObjects.ts', token.label, token.pinFile, '990', '10'], { env: { ...process.env, ...token.env() }, stdio: 'pipe' });
+  // Asynchronously: this process also runs the server, whose event loop must keep turning.
+  const run = promisify(execFile);
+  await run(process.execPath, ['--import', 'tsx', 'src/admin/cli.ts', 'keys', 'create', '--name', 'late', '--spec', 'ECC_NIST_P384'], { env: { ...process.env, ...token.env() } });
+  await run(process.execPath, ['--import', 'tsx', 'test/support/addTokenObjects.ts', token.label, token.pinFile, '990', '10'], { env: { ...process.env, ...token.env() } });
   const digest = createHash('sha384').update('late').digest();
   // A miss rescans the token (at most once a second), so the new key is served within ~1 s.
   let res = await call('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_384', digest: digest.toString('base64') });

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { NOT_A_CKR } from '../errors.js';
 import type { AsyncPkcs11, Attribute, Handle, Mechanism, Pkcs11CallError } from './AsyncPkcs11.js';
@@ -33,16 +35,20 @@ function toBuffer(value: unknown): Buffer {
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
 
-function threadEntry(): { url: URL; eval: boolean; source?: string } {
-  const url = new URL(import.meta.url.endsWith('.ts') ? './pkcs11Thread.ts' : './pkcs11Thread.js', import.meta.url);
-  if (!import.meta.url.endsWith('.ts')) return { url, eval: false };
-  // Running from TypeScript sources (tsx): a worker does not inherit the loader, so register it first.
-  const tsxApi = import.meta.resolve('tsx/esm/api');
-  return {
-    url,
-    eval: true,
-    source: `import(${JSON.stringify(tsxApi)}).then((api) => { api.register(); return import(${JSON.stringify(url.href)}); })`,
-  };
+/**
+ * The thread's code. Compiled (dist/), it is the .js beside this file. From TypeScript sources
+ * (tsx), the thread file is transpiled once here with esbuild (tsx's own transpiler) and started
+ * as plain JavaScript: registering tsx's loader in each thread would cost every thread a loader
+ * thread and ~25 MB, and a networked HSM wants dozens of threads.
+ */
+function threadEntry(): URL {
+  const own = new URL(import.meta.url);
+  if (!own.pathname.endsWith('.ts')) return new URL('./pkcs11Thread.js', own);
+  const require = createRequire(own);
+  const esbuild = require('esbuild') as typeof import('esbuild');
+  const source = readFileSync(new URL('./pkcs11Thread.ts', own), 'utf8');
+  const { code } = esbuild.transformSync(source, { loader: 'ts', format: 'esm', target: 'node20' });
+  return new URL(`data:text/javascript,${encodeURIComponent(code)}`);
 }
 
 /**
@@ -71,9 +77,8 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
 
   private spawn(index: number): Worker {
     const { entry, modulePath } = this;
-    const worker = entry.eval
-      ? new Worker(entry.source!, { eval: true, workerData: { modulePath } })
-      : new Worker(entry.url, { workerData: { modulePath } });
+    // A data: URL module cannot resolve packages itself: it resolves pkcs11js from this file.
+    const worker = new Worker(entry, { workerData: { modulePath, requireFrom: import.meta.url }, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
     worker.unref();
     worker.on('message', (reply: Reply) => this.settle(reply));
     worker.on('error', () => undefined); // 'exit' follows and does the work

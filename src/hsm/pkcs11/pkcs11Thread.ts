@@ -7,7 +7,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import type * as Pkcs11Types from 'pkcs11js';
 
-const pkcs11js = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
+const { modulePath, requireFrom } = workerData as { modulePath: string; requireFrom: string };
+const pkcs11js = createRequire(requireFrom)('pkcs11js') as typeof Pkcs11Types;
 
 interface Request {
   readonly id: number;
@@ -16,7 +17,7 @@ interface Request {
 }
 
 const lib = new pkcs11js.PKCS11();
-lib.load((workerData as { modulePath: string }).modulePath);
+lib.load(modulePath);
 
 /**
  * Returns false when the module was already initialized. A module whose state is per process
