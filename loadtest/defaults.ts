@@ -13,6 +13,44 @@ export interface HarnessDefaults {
   zones: number;
   spareHsms: number;
   maxUtilization: number;
+  /** Items per request of a "batch" scenario that does not say (batch = batch64). */
+  batchSize: number;
+  /**
+   * Connections of a batch scenario's sweep: each request holds batchSize signatures in flight,
+   * so 16 connections of batch64 are already 1,024 - more than a worker queues by default.
+   */
+  batchConnections: readonly number[];
+  /** Distinct request bodies per scenario, so the service does not sign one digest over and over. */
+  bodiesPerScenario: number;
+  /** Seconds per ceiling measurement (each direct in-flight setting, each bare-HTTP shape). */
+  ceilingDurationSec: number;
+  /** Connections of the bare-HTTP ceiling: the top of the range the targets are set for. */
+  ceilingConnections: number;
+  /** Operations in flight per direct-PKCS#11 process; the best one is the ceiling. */
+  directInFlight: readonly number[];
+  /** UV_THREADPOOL_SIZE of a direct process: pkcs11js runs C_SignAsync there; 4 beat 16 and 64 here. */
+  directThreadpool: number;
+  /** Service settings for --hsm-latency: each thread is one round trip in flight, so many of both. */
+  latencyHsmThreads: number;
+  latencyHsmSessions: number;
+  /** How often /readyz and the workers' RSS are sampled during a step. */
+  probeIntervalMs: number;
+  /** autocannon's per-request timeout; a slower answer counts as "timeout". */
+  requestTimeoutSec: number;
+  /** Where the harness keeps its own SoftHSMv2 token (git-ignored), apart from the dev token. */
+  tokenDir: string;
+  tokenLabel: string;
+  /** Seconds per side of each practice measurement in `loadtest hsm`. */
+  practiceDurationSec: number;
+  /** Operations in flight for the "many in flight" side of the practices. */
+  practiceInFlight: number;
+  /** `npm run bench`: one short fixed run, the same every time so its numbers compare. */
+  bench: {
+    readonly connections: number;
+    readonly durationSec: number;
+    readonly warmupSec: number;
+    readonly scenarios: readonly string[];
+  };
 }
 
 /** The one defaults object of the harness; CLI flags override field by field. */
@@ -27,6 +65,54 @@ export const DEFAULTS: HarnessDefaults = Object.freeze({
   spareHsms: 1,
   // Past ~80% an HSM's queue grows fast and p99 with it; plan to stay below the knee.
   maxUtilization: 0.8,
+  batchSize: 64,
+  batchConnections: Object.freeze([1, 2, 4, 8, 16]),
+  bodiesPerScenario: 16,
+  ceilingDurationSec: 5,
+  ceilingConnections: 100,
+  directInFlight: Object.freeze([4, 16]),
+  directThreadpool: 4,
+  // 1 ms per call, two calls per signature: 32 threads per worker keep up to ~16,000 signatures/s
+  // of round trips in flight. Measured at 100 connections with 1 ms: 16 fell short, 32 and 64 did
+  // alike (BENCHMARKS.md); each HSM thread is a V8 isolate, so the smaller one.
+  latencyHsmThreads: 32,
+  latencyHsmSessions: 32,
+  probeIntervalMs: 500,
+  requestTimeoutSec: 10,
+  tokenDir: '.hsm/loadtest',
+  tokenLabel: 'loadtest',
+  practiceDurationSec: 2,
+  practiceInFlight: 16,
+  bench: Object.freeze({
+    connections: 64,
+    durationSec: 5,
+    warmupSec: 2,
+    scenarios: Object.freeze(['sign:RSA_2048:RSASSA_PKCS1_V1_5_SHA_256', 'sign:ECC_NIST_P256:ECDSA_SHA_256']),
+  }),
+});
+
+/**
+ * The performance targets of issue #4, as data: targets.ts judges a report against them and
+ * BENCHMARKS.md records the outcome. Changing a threshold is a decision, not a code change.
+ */
+export const TARGETS = Object.freeze({
+  /** signatures/s ÷ combined ceiling, for single signs at these connection counts. */
+  efficiency: Object.freeze({
+    min: 0.85,
+    connections: Object.freeze([64, 100]),
+    scenarios: Object.freeze(['sign:RSA_2048:RSASSA_PKCS1_V1_5_SHA_256', 'sign:ECC_NIST_P256:ECDSA_SHA_256']),
+  }),
+  /** Best batch signatures/s ÷ direct PKCS#11 rate of the same key. */
+  batch: Object.freeze({ min: 0.7, scenario: 'batch64:ECC_NIST_P256:ECDSA_SHA_256' }),
+  /** Throughput with simulated latency ÷ without, same run, at these connections. */
+  hsmLatency: Object.freeze({ min: 0.8, connections: 100, latencyUs: 1000, scenario: 'sign:RSA_2048:RSASSA_PKCS1_V1_5_SHA_256' }),
+  /**
+   * Largest per-worker RSS drift over a step at least this long (after the warm-up): the median
+   * of each fifth of the step against the first fifth's (targets.ts, rssDrift).
+   */
+  rss: Object.freeze({ max: 0.1, minDurationSec: 300 }),
+  /** Sign throughput with that many other objects on the token ÷ without. */
+  tokenObjects: Object.freeze({ min: 0.95, objects: 1000 }),
 });
 
 /**

@@ -37,6 +37,15 @@ export interface ServiceSample {
   breakerState?: string;
   /** RSS samples taken during the step; a rising series hints at a leak. */
   rssBytes?: number[];
+  /**
+   * The same per worker process (pid -> samples, one every rssIntervalMs): `rssBytes` holds the
+   * largest worker's, this shows whether any single worker grows.
+   */
+  rssByWorker?: Record<string, number[]>;
+  /** How many /readyz answers the pool and breaker figures come from (they reach one worker each). */
+  readyzSamples?: number;
+  /** Every breaker state seen during the step, in the order first seen. */
+  breakerStates?: string[];
 }
 
 /** One point of a sweep: one scenario held at one connection count for durationSec. */
@@ -61,6 +70,12 @@ export interface StepResult {
   /** A sample of signatures checked against the public key: throughput with bad output is worthless. */
   verified: { sampled: number; bad: number };
   service?: ServiceSample;
+  /**
+   * CPU seconds used during the step: by the service's worker processes (all their threads, from
+   * /proc; local runs only) and by the load generator (the harness process). On a shared machine
+   * they show where the cores went.
+   */
+  cpu?: { serviceSec?: number; clientSec: number };
 }
 
 /** The best an HSM path can do without our HTTP layer, to judge how much the service costs. */
@@ -160,6 +175,23 @@ export interface CapacityPlan {
   awsPublished: PublishedSignRates;
 }
 
+/**
+ * One of the project's performance targets, judged from this report. `met` is undefined when
+ * the run did not hold the steps the target needs (e.g. no --hsm-latency variant).
+ */
+export interface TargetCheck {
+  id: string;
+  description: string;
+  /** The measured value in the target's unit (a ratio for most). */
+  measured?: number;
+  threshold: number;
+  /** 'min': measured must be at least threshold; 'max': at most. */
+  kind: 'min' | 'max';
+  met?: boolean;
+  /** The numbers the value came from, as a sentence. */
+  detail: string;
+}
+
 export interface LoadTestReport {
   version: 1;
   /** ISO 8601; reporters never read the clock, so the same report always renders the same. */
@@ -172,6 +204,7 @@ export interface LoadTestReport {
   steps: StepResult[];
   practices?: PracticeResult[];
   plan?: CapacityPlan;
+  targets?: TargetCheck[];
   notes: string[];
 }
 
@@ -188,6 +221,20 @@ export function combinedCeiling(directOpsPerSec: number, httpReqPerSec: number):
 export function splitScenario(scenario: string): { kind: string; rest: string } {
   const i = scenario.indexOf(':');
   return i < 0 ? { kind: scenario, rest: '' } : { kind: scenario.slice(0, i), rest: scenario.slice(i + 1) };
+}
+
+/**
+ * A scenario run against a differently set-up service in the same run (added HSM latency, a
+ * token full of other objects) carries the variant after '@', so its steps stay apart from the
+ * plain ones in every table and in compare: "sign:RSA_2048:RSASSA_PKCS1_V1_5_SHA_256@hsm-latency=1000us".
+ */
+export function splitVariant(scenario: string): { base: string; variant?: string } {
+  const i = scenario.indexOf('@');
+  return i < 0 ? { base: scenario } : { base: scenario.slice(0, i), variant: scenario.slice(i + 1) };
+}
+
+export function withVariant(base: string, variant: string | undefined): string {
+  return variant === undefined || variant === '' ? base : `${base}@${variant}`;
 }
 
 /**

@@ -175,6 +175,27 @@ function scenarioSection(r: LoadTestReport, scenario: string, index: number): Se
       rows: steps.map((s) => stepRow(r, s)),
     },
   });
+  const withCpu = steps.filter((s) => s.cpu !== undefined);
+  if (withCpu.length > 0) {
+    const cores = (sec: number | undefined, s: StepResult): string => (sec === undefined ? NOT_AVAILABLE : formatNumber(sec / s.durationSec, 2));
+    const perSig = (sec: number | undefined, s: StepResult): string =>
+      sec === undefined || s.signatures === 0 ? NOT_AVAILABLE : formatNumber((1000 * sec) / s.signatures, 3);
+    blocks.push({
+      kind: 'table',
+      table: {
+        caption: 'Where the cores went (CPU time during the step)',
+        headers: ['connections', 'service, cores', 'service, CPU ms per signature', 'load generator, cores', 'load generator, CPU ms per request'],
+        align: ['right', 'right', 'right', 'right', 'right'],
+        rows: withCpu.map((s) => [
+          formatInt(s.connections),
+          cores(s.cpu!.serviceSec, s),
+          perSig(s.cpu!.serviceSec, s),
+          cores(s.cpu!.clientSec, s),
+          s.okRequests === 0 ? NOT_AVAILABLE : formatNumber((1000 * s.cpu!.clientSec) / s.requests, 3),
+        ]),
+      },
+    });
+  }
   return { id: `scenario-${index + 1}-${slug(scenario)}`, title: 'Scenario', code: scenario, blocks };
 }
 
@@ -286,6 +307,35 @@ function planSection(plan: CapacityPlan): Section {
   return { id: 'plan', title: 'Capacity plan', ...(inputs.scenario ? { code: inputs.scenario } : {}), blocks };
 }
 
+function targetsSection(r: LoadTestReport): Section | undefined {
+  if (!r.targets || r.targets.length === 0) return undefined;
+  const measured = r.targets.filter((t) => t.met !== undefined);
+  const missing = r.targets.filter((t) => t.met === undefined);
+  const blocks: Block[] = [];
+  if (measured.length > 0) {
+    blocks.push({
+      kind: 'table',
+      table: {
+        headers: ['target', 'measured', 'needed', 'verdict', 'from'],
+        align: ['left', 'right', 'right', 'left', 'left'],
+        rows: measured.map((t) => [
+          t.description,
+          formatPercent(t.measured),
+          `${t.kind === 'min' ? '≥' : '≤'} ${formatPercent(t.threshold, 0)}`,
+          t.met ? 'met' : 'MISSED',
+          t.detail,
+        ]),
+      },
+    });
+  }
+  // Listed, not dropped: a reader should see which targets this run could not judge, and why.
+  if (missing.length > 0) {
+    blocks.push({ kind: 'paragraph', text: 'Not measured in this run:' });
+    blocks.push({ kind: 'list', ordered: false, items: missing.map((t) => `${t.description} (${t.detail})`) });
+  }
+  return { id: 'targets', title: 'Targets', blocks };
+}
+
 export function buildReportModel(report: LoadTestReport): ReportModel {
   const sections: Section[] = [headerSection(report)];
   scenariosOf(report.steps).forEach((s, i) => sections.push(scenarioSection(report, s, i)));
@@ -293,6 +343,8 @@ export function buildReportModel(report: LoadTestReport): ReportModel {
   const practices = practicesSection(report);
   if (practices) sections.push(practices);
   if (report.plan) sections.push(planSection(report.plan));
+  const targets = targetsSection(report);
+  if (targets) sections.push(targets);
   if (report.notes.length > 0) {
     sections.push({ id: 'notes', title: 'Notes', blocks: [{ kind: 'list', ordered: false, items: report.notes }] });
   }

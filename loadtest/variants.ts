@@ -1,0 +1,6 @@
+/**
+ * Names of the service set-ups a run may compare in one go; they follow '@' in a step's scenario
+ * (see splitVariant in results.ts).
+ */
+export const latencyVariant = (latencyUs: number): string => `hsm-latency=${latencyUs}us`;
+export const tokenObjectsVariant = (objects: number): string => `token-objects=${objects}`;
