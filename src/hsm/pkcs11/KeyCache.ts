@@ -32,6 +32,12 @@ export class KeyCache {
   private byName = new Map<string, Map<number, KeyEntry>>();
   private scanning: Promise<void> | undefined;
   private lastScanAt = 0;
+  /**
+   * What the last scan learned per private-key handle (undefined: not a key we serve), so a
+   * rescan reads one attribute set per key instead of finding and reading its public key again:
+   * on a token with many objects the periodic rescan would otherwise cost a core.
+   */
+  private seen = new Map<string, { label: string | undefined; id: string; entry: KeyEntry | undefined }>();
   /** Bumped by clear(): a scan or relookup begun before it found handles of a finalized module. */
   private epoch = 0;
   loaded = false;
@@ -64,12 +70,14 @@ export class KeyCache {
     this.epoch++;
     this.scanning = undefined;
     this.byName = new Map();
+    this.seen = new Map();
     this.loaded = false;
   }
 
   private async scan(): Promise<void> {
     const epoch = this.epoch;
     this.lastScanAt = this.now();
+    const seen = new Map<string, { label: string | undefined; id: string; entry: KeyEntry | undefined }>();
     const found = await this.withSession(async (s) => {
       const handles = await this.p11.findObjects(s, [
         { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
@@ -77,7 +85,13 @@ export class KeyCache {
       ]);
       const entries: KeyEntry[] = [];
       for (const h of handles) {
-        const entry = await this.describe(s, h);
+        const attrs = await this.p11.getAttributes(s, h, [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE]);
+        const label = attr(attrs, P11.CKA_LABEL)?.toString('utf8');
+        const id = (attr(attrs, P11.CKA_ID) ?? Buffer.alloc(0)).toString('hex');
+        const before = this.seen.get(h.toString('hex'));
+        // Same handle, label and CKA_ID as last time: the same key (a reused handle would differ).
+        const entry = before && before.label === label && before.id === id ? before.entry : await this.describe(s, h, attrs);
+        seen.set(h.toString('hex'), { label, id, entry });
         if (entry) entries.push(entry);
       }
       const certIds = new Set(
@@ -97,12 +111,12 @@ export class KeyCache {
       next.set(e.name, versions);
     }
     if (epoch !== this.epoch) return;
+    this.seen = seen;
     this.byName = next;
     this.loaded = true;
   }
 
-  private async describe(s: Handle, handle: Handle): Promise<KeyEntry | undefined> {
-    const attrs = await this.p11.getAttributes(s, handle, [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE]);
+  private async describe(s: Handle, handle: Handle, attrs: Attribute[]): Promise<KeyEntry | undefined> {
     const label = attr(attrs, P11.CKA_LABEL)?.toString('utf8');
     const id = attr(attrs, P11.CKA_ID) ?? Buffer.alloc(0);
     const keyType = attr(attrs, P11.CKA_KEY_TYPE)?.readUInt32LE(0); // CK_ULONG, little-endian on every platform we run on
