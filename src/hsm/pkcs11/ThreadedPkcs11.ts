@@ -78,7 +78,7 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   private spawn(index: number): Worker {
     const { entry, modulePath } = this;
     // A data: URL module cannot resolve packages itself: it resolves pkcs11js from this file.
-    const worker = new Worker(entry, { workerData: { modulePath, requireFrom: import.meta.url }, resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 } });
+    const worker = new Worker(entry, { workerData: { modulePath, requireFrom: import.meta.url } });
     worker.unref();
     worker.on('message', (reply: Reply) => this.settle(reply));
     worker.on('error', () => undefined); // 'exit' follows and does the work
