@@ -128,7 +128,9 @@ export class SigningService {
   async verify(input: VerifyInput, deadline: number): Promise<{ valid: boolean; keyVersion: number }> {
     SigningService.checkFormat(input);
     const info = algorithmInfo(input.algorithm);
-    const key = await this.getKey(input.keyName, deadline, input.keyVersion);
+    // The cached public key, without the breaker and retries: verifying needs no HSM, so an open
+    // breaker must not fail it (only a key the cache does not know yet makes the KeyManager look).
+    const key = await withDeadline(this.keys.getKey(input.keyName, input.keyVersion), deadline);
     const version = pickVersion(key, input.keyVersion);
     if (KEY_SPEC_INFO[version.keySpec].keyType !== info.keyType) {
       throw invalid(`algorithm: ${input.algorithm} cannot be used with key '${key.name}' (${version.keySpec})`);

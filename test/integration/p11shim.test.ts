@@ -12,6 +12,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pkcs11js from 'pkcs11js';
+import { CKR } from '../../src/hsm/errors.js';
+import { ecParamsFor } from '../../src/hsm/pkcs11/publicKey.js';
 import { ShimControl, ensureShimBuilt } from '../support/p11shim.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -19,8 +21,7 @@ const USER_PIN = '1234';
 const TOKEN_LABEL = 'shimtest';
 const KEY_LABEL = 'shim-p256';
 // DER of OID 1.2.840.10045.3.1.7 (prime256v1), the CKA_EC_PARAMS for P-256.
-const P256_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
-const CKR_DEVICE_ERROR = 0x30;
+const P256_PARAMS = ecParamsFor('ECC_NIST_P256');
 const SESSION_FLAGS = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
 const ECDSA = { mechanism: pkcs11js.CKM_ECDSA };
 const MESSAGE = Buffer.from('p11shim integration test');
@@ -211,13 +212,13 @@ test('fail=C_Sign:0x30:2 fails exactly the next two C_Sign calls', async () => {
   const session = openUserSession();
   try {
     const { privateKey, publicKey } = keyPair(session);
-    ctl.fail('C_Sign', CKR_DEVICE_ERROR, 2);
+    ctl.fail('C_Sign', CKR.DEVICE_ERROR, 2);
     await ctl.settle();
     for (let i = 0; i < 2; i++) {
       // A fresh C_SignInit after each failure also proves the shim ended the real module's
       // operation, as a real HSM does when C_Sign fails.
       lib.C_SignInit(session, ECDSA, privateKey);
-      assert.throws(() => lib.C_Sign(session, DIGEST, Buffer.alloc(64)), isP11Error(CKR_DEVICE_ERROR));
+      assert.throws(() => lib.C_Sign(session, DIGEST, Buffer.alloc(64)), isP11Error(CKR.DEVICE_ERROR));
     }
     for (let i = 0; i < 2; i++) {
       assert.equal(hsmVerify(session, publicKey, sign(session, privateKey)), true);
@@ -233,17 +234,17 @@ test('down=1 loses the connection until the application re-initialises', async (
 
   ctl.down(true);
   await ctl.settle();
-  assert.throws(() => lib.C_SignInit(session, ECDSA, privateKey), isP11Error(CKR_DEVICE_ERROR));
-  assert.throws(() => lib.C_OpenSession(tokenSlot(), SESSION_FLAGS), isP11Error(CKR_DEVICE_ERROR));
+  assert.throws(() => lib.C_SignInit(session, ECDSA, privateKey), isP11Error(CKR.DEVICE_ERROR));
+  assert.throws(() => lib.C_OpenSession(tokenSlot(), SESSION_FLAGS), isP11Error(CKR.DEVICE_ERROR));
 
   // Re-initialising while the HSM is still down does not reconnect.
   reinitialize();
-  assert.throws(() => lib.C_GetSlotList(true), isP11Error(CKR_DEVICE_ERROR));
+  assert.throws(() => lib.C_GetSlotList(true), isP11Error(CKR.DEVICE_ERROR));
 
   ctl.down(false);
   await ctl.settle();
-  assert.throws(() => lib.C_GetSlotList(true), isP11Error(CKR_DEVICE_ERROR));
-  assert.throws(() => lib.C_GetSessionInfo(session), isP11Error(CKR_DEVICE_ERROR));
+  assert.throws(() => lib.C_GetSlotList(true), isP11Error(CKR.DEVICE_ERROR));
+  assert.throws(() => lib.C_GetSessionInfo(session), isP11Error(CKR.DEVICE_ERROR));
 
   reinitialize();
   session = lib.C_OpenSession(tokenSlot(), SESSION_FLAGS);
@@ -300,7 +301,7 @@ try {
   const sessions = Array.from({ length: SESSIONS }, () => lib.C_OpenSession(slot, flags));
   lib.C_Login(sessions[0], pkcs11js.CKU_USER, USER_PIN);
   const keys = lib.C_GenerateKeyPair(sessions[0], { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
-    [{ type: pkcs11js.CKA_EC_PARAMS, value: Buffer.from('06082a8648ce3d030107', 'hex') },
+    [{ type: pkcs11js.CKA_EC_PARAMS, value: Buffer.from('${P256_PARAMS.toString('hex')}', 'hex') },
      { type: pkcs11js.CKA_VERIFY, value: true }],
     [{ type: pkcs11js.CKA_SIGN, value: true }, { type: pkcs11js.CKA_SENSITIVE, value: true }]);
   const digest = createHash('sha256').update('concurrency').digest();

@@ -7,15 +7,11 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { AsyncPkcs11, Attribute, Handle, Mechanism } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { P11 } from '../../../src/hsm/pkcs11/constants.js';
+import { CKR } from '../../../src/hsm/errors.js';
+import { ecParamsFor } from '../../../src/hsm/pkcs11/publicKey.js';
 import { Pkcs11Error } from '../../../src/hsm/pkcs11/ThreadedPkcs11.js';
 
-const CKR_DEVICE_ERROR = 0x30;
-const CKR_SESSION_HANDLE_INVALID = 0xb3;
-const CKR_OBJECT_HANDLE_INVALID = 0x82;
-const CKR_USER_NOT_LOGGED_IN = 0x101;
-const CKR_USER_ALREADY_LOGGED_IN = 0x100;
-const CKR_CRYPTOKI_NOT_INITIALIZED = 0x190;
-const P256_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
+const P256_PARAMS = ecParamsFor('ECC_NIST_P256');
 
 const ulong = (n: number): Buffer => {
   const b = Buffer.alloc(8);
@@ -67,14 +63,14 @@ export class FakePkcs11 implements AsyncPkcs11 {
 
   private guard(method: string): void {
     this.count(method);
-    if (!this.initialized) throw new Pkcs11Error(CKR_CRYPTOKI_NOT_INITIALIZED, method);
+    if (!this.initialized) throw new Pkcs11Error(CKR.CRYPTOKI_NOT_INITIALIZED, method);
     if (this.down) this.disconnected = true;
-    if (this.disconnected) throw new Pkcs11Error(CKR_DEVICE_ERROR, method);
+    if (this.disconnected) throw new Pkcs11Error(CKR.DEVICE_ERROR, method);
   }
 
   private session(method: string, s: Handle): void {
     this.guard(method);
-    if (!this.sessions.has(num(s))) throw new Pkcs11Error(CKR_SESSION_HANDLE_INVALID, method);
+    if (!this.sessions.has(num(s))) throw new Pkcs11Error(CKR.SESSION_HANDLE_INVALID, method);
   }
 
   /** Private key handle of key i in this epoch; the two keys swap numbers at every C_Finalize. */
@@ -140,7 +136,7 @@ export class FakePkcs11 implements AsyncPkcs11 {
 
   async login(s: Handle): Promise<void> {
     this.session('C_Login', s);
-    if (this.loggedIn) throw new Pkcs11Error(CKR_USER_ALREADY_LOGGED_IN, 'C_Login');
+    if (this.loggedIn) throw new Pkcs11Error(CKR.USER_ALREADY_LOGGED_IN, 'C_Login');
     this.loggedIn = true;
   }
 
@@ -167,7 +163,7 @@ export class FakePkcs11 implements AsyncPkcs11 {
   async getAttributes(s: Handle, object: Handle, types: readonly number[]): Promise<Attribute[]> {
     this.session('C_GetAttributeValue', s);
     const found = this.keyOf(num(object));
-    if (!found) throw new Pkcs11Error(CKR_OBJECT_HANDLE_INVALID, 'C_GetAttributeValue');
+    if (!found) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID, 'C_GetAttributeValue');
     const { key } = found;
     const value = (type: number): Buffer | undefined => {
       if (type === P11.CKA_LABEL) return Buffer.from(key.name);
@@ -190,9 +186,9 @@ export class FakePkcs11 implements AsyncPkcs11 {
       this.session('C_Sign', s);
       const fail = this.signFailures.shift();
       if (fail !== undefined) throw new Pkcs11Error(fail, 'C_Sign');
-      if (!this.loggedIn) throw new Pkcs11Error(CKR_USER_NOT_LOGGED_IN, 'C_SignInit');
+      if (!this.loggedIn) throw new Pkcs11Error(CKR.USER_NOT_LOGGED_IN, 'C_SignInit');
       const found = this.keyOf(num(key));
-      if (!found?.isPrivate) throw new Pkcs11Error(CKR_OBJECT_HANDLE_INVALID, 'C_SignInit');
+      if (!found?.isPrivate) throw new Pkcs11Error(CKR.OBJECT_HANDLE_INVALID, 'C_SignInit');
       const sig = Buffer.alloc(64);
       sig.write(found.key.name);
       return sig;
