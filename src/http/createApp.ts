@@ -36,14 +36,15 @@ export function createApp(deps: AppDeps): Express {
   app.set('query parser', 'simple');
   app.use(requestContext(deps.requestDeadlineMs, deps.logger));
   app.use(recordRequests());
+  // Express tries every route in order: the hot path (sign, verify) comes first, the rare GETs last.
+  if (deps.v1Guard) app.use('/v1', deps.v1Guard);
+  app.use('/v1', requireJson, express.json({ limit: deps.bodyLimitBytes, strict: false, type: 'application/json' }));
+  app.use(signingRouter(deps.service));
+  app.use(keysRouter(deps.service));
+  for (const r of deps.extraRouters ?? []) app.use(r);
   app.use(healthRouter(deps.service));
   app.use(metricsRouter(deps.service));
   app.use(openapiRouter());
-  if (deps.v1Guard) app.use('/v1', deps.v1Guard);
-  app.use('/v1', requireJson, express.json({ limit: deps.bodyLimitBytes, strict: false, type: 'application/json' }));
-  app.use(keysRouter(deps.service));
-  app.use(signingRouter(deps.service));
-  for (const r of deps.extraRouters ?? []) app.use(r);
   app.use((req, _res, next) => next(new ServiceError('NOT_FOUND', `no route for ${req.method} ${req.path.slice(0, 200)}`)));
   app.use(errorHandler(deps.logger));
   return app;

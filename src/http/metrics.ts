@@ -37,13 +37,31 @@ fromHealth('hsm_signer_hsm_breaker_open', 'workers whose HSM circuit breaker is 
 fromHealth('hsm_signer_hsm_ready', 'workers ready (logged in, keys loaded, not recovering)', (s) => (s.health().ready ? 1 : 0));
 fromHealth('hsm_signer_keys', 'key versions in the cache', (s) => s.health().keys, 'max');
 
+interface RouteSeries {
+  readonly count: { inc(): void };
+  readonly duration: { observe(seconds: number): void };
+}
+
+/** Label sets bound once per (method, route, status): prom-client otherwise hashes the labels on every request. */
+const series = new Map<string, RouteSeries>();
+function seriesFor(method: string, route: string, status: number): RouteSeries {
+  const key = `${method} ${status} ${route}`;
+  let s = series.get(key);
+  if (!s) {
+    s = { count: requests.labels(method, route, String(status)), duration: duration.labels(route) };
+    series.set(key, s);
+  }
+  return s;
+}
+
 export function recordRequests(): RequestHandler {
   return (req, res, next) => {
-    const start = process.hrtime.bigint();
-    res.on('finish', () => {
+    const start = performance.now();
+    res.once('finish', () => {
       const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
-      requests.inc({ method: req.method, route, status: String(res.statusCode) });
-      duration.observe({ route }, Number(process.hrtime.bigint() - start) / 1e9);
+      const s = seriesFor(req.method, route, res.statusCode);
+      s.count.inc();
+      s.duration.observe((performance.now() - start) / 1e3);
     });
     next();
   };

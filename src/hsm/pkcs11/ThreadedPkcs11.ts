@@ -11,6 +11,12 @@ interface Pending {
   readonly startedAt: number;
 }
 
+interface Call {
+  readonly id: number;
+  readonly op: string;
+  readonly args: unknown[];
+}
+
 interface Reply {
   id: number;
   ok: boolean;
@@ -28,6 +34,11 @@ export class Pkcs11Error extends Error implements Pkcs11CallError {
     // The native message carries nothing the code does not; never include arguments (a PIN).
     super(`${method} failed with CK_RV 0x${code.toString(16)}`);
   }
+}
+
+/** A Buffer cut from Node's shared 8 KB pool would be cloned to the thread whole: send only its bytes. */
+function compact(b: Buffer): Buffer | Uint8Array {
+  return b.byteLength === b.buffer.byteLength ? b : Uint8Array.prototype.slice.call(b);
 }
 
 function toBuffer(value: unknown): Buffer {
@@ -56,13 +67,19 @@ function threadEntry(): URL {
  * calls that can be in flight at once in this process: against a networked HSM each one is a
  * round trip, so it is sized with the session pool (HSM_THREADS). A stalled HSM can hold at
  * most that many threads; everything else waits in JS, bounded by the session pool.
+ *
+ * Calls made in one turn of the event loop travel to a thread as one message (and its answers
+ * come back together, at least every REPLY_EVERY_MS): under load the per-message cost (structured
+ * clone, waking a sleeping thread, waking the loop again) is paid once per turn, not per call.
  */
 export class ThreadedPkcs11 implements AsyncPkcs11 {
   private readonly threads: Worker[] = [];
   private readonly load: number[] = [];
+  private readonly outbox: Call[][] = [];
   private readonly pending = new Map<number, Pending>();
   private readonly entry = threadEntry();
   private nextId = 1;
+  private flushScheduled = false;
   private closed = false;
 
   private constructor(
@@ -72,6 +89,7 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     for (let i = 0; i < threadCount; i++) {
       this.threads.push(this.spawn(i));
       this.load.push(0);
+      this.outbox.push([]);
     }
   }
 
@@ -80,7 +98,9 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     // A data: URL module cannot resolve packages itself: it resolves pkcs11js from this file.
     const worker = new Worker(entry, { workerData: { modulePath, requireFrom: import.meta.url } });
     worker.unref();
-    worker.on('message', (reply: Reply) => this.settle(reply));
+    worker.on('message', (replies: Reply[]) => {
+      for (const reply of replies) this.settle(reply);
+    });
     worker.on('error', () => undefined); // 'exit' follows and does the work
     worker.on('exit', () => this.onThreadExit(index, worker));
     return worker;
@@ -105,6 +125,7 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
         for (let i = 1; i < threadCount; i++) await p.callOn(i, 'finalize', []).catch(() => undefined);
         await Promise.all(p.threads.splice(1).map((t) => t.terminate()));
         p.load.splice(1);
+        p.outbox.splice(1);
         onWarning?.(`the PKCS#11 module ${modulePath} keeps separate state per loaded instance (e.g. p11-kit's client): using 1 HSM thread instead of ${threadCount}`);
       }
     } catch (e) {
@@ -147,6 +168,7 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
       p.reject(this.closed ? new Error('PKCS#11 binding closed') : new Pkcs11Error(NOT_A_CKR.THREAD_EXITED, 'HSM thread'));
     }
     this.load[index] = 0;
+    this.outbox[index] = [];
     if (this.closed) return;
     this.threads[index] = this.spawn(index);
     // Shared-state modules answer "already initialized"; if not, the KeyManager's recovery does it.
@@ -159,9 +181,24 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, thread, startedAt: performance.now() });
       this.load[thread]!++;
-      this.threads[thread]!.postMessage({ id, op, args });
+      this.outbox[thread]!.push({ id, op, args });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        // After this turn's I/O callbacks: every request read in this turn has made its call by then.
+        setImmediate(this.flush);
+      }
     });
   }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false;
+    for (let i = 0; i < this.outbox.length; i++) {
+      const calls = this.outbox[i]!;
+      if (calls.length === 0) continue;
+      this.outbox[i] = [];
+      this.threads[i]!.postMessage(calls);
+    }
+  };
 
   private call(op: string, args: unknown[]): Promise<unknown> {
     // Least-loaded thread: a thread stuck in a slow call does not delay the others' work.
@@ -216,11 +253,11 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   }
 
   async sign(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, maxSignatureLength: number): Promise<Buffer> {
-    return toBuffer(await this.call('sign', [session, mechanism, key, data, maxSignatureLength]));
+    return toBuffer(await this.call('sign', [compact(session), mechanism, compact(key), compact(data), maxSignatureLength]));
   }
 
   async verify(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, signature: Buffer): Promise<boolean> {
-    return (await this.call('verify', [session, mechanism, key, data, signature])) as boolean;
+    return (await this.call('verify', [compact(session), mechanism, compact(key), compact(data), compact(signature)])) as boolean;
   }
 
   async generateKeyPair(session: Handle, mechanism: Mechanism, publicTemplate: readonly Attribute[], privateTemplate: readonly Attribute[]): Promise<{ publicKey: Handle; privateKey: Handle }> {

@@ -16,6 +16,13 @@ interface Request {
   readonly args: unknown[];
 }
 
+interface Reply {
+  readonly id: number;
+  readonly ok: boolean;
+  readonly result?: unknown;
+  readonly error?: { code: number; method: string; message: string; operationOpen: boolean };
+}
+
 const lib = new pkcs11js.PKCS11();
 lib.load(modulePath);
 
@@ -62,7 +69,8 @@ function sign(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, da
   signInitDone = false;
   lib.C_SignInit(session, mechanism, key);
   signInitDone = true;
-  const signature = lib.C_Sign(session, data, Buffer.allocUnsafe(maxLen));
+  // Not allocUnsafe: a pooled Buffer's answer would clone the whole 8 KB pool slab back to the loop.
+  const signature = lib.C_Sign(session, data, Buffer.allocUnsafeSlow(maxLen));
   signInitDone = false;
   return signature;
 }
@@ -111,15 +119,20 @@ function revive(value: unknown): unknown {
   return value;
 }
 
-parentPort!.on('message', (req: Request) => {
+/**
+ * Answers go back together, but never held longer than this: against a networked HSM, where each
+ * call takes a round trip, every answer leaves as soon as it is known.
+ */
+const REPLY_EVERY_MS = 0.5;
+
+function run(req: Request): Reply {
   const op = ops[req.op];
   try {
     if (!op) throw Object.assign(new Error(`unknown op ${req.op}`), { code: -1, method: req.op });
-    const result = op(...(req.args.map(revive)));
-    parentPort!.postMessage({ id: req.id, ok: true, result });
+    return { id: req.id, ok: true, result: op(...req.args.map(revive)) };
   } catch (e) {
     const err = e as { code?: number; method?: string; message?: string };
-    parentPort!.postMessage({
+    return {
       id: req.id,
       ok: false,
       error: {
@@ -128,6 +141,21 @@ parentPort!.on('message', (req: Request) => {
         message: String(err.message ?? e),
         operationOpen: req.op === 'sign' && signInitDone,
       },
-    });
+    };
   }
+}
+
+parentPort!.on('message', (calls: Request[]) => {
+  let replies: Reply[] = [];
+  let since = performance.now();
+  for (const call of calls) {
+    replies.push(run(call));
+    const now = performance.now();
+    if (now - since >= REPLY_EVERY_MS) {
+      parentPort!.postMessage(replies);
+      replies = [];
+      since = now;
+    }
+  }
+  if (replies.length > 0) parentPort!.postMessage(replies);
 });

@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { algorithmInfo, algorithmsFor, KEY_SPECS, signatureLength, SIGNING_ALGORITHMS } from '../../../src/crypto/algorithms.js';
 import { digestInfo } from '../../../src/crypto/digest.js';
+import { AsnConvert } from '@peculiar/asn1-schema';
+import { ECDSASigValue } from '@peculiar/asn1-ecc';
 import { ecdsaDerToRaw, ecdsaRawToDer } from '../../../src/crypto/ecdsaSignature.js';
 import { keyLabel, parseKeyLabel } from '../../../src/hsm/keyLabel.js';
 
@@ -37,6 +39,28 @@ test('ECDSA raw <-> DER round trip, checked by node:crypto on both curves', () =
   }
   assert.throws(() => ecdsaRawToDer(Buffer.alloc(63)));
   assert.throws(() => ecdsaDerToRaw(Buffer.from('3003020101', 'hex'), 32));
+});
+
+test('ECDSA raw -> DER matches the ASN.1 schema encoding at the edges (leading zeros, high bits)', () => {
+  // r and s are in [1, n-1]: zero is not an ECDSA value and is left out.
+  const edges = [Buffer.alloc(32, 0xff), Buffer.concat([Buffer.alloc(31), Buffer.from([1])]), Buffer.concat([Buffer.from([0x00, 0x80]), Buffer.alloc(30, 7)])];
+  // The reference: @peculiar's ECDSASigValue over each value's minimal two's-complement bytes (from BigInt).
+  const reference = (r: Buffer, s: Buffer): Buffer => {
+    const int = (b: Buffer): ArrayBuffer => {
+      let hex = BigInt(`0x${b.toString('hex')}`).toString(16);
+      if (hex.length % 2) hex = `0${hex}`;
+      if (parseInt(hex[0]!, 16) >= 8) hex = `00${hex}`;
+      return new Uint8Array(Buffer.from(hex, 'hex')).buffer;
+    };
+    return Buffer.from(AsnConvert.serialize(new ECDSASigValue({ r: int(r), s: int(s) })));
+  };
+  for (const r of edges) {
+    for (const s of edges) {
+      const der = ecdsaRawToDer(Buffer.concat([r, s]));
+      assert.deepEqual(der, reference(r, s));
+      assert.deepEqual(ecdsaDerToRaw(der, 32), Buffer.concat([r, s]));
+    }
+  }
 });
 
 test('key labels: name/vN, plain labels are version 1, bad names rejected', () => {
