@@ -1,5 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { KeySpec, SigningAlgorithm } from '../crypto/algorithms.js';
+import type { ServiceError } from '../errors.js';
 
 /** The HSM contract the service depends on. Nothing here knows PKCS#11. */
 export interface KeyVersion {
@@ -54,11 +55,23 @@ export interface HsmHealth {
   readonly recoveries: number;
 }
 
+/**
+ * One item of signMany: its signature; its own error (a key that does not exist or does not fit
+ * the algorithm, an input the HSM refuses, or the HSM failure that ended the call at this item);
+ * or undefined when an earlier item's HSM failure ended the call before this one was tried.
+ */
+export type SignManyOutcome = SignResult | ServiceError | undefined;
+
 export interface KeyManager {
   listKeys(): Promise<KeyInfo[]>;
   /** Throws ServiceError NOT_FOUND when the key (or a requested version) does not exist. */
   getKey(name: string, version?: number): Promise<KeyInfo>;
   sign(req: SignRequest): Promise<SignResult>;
+  /**
+   * Signs several digests with one session and one HSM hop (a batch's chunk), in order. Rejects
+   * only when no item could be tried (no session in time, the HSM recovering).
+   */
+  signMany(reqs: readonly Omit<SignRequest, 'signal'>[], signal?: AbortSignal): Promise<SignManyOutcome[]>;
   /**
    * Verifies a signature over a digest on the HSM with the key's public object. Only for what
    * node:crypto cannot do itself (a prehashed RSA-PSS or ECDSA digest); everything else verifies

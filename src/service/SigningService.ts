@@ -4,7 +4,7 @@ import { digestInfo, hash } from '../crypto/digest.js';
 import { ecdsaDerToRaw, ecdsaRawToDer } from '../crypto/ecdsaSignature.js';
 import { invalid, notFound, ServiceError } from '../errors.js';
 import { HsmError } from '../hsm/errors.js';
-import type { HsmHealth, KeyInfo, KeyManager, KeyVersion } from '../hsm/KeyManager.js';
+import type { HsmHealth, KeyInfo, KeyManager, KeyVersion, SignManyOutcome, SignResult } from '../hsm/KeyManager.js';
 import { throughBreaker, breakerState, type HsmBreaker } from '../resilience/hsmBreaker.js';
 import { retry } from '../resilience/retry.js';
 import type { RetryBudget } from '../resilience/retryBudget.js';
@@ -47,6 +47,13 @@ export interface ServiceHealth extends HsmHealth {
 }
 
 const isRetryable = (e: unknown): boolean => e instanceof HsmError && e.retryable;
+
+/**
+ * Batch items per HSM call. One call runs its items one after another on one thread, so a chunk
+ * bounds how long a batch keeps a thread (16 x 2 round trips on a networked HSM) while the
+ * chunks of a batch run in parallel on the other sessions and threads.
+ */
+const BATCH_CHUNK = 16;
 
 /**
  * Sign, verify and batch sign: input rules, hashing, signature encodings, and the resilience
@@ -109,20 +116,74 @@ export class SigningService {
       (signal) => this.keys.sign({ name: input.keyName, ...(input.keyVersion !== undefined ? { version: input.keyVersion } : {}), algorithm: input.algorithm, digest, signal }),
       deadline,
     );
+    return this.output(input, r);
+  }
+
+  /**
+   * One bad item does not fail the others: each result is a signature or that item's error.
+   * Items go to the HSM in chunks: one guarded call, one session and one HSM hop per chunk, so a
+   * batch costs little more than its signatures. A retry re-sends only the items still unsigned.
+   */
+  async signBatch(items: readonly (SignInput | ServiceError)[], deadline: number): Promise<(SignOutput | ServiceError)[]> {
+    const results: (SignOutput | ServiceError)[] = new Array(items.length);
+    const ready: { index: number; input: SignInput; digest: Buffer }[] = [];
+    items.forEach((item, index) => {
+      if (item instanceof ServiceError) {
+        results[index] = item;
+        return;
+      }
+      try {
+        SigningService.checkFormat(item);
+        ready.push({ index, input: item, digest: this.digestOf(item) });
+      } catch (e) {
+        results[index] = e instanceof ServiceError ? e : new ServiceError('INTERNAL', 'internal error');
+      }
+    });
+    const chunks: (typeof ready)[] = [];
+    for (let i = 0; i < ready.length; i += BATCH_CHUNK) chunks.push(ready.slice(i, i + BATCH_CHUNK));
+    await Promise.all(
+      chunks.map(async (chunk) => {
+        const outcomes = await this.signChunk(chunk, deadline);
+        chunk.forEach(({ index, input }, j) => {
+          const o = outcomes[j]!;
+          results[index] = o instanceof ServiceError ? o : this.output(input, o);
+        });
+      }),
+    );
+    return results;
+  }
+
+  private async signChunk(chunk: readonly { input: SignInput; digest: Buffer }[], deadline: number): Promise<(SignResult | ServiceError)[]> {
+    const outcomes: SignManyOutcome[] = new Array<SignManyOutcome>(chunk.length).fill(undefined);
+    const unsettled = (o: SignManyOutcome): boolean => o === undefined || isRetryable(o);
+    try {
+      await this.guarded(async (signal) => {
+        const todo = outcomes.flatMap((o, j) => (unsettled(o) ? [j] : []));
+        const got = await this.keys.signMany(
+          todo.map((j) => {
+            const { input, digest } = chunk[j]!;
+            return { name: input.keyName, ...(input.keyVersion !== undefined ? { version: input.keyVersion } : {}), algorithm: input.algorithm, digest };
+          }),
+          signal,
+        );
+        got.forEach((o, k) => (outcomes[todo[k]!] = o));
+        // A failure worth retrying ends this attempt (and counts against the breaker); items signed stay signed.
+        const failure = got.find((o) => o !== undefined && isRetryable(o));
+        if (failure) throw failure;
+      }, deadline);
+    } catch (e) {
+      const err = e instanceof ServiceError ? e : new ServiceError('INTERNAL', 'internal error');
+      outcomes.forEach((o, j) => {
+        if (unsettled(o)) outcomes[j] = err;
+      });
+    }
+    return outcomes as (SignResult | ServiceError)[];
+  }
+
+  private output(input: SignInput, r: SignResult): SignOutput {
     const ecdsa = algorithmInfo(input.algorithm).padding === 'ECDSA';
     const signature = ecdsa && input.signatureFormat !== 'raw' ? ecdsaRawToDer(r.signature) : r.signature;
     return { keyName: r.name, keyVersion: r.version, algorithm: input.algorithm, signature };
-  }
-
-  /** One bad item does not fail the others: each result is a signature or that item's error. */
-  async signBatch(items: readonly (SignInput | ServiceError)[], deadline: number): Promise<(SignOutput | ServiceError)[]> {
-    return Promise.all(
-      items.map((item) =>
-        item instanceof ServiceError
-          ? item
-          : this.sign(item, deadline).catch((e: unknown) => (e instanceof ServiceError ? e : new ServiceError('INTERNAL', 'internal error'))),
-      ),
-    );
   }
 
   async verify(input: VerifyInput, deadline: number): Promise<{ valid: boolean; keyVersion: number }> {

@@ -97,6 +97,45 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
     });
   }
 
+  // A batch's chunk signs its items in one HSM call: a failure mid-chunk must cost no item its signature.
+  for (const [what, fn, rv, count, ckr] of cases) {
+    test(`batch of 40: ${what}`, async () => {
+      shim.fail(fn, rv, count);
+      await shim.settle();
+      const messages = Array.from({ length: 40 }, (_, i) => Buffer.from(`batch ${what} ${i}`));
+      const res = await request(svc.app)
+        .post('/v1/sign/batch')
+        .send({ requests: messages.map((m) => ({ keyName: KEY, algorithm: ALGORITHM, message: m.toString('base64') })) });
+      shim.reset();
+      await shim.settle();
+      assert.equal(res.status, 200, res.text);
+      const results = res.body.results as { signature?: string; error?: unknown }[];
+      assert.equal(results.length, 40);
+      results.forEach((r, i) => assert.ok(r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature), `item ${i}: ${JSON.stringify(r)}`));
+      assert.ok(logged(ckr), `the service met ${ckr}`);
+      await poolIsWhole();
+    });
+  }
+
+  test('batch: a client error fails only the item it hit; the items after it in its chunk are signed', async () => {
+    shim.fail('C_SignInit', 0x68, 1); // CKR_KEY_FUNCTION_NOT_PERMITTED, once
+    await shim.settle();
+    const messages = Array.from({ length: 40 }, (_, i) => Buffer.from(`batch client ${i}`));
+    const res = await request(svc.app)
+      .post('/v1/sign/batch')
+      .send({ requests: messages.map((m) => ({ keyName: KEY, algorithm: ALGORITHM, message: m.toString('base64') })) });
+    shim.reset();
+    await shim.settle();
+    assert.equal(res.status, 200, res.text);
+    const results = res.body.results as { signature?: string; error?: { code: string } }[];
+    const failed = results.flatMap((r, i) => (r.error ? [i] : []));
+    assert.equal(failed.length, 1, JSON.stringify(results.filter((r) => r.error)));
+    assert.equal(results[failed[0]!]!.error!.code, 'INVALID_ARGUMENT');
+    results.forEach((r, i) => assert.ok(i === failed[0] || (r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature)), `item ${i}`));
+    assert.equal(svc.service.health().breaker, 'closed');
+    await poolIsWhole();
+  });
+
   test('a client error is not retried: the caller gets 400 at once', async () => {
     shim.fail('C_SignInit', 0x68, 1); // CKR_KEY_FUNCTION_NOT_PERMITTED; a retry would have succeeded
     await shim.settle();

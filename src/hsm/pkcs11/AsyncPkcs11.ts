@@ -17,6 +17,13 @@ export interface Mechanism {
   readonly parameter?: Record<string, unknown> | Buffer;
 }
 
+export interface SignCall {
+  readonly mechanism: Mechanism;
+  readonly key: Handle;
+  readonly data: Buffer;
+  readonly maxSignatureLength: number;
+}
+
 /** A failed call: `code` is the CK_RV. `operationOpen` marks a sign that may have left an operation active. */
 export interface Pkcs11CallError extends Error {
   readonly code: number;
@@ -41,6 +48,11 @@ export interface AsyncPkcs11 {
   getAttributes(session: Handle, object: Handle, types: readonly number[]): Promise<Attribute[]>;
   /** SignInit + Sign in one hop. */
   sign(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, maxSignatureLength: number): Promise<Buffer>;
+  /**
+   * SignInit + Sign for each item, in order, on one session and in one hop. Stops at the first
+   * failure: `signatures` holds the ones made before it, `failure` that item's error.
+   */
+  signMany(session: Handle, items: readonly SignCall[]): Promise<{ signatures: Buffer[]; failure?: Pkcs11CallError }>;
   /** VerifyInit + Verify in one hop; an invalid signature is `false`, not an error. */
   verify(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, signature: Buffer): Promise<boolean>;
   generateKeyPair(session: Handle, mechanism: Mechanism, publicTemplate: readonly Attribute[], privateTemplate: readonly Attribute[]): Promise<{ publicKey: Handle; privateKey: Handle }>;

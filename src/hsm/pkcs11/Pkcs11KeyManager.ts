@@ -3,8 +3,8 @@ import { algorithmInfo, KEY_SPEC_INFO, signatureLength, type SigningAlgorithm } 
 import { invalid, ServiceError } from '../../errors.js';
 import { fullJitterBackoff } from '../../resilience/backoff.js';
 import { classify, CKR, HsmError, isPkcs11Failure, recoveringError, SESSION_GONE, toHsmError } from '../errors.js';
-import type { HsmHealth, KeyInfo, KeyManager, SignRequest, SignResult, VerifyDigestRequest } from '../KeyManager.js';
-import type { AsyncPkcs11, Handle } from './AsyncPkcs11.js';
+import type { HsmHealth, KeyInfo, KeyManager, SignManyOutcome, SignRequest, SignResult, VerifyDigestRequest } from '../KeyManager.js';
+import type { AsyncPkcs11, Handle, SignCall } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
 import { KeyCache, type KeyEntry } from './KeyCache.js';
 import { signingInput } from './mechanisms.js';
@@ -388,6 +388,56 @@ export class Pkcs11KeyManager implements KeyManager {
       if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(entry).catch(() => undefined);
       throw e;
     }
+  }
+
+  async signMany(reqs: readonly Omit<SignRequest, 'signal'>[], signal?: AbortSignal): Promise<SignManyOutcome[]> {
+    const generation = this.generation;
+    const out: SignManyOutcome[] = new Array<SignManyOutcome>(reqs.length).fill(undefined);
+    let rest: { index: number; entry: KeyEntry; call: SignCall }[] = [];
+    for (let i = 0; i < reqs.length; i++) {
+      const req = reqs[i]!;
+      try {
+        const entry = await this.resolveKey(req.name, req.version);
+        this.checkAlgorithm(entry, req.algorithm);
+        const { mechanism, data } = signingInput(req.algorithm, req.digest);
+        rest.push({ index: i, entry, call: { mechanism, key: entry.privateHandle, data, maxSignatureLength: signatureLength(entry.keySpec) } });
+      } catch (e) {
+        // The item's own error (no such key, wrong algorithm); an HSM-wide one (recovering) fails the call.
+        if (!(e instanceof ServiceError) || e instanceof HsmError) throw e;
+        out[i] = e;
+      }
+    }
+    while (rest.length > 0) {
+      let tried = false;
+      let signed = 0;
+      try {
+        await this.withSession(
+          async (s) => {
+            tried = true;
+            const r = await this.p11.signMany(s, rest.map((x) => x.call));
+            for (const signature of r.signatures) {
+              const { index, entry } = rest[signed++]!;
+              out[index] = { name: entry.name, version: entry.version, keySpec: entry.keySpec, signature };
+            }
+            if (r.failure) throw r.failure;
+          },
+          { signal, generation },
+        );
+        return out;
+      } catch (e) {
+        // Not even one item tried (no session, recovering): nothing was signed in this round either.
+        if (!tried && out.every((o) => o === undefined)) throw e;
+        if (!(e instanceof ServiceError)) throw e;
+        const failed = rest[signed]!;
+        out[failed.index] = e;
+        if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(failed.entry).catch(() => undefined);
+        // An input the HSM refuses is that item's answer; the items after it still get signed.
+        // Any other failure ends the call here, and the caller's retry takes up the rest.
+        if (!(e instanceof HsmError && e.failure === 'client')) return out;
+        rest = rest.slice(signed + 1);
+      }
+    }
+    return out;
   }
 
   async verifyDigest(req: VerifyDigestRequest): Promise<boolean> {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { NOT_A_CKR } from '../errors.js';
-import type { AsyncPkcs11, Attribute, Handle, Mechanism, Pkcs11CallError } from './AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, Handle, Mechanism, Pkcs11CallError, SignCall } from './AsyncPkcs11.js';
 
 interface Pending {
   resolve(value: unknown): void;
@@ -254,6 +254,15 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
 
   async sign(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, maxSignatureLength: number): Promise<Buffer> {
     return toBuffer(await this.call('sign', [compact(session), mechanism, compact(key), compact(data), maxSignatureLength]));
+  }
+
+  async signMany(session: Handle, items: readonly SignCall[]): Promise<{ signatures: Buffer[]; failure?: Pkcs11CallError }> {
+    const r = (await this.call('signMany', [compact(session), items.map((i) => [i.mechanism, compact(i.key), compact(i.data), i.maxSignatureLength])])) as {
+      signatures: Uint8Array[];
+      error?: { code: number; method: string; operationOpen: boolean };
+    };
+    const signatures = r.signatures.map(toBuffer);
+    return r.error ? { signatures, failure: new Pkcs11Error(r.error.code, r.error.method, r.error.operationOpen) } : { signatures };
   }
 
   async verify(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, signature: Buffer): Promise<boolean> {

@@ -75,6 +75,24 @@ function sign(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, da
   return signature;
 }
 
+/**
+ * Signs several inputs on one session, one after another, and stops at the first failure: the
+ * answer holds the signatures made before it, and that failure (as a value, with whether an
+ * operation may have been left active).
+ */
+function signMany(session: Buffer, items: [Pkcs11Types.Mechanism, Buffer, Buffer, number][]): { signatures: Buffer[]; error?: { code: number; method: string; operationOpen: boolean } } {
+  const signatures: Buffer[] = [];
+  for (const [mechanism, key, data, maxLen] of items) {
+    try {
+      signatures.push(sign(session, mechanism, key, data, maxLen));
+    } catch (e) {
+      const err = e as { code?: number; method?: string };
+      return { signatures, error: { code: typeof err.code === 'number' ? err.code : -1, method: err.method ?? 'C_Sign', operationOpen: signInitDone } };
+    }
+  }
+  return { signatures };
+}
+
 function verify(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, data: Buffer, signature: Buffer): boolean {
   lib.C_VerifyInit(session, mechanism, key);
   try {
@@ -102,6 +120,7 @@ const ops: Record<string, Op> = {
   getAttributes: (session: Buffer, object: Buffer, types: number[]) =>
     lib.C_GetAttributeValue(session, object, types.map((type) => ({ type }))),
   sign,
+  signMany,
   verify,
   generateKeyPair: (session: Buffer, mech: Pkcs11Types.Mechanism, pub: Pkcs11Types.Template, priv: Pkcs11Types.Template) =>
     lib.C_GenerateKeyPair(session, mech, pub, priv),

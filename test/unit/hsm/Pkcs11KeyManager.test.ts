@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import { afterEach, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
-import { HsmError } from '../../../src/hsm/errors.js';
+import { ServiceError } from '../../../src/errors.js';
+import { CKR, HsmError } from '../../../src/hsm/errors.js';
 import { Pkcs11KeyManager } from '../../../src/hsm/pkcs11/Pkcs11KeyManager.js';
 import { FakePkcs11, signedBy } from './fakePkcs11.js';
 
@@ -142,4 +143,32 @@ test('throttling (CKR_FUNCTION_FAILED) is reported as retryable without touching
   await assert.rejects(sign(k, 'a'), (e: unknown) => e instanceof HsmError && e.failure === 'throttled' && e.retryable);
   assert.equal(k.health().recoveries, 0);
   assert.equal(signedBy((await sign(k, 'a')).signature), 'a');
+});
+
+test('signMany: items signed before an HSM failure keep their signatures; the failing item carries it, the rest are untried', async () => {
+  const fake = new FakePkcs11();
+  const k = await start(fake, 2);
+  const reqs = ['a', 'b', 'a', 'b', 'a'].map((name) => ({ name, algorithm: 'ECDSA_SHA_256' as const, digest }));
+  fake.signFailures.push(undefined, undefined, CKR.SESSION_HANDLE_INVALID);
+  const out = await k.signMany(reqs);
+  assert.deepEqual(out.slice(0, 2).map((o) => o && !(o instanceof Error) && signedBy(o.signature)), ['a', 'b']);
+  assert.ok(out[2] instanceof HsmError && out[2].retryable, String(out[2]));
+  assert.deepEqual(out.slice(3), [undefined, undefined]);
+});
+
+test('signMany: an input the HSM refuses fails its item only; unknown keys and wrong algorithms are per item too', async () => {
+  const fake = new FakePkcs11();
+  const k = await start(fake, 2);
+  fake.signFailures.push(undefined, CKR.KEY_FUNCTION_NOT_PERMITTED);
+  const out = await k.signMany([
+    { name: 'a', algorithm: 'ECDSA_SHA_256', digest },
+    { name: 'nope', algorithm: 'ECDSA_SHA_256', digest },
+    { name: 'b', algorithm: 'RSASSA_PSS_SHA_256', digest },
+    { name: 'b', algorithm: 'ECDSA_SHA_256', digest },
+    { name: 'a', algorithm: 'ECDSA_SHA_256', digest },
+    { name: 'b', algorithm: 'ECDSA_SHA_256', digest },
+  ]);
+  const codes = out.map((o) => (o instanceof ServiceError ? o.code : o ? signedBy(o.signature) : o));
+  assert.deepEqual(codes, ['a', 'NOT_FOUND', 'INVALID_ARGUMENT', 'INVALID_ARGUMENT', 'a', 'b']);
+  assert.equal(k.health().sessions.inUse, 0);
 });

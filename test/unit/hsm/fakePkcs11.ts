@@ -5,7 +5,7 @@
  * "signature" is the name of the key that made it, so a test can see which key was used.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import type { AsyncPkcs11, Attribute, Handle, Mechanism } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, Handle, Mechanism, Pkcs11CallError, SignCall } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { P11 } from '../../../src/hsm/pkcs11/constants.js';
 import { CKR } from '../../../src/hsm/errors.js';
 import { ecParamsFor } from '../../../src/hsm/pkcs11/publicKey.js';
@@ -45,8 +45,8 @@ export class FakePkcs11 implements AsyncPkcs11 {
   private nextSession = 1;
   loggedIn = false;
   calls = new Map<string, number>();
-  /** Failures to inject on the next sign calls, in order. */
-  readonly signFailures: number[] = [];
+  /** Failures to inject on the next sign calls, in order (undefined: that call succeeds). */
+  readonly signFailures: (number | undefined)[] = [];
   /** When set, sign waits for it before answering (a slow or stalled HSM). */
   signGate: Promise<void> | undefined;
   private pending = 0;
@@ -195,6 +195,18 @@ export class FakePkcs11 implements AsyncPkcs11 {
     } finally {
       this.pending--;
     }
+  }
+
+  async signMany(s: Handle, items: readonly SignCall[]): Promise<{ signatures: Buffer[]; failure?: Pkcs11CallError }> {
+    const signatures: Buffer[] = [];
+    for (const item of items) {
+      try {
+        signatures.push(await this.sign(s, item.mechanism, item.key));
+      } catch (e) {
+        return { signatures, failure: e as Pkcs11CallError };
+      }
+    }
+    return { signatures };
   }
 
   async verify(): Promise<boolean> {
