@@ -22,6 +22,7 @@ interface Reply {
   ok: boolean;
   result?: unknown;
   error?: { code: number; method: string; message: string; operationOpen: boolean };
+  ms: number;
 }
 
 export class Pkcs11Error extends Error implements Pkcs11CallError {
@@ -45,6 +46,13 @@ function toBuffer(value: unknown): Buffer {
   const v = value as Uint8Array;
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
+
+/** A call that runs shorter than this on its thread is "quick": CPU work on a local token, not a round trip. */
+const QUICK_CALL_MS = 0.2;
+/** Quick calls queued on one thread before the next thread is used. */
+const PACK_QUICK_CALLS = 8;
+/** A thread with work that has not answered for this long is not given more quick calls (it may be stuck in one). */
+const STUCK_MS = 5;
 
 /**
  * The thread's code. Compiled (dist/), it is the .js beside this file. From TypeScript sources
@@ -80,6 +88,10 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   private readonly entry = threadEntry();
   private nextId = 1;
   private flushScheduled = false;
+  /** Moving average of how long a call runs on its thread (ms). */
+  private callMs = 1;
+  /** Per thread: when it last answered, or was given work while idle. */
+  private readonly progressAt: number[] = [];
   private closed = false;
 
   private constructor(
@@ -90,6 +102,7 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
       this.threads.push(this.spawn(i));
       this.load.push(0);
       this.outbox.push([]);
+      this.progressAt.push(0);
     }
   }
 
@@ -126,6 +139,7 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
         await Promise.all(p.threads.splice(1).map((t) => t.terminate()));
         p.load.splice(1);
         p.outbox.splice(1);
+        p.progressAt.splice(1);
         onWarning?.(`the PKCS#11 module ${modulePath} keeps separate state per loaded instance (e.g. p11-kit's client): using 1 HSM thread instead of ${threadCount}`);
       }
     } catch (e) {
@@ -151,6 +165,8 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     if (!p) return;
     this.pending.delete(reply.id);
     this.load[p.thread]!--;
+    this.progressAt[p.thread] = performance.now();
+    this.callMs += (reply.ms - this.callMs) / 32;
     if (reply.ok) p.resolve(reply.result);
     else p.reject(new Pkcs11Error(reply.error!.code, reply.error!.method, reply.error!.operationOpen));
   }
@@ -179,8 +195,9 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     if (this.closed) return Promise.reject(new Error('PKCS#11 binding closed'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject, thread, startedAt: performance.now() });
-      this.load[thread]!++;
+      const now = performance.now();
+      this.pending.set(id, { resolve, reject, thread, startedAt: now });
+      if (this.load[thread]!++ === 0) this.progressAt[thread] = now;
       this.outbox[thread]!.push({ id, op, args });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
@@ -200,9 +217,22 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     }
   };
 
+  /**
+   * Slow calls (a networked HSM: each one a round trip) go to the least-loaded thread, so that
+   * the threads overlap them. Quick ones (a local software token, tens of microseconds of CPU)
+   * are packed onto the first threads, up to PACK_QUICK_CALLS queued each: a thread woken for a
+   * few microseconds of work costs more in context switches than it saves, and a busy thread
+   * takes queued calls without sleeping in between. Either way, a thread stuck in a call is passed over.
+   */
   private call(op: string, args: unknown[]): Promise<unknown> {
-    // Least-loaded thread: a thread stuck in a slow call does not delay the others' work.
     let best = 0;
+    if (this.callMs < QUICK_CALL_MS) {
+      const now = performance.now();
+      for (let i = 0; i < this.load.length; i++) {
+        const stuck = this.load[i]! > 0 && now - this.progressAt[i]! > STUCK_MS;
+        if (!stuck && this.load[i]! < PACK_QUICK_CALLS) return this.callOn(i, op, args);
+      }
+    }
     for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[best]!) best = i;
     return this.callOn(best, op, args);
   }

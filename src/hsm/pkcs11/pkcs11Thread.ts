@@ -21,6 +21,8 @@ interface Reply {
   readonly ok: boolean;
   readonly result?: unknown;
   readonly error?: { code: number; method: string; message: string; operationOpen: boolean };
+  /** How long the call ran here, in ms (the loop learns from it whether calls are quick or round trips). */
+  readonly ms: number;
 }
 
 const lib = new pkcs11js.PKCS11();
@@ -146,9 +148,11 @@ const REPLY_EVERY_MS = 0.5;
 
 function run(req: Request): Reply {
   const op = ops[req.op];
+  const start = performance.now();
   try {
     if (!op) throw Object.assign(new Error(`unknown op ${req.op}`), { code: -1, method: req.op });
-    return { id: req.id, ok: true, result: op(...req.args.map(revive)) };
+    const result = op(...req.args.map(revive));
+    return { id: req.id, ok: true, result, ms: performance.now() - start };
   } catch (e) {
     const err = e as { code?: number; method?: string; message?: string };
     return {
@@ -160,6 +164,7 @@ function run(req: Request): Reply {
         message: String(err.message ?? e),
         operationOpen: req.op === 'sign' && signInitDone,
       },
+      ms: performance.now() - start,
     };
   }
 }
