@@ -47,11 +47,14 @@ function toBuffer(value: unknown): Buffer {
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
 
-/** A call that runs shorter than this on its thread is "quick": CPU work on a local token, not a round trip. */
-const QUICK_CALL_MS = 0.2;
-/** Quick calls queued on one thread before the next thread is used. */
-const PACK_QUICK_CALLS = 8;
-/** A thread with work that has not answered for this long is not given more quick calls (it may be stuck in one). */
+/**
+ * How much queued work (calls queued on a thread x their average duration) a thread may hold
+ * before the next thread is used. Waking another thread costs context switches; queueing costs
+ * latency: a local token's 0.07 ms calls fill one thread ~14 deep, round trips of 1 ms and more
+ * go one per thread, so that they overlap.
+ */
+const SPILL_MS = 1;
+/** A thread with work that has not answered for this long gets no more calls while another can take them (it may be stuck). */
 const STUCK_MS = 5;
 
 /**
@@ -218,22 +221,21 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   };
 
   /**
-   * Slow calls (a networked HSM: each one a round trip) go to the least-loaded thread, so that
-   * the threads overlap them. Quick ones (a local software token, tens of microseconds of CPU)
-   * are packed onto the first threads, up to PACK_QUICK_CALLS queued each: a thread woken for a
-   * few microseconds of work costs more in context switches than it saves, and a busy thread
-   * takes queued calls without sleeping in between. Either way, a thread stuck in a call is passed over.
+   * The first thread whose queued work stays under SPILL_MS, else the least-loaded one: quick
+   * calls (a local software token, tens of microseconds of CPU) share few threads, which take
+   * queued calls without sleeping in between; slow ones (a networked HSM, each a round trip) are
+   * spread so the threads overlap them. A thread that has stopped answering is passed over.
    */
   private call(op: string, args: unknown[]): Promise<unknown> {
-    let best = 0;
-    if (this.callMs < QUICK_CALL_MS) {
-      const now = performance.now();
-      for (let i = 0; i < this.load.length; i++) {
-        const stuck = this.load[i]! > 0 && now - this.progressAt[i]! > STUCK_MS;
-        if (!stuck && this.load[i]! < PACK_QUICK_CALLS) return this.callOn(i, op, args);
-      }
+    const now = performance.now();
+    let best = -1;
+    for (let i = 0; i < this.load.length; i++) {
+      const load = this.load[i]!;
+      if (load > 0 && now - this.progressAt[i]! > STUCK_MS) continue;
+      if (load * this.callMs < SPILL_MS) return this.callOn(i, op, args);
+      if (best < 0 || load < this.load[best]!) best = i;
     }
-    for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[best]!) best = i;
+    if (best < 0) for (let i = 0; i < this.load.length; i++) if (best < 0 || this.load[i]! < this.load[best]!) best = i;
     return this.callOn(best, op, args);
   }
 
