@@ -63,6 +63,20 @@ async function signsTransparently(): Promise<void> {
   assert.ok(signatureVerifies(publicKey, ALGORITHM, message, res.body.signature), 'the signature verifies');
 }
 
+/** Signs a batch of 40 while the shim fails the next `count` calls of `fn` with `rv`; the shim is reset after. */
+async function batchWhileFailing(fn: string, rv: number, count: number, tag: string): Promise<{ messages: Buffer[]; results: { signature?: string; error?: { code: string } }[] }> {
+  shim.fail(fn, rv, count);
+  await shim.settle();
+  const messages = Array.from({ length: 40 }, (_, i) => Buffer.from(`batch ${tag} ${i}`));
+  const res = await request(svc.app)
+    .post('/v1/sign/batch')
+    .send({ requests: messages.map((m) => ({ keyName: KEY, algorithm: ALGORITHM, message: m.toString('base64') })) });
+  shim.reset();
+  await shim.settle();
+  assert.equal(res.status, 200, res.text);
+  return { messages, results: res.body.results };
+}
+
 function logged(ckr: string): boolean {
   return logs.some((l) => l.msg === 'HSM call failed' && l.ckr === ckr);
 }
@@ -100,16 +114,7 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
   // A batch's chunk signs its items in one HSM call: a failure mid-chunk must cost no item its signature.
   for (const [what, fn, rv, count, ckr] of cases) {
     test(`batch of 40: ${what}`, async () => {
-      shim.fail(fn, rv, count);
-      await shim.settle();
-      const messages = Array.from({ length: 40 }, (_, i) => Buffer.from(`batch ${what} ${i}`));
-      const res = await request(svc.app)
-        .post('/v1/sign/batch')
-        .send({ requests: messages.map((m) => ({ keyName: KEY, algorithm: ALGORITHM, message: m.toString('base64') })) });
-      shim.reset();
-      await shim.settle();
-      assert.equal(res.status, 200, res.text);
-      const results = res.body.results as { signature?: string; error?: unknown }[];
+      const { messages, results } = await batchWhileFailing(fn, rv, count, what);
       assert.equal(results.length, 40);
       results.forEach((r, i) => assert.ok(r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature), `item ${i}: ${JSON.stringify(r)}`));
       assert.ok(logged(ckr), `the service met ${ckr}`);
@@ -118,16 +123,8 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
   }
 
   test('batch: a client error fails only the item it hit; the items after it in its chunk are signed', async () => {
-    shim.fail('C_SignInit', 0x68, 1); // CKR_KEY_FUNCTION_NOT_PERMITTED, once
-    await shim.settle();
-    const messages = Array.from({ length: 40 }, (_, i) => Buffer.from(`batch client ${i}`));
-    const res = await request(svc.app)
-      .post('/v1/sign/batch')
-      .send({ requests: messages.map((m) => ({ keyName: KEY, algorithm: ALGORITHM, message: m.toString('base64') })) });
-    shim.reset();
-    await shim.settle();
-    assert.equal(res.status, 200, res.text);
-    const results = res.body.results as { signature?: string; error?: { code: string } }[];
+    // CKR_KEY_FUNCTION_NOT_PERMITTED, once
+    const { messages, results } = await batchWhileFailing('C_SignInit', 0x68, 1, 'client');
     const failed = results.flatMap((r, i) => (r.error ? [i] : []));
     assert.equal(failed.length, 1, JSON.stringify(results.filter((r) => r.error)));
     assert.equal(results[failed[0]!]!.error!.code, 'INVALID_ARGUMENT');
