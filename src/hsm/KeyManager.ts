@@ -56,11 +56,11 @@ export interface HsmHealth {
 }
 
 /**
- * One item of signMany: its signature; its own error (a key that does not exist or does not fit
- * the algorithm, an input the HSM refuses, or the HSM failure that ended the call at this item);
- * or undefined when an earlier item's HSM failure ended the call before this one was tried.
+ * One item of signMany: its signature, or its error: a key that does not exist or does not fit
+ * the algorithm, an input the HSM refuses, or the HSM failure that ended the call at this item
+ * or before it (then the item was not tried; a retryable error says it may be sent again).
  */
-export type SignManyOutcome = SignResult | ServiceError | undefined;
+export type SignManyOutcome = SignResult | ServiceError;
 
 export interface KeyManager {
   listKeys(): Promise<KeyInfo[]>;

@@ -5,7 +5,7 @@ import { ecdsaDerToRaw, ecdsaRawToDer } from '../crypto/ecdsaSignature.js';
 import { invalid, notFound, ServiceError } from '../errors.js';
 import { HsmError } from '../hsm/errors.js';
 import type { HsmHealth, KeyInfo, KeyManager, KeyVersion, SignManyOutcome, SignResult } from '../hsm/KeyManager.js';
-import { throughBreaker, breakerState, type HsmBreaker } from '../resilience/hsmBreaker.js';
+import { countsAgainstHsm, throughBreaker, breakerState, type HsmBreaker } from '../resilience/hsmBreaker.js';
 import { retry } from '../resilience/retry.js';
 import type { RetryBudget } from '../resilience/retryBudget.js';
 import { withDeadline } from './deadline.js';
@@ -154,8 +154,8 @@ export class SigningService {
   }
 
   private async signChunk(chunk: readonly { input: SignInput; digest: Buffer }[], deadline: number): Promise<(SignResult | ServiceError)[]> {
-    const outcomes: SignManyOutcome[] = new Array<SignManyOutcome>(chunk.length).fill(undefined);
-    const unsettled = (o: SignManyOutcome): boolean => o === undefined || isRetryable(o);
+    const outcomes: (SignManyOutcome | undefined)[] = new Array<SignManyOutcome | undefined>(chunk.length).fill(undefined);
+    const unsettled = (o: SignManyOutcome | undefined): boolean => o === undefined || isRetryable(o);
     try {
       await this.guarded(async (signal) => {
         const todo = outcomes.flatMap((o, j) => (unsettled(o) ? [j] : []));
@@ -167,8 +167,9 @@ export class SigningService {
           signal,
         );
         got.forEach((o, k) => (outcomes[todo[k]!] = o));
-        // A failure worth retrying ends this attempt (and counts against the breaker); items signed stay signed.
-        const failure = got.find((o) => o !== undefined && isRetryable(o));
+        // An HSM failure ends this attempt, through the breaker like a single sign's; items signed stay
+        // signed, and the retry (if the failure is retryable) re-sends only the others.
+        const failure = got.find((o) => isRetryable(o) || countsAgainstHsm(o));
         if (failure) throw failure;
       }, deadline);
     } catch (e) {

@@ -133,6 +133,16 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
     await poolIsWhole();
   });
 
+  test('batch: a failure that is neither retried nor the input\'s (the HSM refusing the credentials) fails the rest of its chunk with 503, never a 500', async () => {
+    const { messages, results } = await batchWhileFailing('C_Sign', 0xa0, 1, 'credentials'); // CKR_PIN_INCORRECT, once
+    const failed = results.flatMap((r, i) => (r.error ? [i] : []));
+    assert.ok(failed.length >= 1 && failed.length <= 16, `one chunk at most: ${failed.length}`);
+    for (const i of failed) assert.equal(results[i]!.error!.code, 'HSM_UNAVAILABLE');
+    results.forEach((r, i) => assert.ok(failed.includes(i) || (r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature)), `item ${i}`));
+    await poolIsWhole();
+    await signsTransparently();
+  });
+
   test('a client error is not retried: the caller gets 400 at once', async () => {
     shim.fail('C_SignInit', 0x68, 1); // CKR_KEY_FUNCTION_NOT_PERMITTED; a retry would have succeeded
     await shim.settle();

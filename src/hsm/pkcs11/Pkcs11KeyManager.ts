@@ -392,7 +392,7 @@ export class Pkcs11KeyManager implements KeyManager {
 
   async signMany(reqs: readonly Omit<SignRequest, 'signal'>[], signal?: AbortSignal): Promise<SignManyOutcome[]> {
     const generation = this.generation;
-    const out: SignManyOutcome[] = new Array<SignManyOutcome>(reqs.length).fill(undefined);
+    const out: (SignManyOutcome | undefined)[] = new Array<SignManyOutcome | undefined>(reqs.length).fill(undefined);
     let rest: { index: number; entry: KeyEntry; call: SignCall }[] = [];
     for (let i = 0; i < reqs.length; i++) {
       const req = reqs[i]!;
@@ -423,21 +423,25 @@ export class Pkcs11KeyManager implements KeyManager {
           },
           { signal, generation },
         );
-        return out;
+        return out as SignManyOutcome[];
       } catch (e) {
         // Not even one item tried (no session, recovering): nothing was signed in this round either.
         if (!tried && out.every((o) => o === undefined)) throw e;
         if (!(e instanceof ServiceError)) throw e;
         const failed = rest[signed]!;
-        out[failed.index] = e;
         if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(failed.entry).catch(() => undefined);
         // An input the HSM refuses is that item's answer; the items after it still get signed.
-        // Any other failure ends the call here, and the caller's retry takes up the rest.
-        if (!(e instanceof HsmError && e.failure === 'client')) return out;
-        rest = rest.slice(signed + 1);
+        if (e instanceof HsmError && e.failure === 'client') {
+          out[failed.index] = e;
+          rest = rest.slice(signed + 1);
+          continue;
+        }
+        // Any other failure ends the call: this item and the ones after it carry it (the caller retries them if it is retryable).
+        for (const x of rest.slice(signed)) out[x.index] = e;
+        return out as SignManyOutcome[];
       }
     }
-    return out;
+    return out as SignManyOutcome[];
   }
 
   async verifyDigest(req: VerifyDigestRequest): Promise<boolean> {
