@@ -408,12 +408,10 @@ export class Pkcs11KeyManager implements KeyManager {
       }
     }
     while (rest.length > 0) {
-      let tried = false;
       let signed = 0;
       try {
         await this.withSession(
           async (s) => {
-            tried = true;
             const r = await this.p11.signMany(s, rest.map((x) => x.call));
             for (const signature of r.signatures) {
               const { index, entry } = rest[signed++]!;
@@ -425,8 +423,7 @@ export class Pkcs11KeyManager implements KeyManager {
         );
         return out as SignManyOutcome[];
       } catch (e) {
-        // Not even one item tried (no session, recovering): nothing was signed in this round either.
-        if (!tried && out.every((o) => o === undefined)) throw e;
+        // No session in time, or the HSM recovering, comes here too, with signed = 0.
         if (!(e instanceof ServiceError)) throw e;
         const failed = rest[signed]!;
         if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(failed.entry).catch(() => undefined);
