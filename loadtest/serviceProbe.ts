@@ -5,6 +5,7 @@
  * a sample describes one worker, and the step keeps the largest figure any worker showed.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
 import type { ServiceSample } from './results.js';
@@ -42,18 +43,23 @@ export function cpuSecondsOf(pid: number): number | undefined {
   }
 }
 
-/** Direct children of a process (the cluster workers of a primary), from /proc. */
+/** Direct children of a process (the cluster workers of a primary): /proc first, pgrep where the kernel lacks CONFIG_PROC_CHILDREN. */
 export function childPids(pid: number): number[] {
-  const out: number[] = [];
   try {
+    const out: number[] = [];
     for (const tid of readdirSync(`/proc/${pid}/task`)) {
       const text = readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
       if (text) out.push(...text.split(/\s+/).map(Number));
     }
+    return out;
   } catch {
-    // Process gone, or no /proc: no children known.
+    // No /proc children file (a kernel without CONFIG_PROC_CHILDREN), or the process is gone.
+    try {
+      return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
   }
-  return out;
 }
 
 interface Readyz {

@@ -17,6 +17,7 @@ import { ServiceError } from '../errors.js';
 import { isKeyName } from '../hsm/keyLabel.js';
 import { Pkcs11KeyAdmin } from '../hsm/pkcs11/Pkcs11KeyAdmin.js';
 import { AdminLock } from './AdminLock.js';
+import { DEFAULT_HSM_MODULE } from '../config/config.js';
 
 const USAGE = `usage: hsm-signer-admin keys <create|rotate|list|retire> [options]
   keys create --name N --spec ${KEY_SPECS.join('|')}
@@ -39,7 +40,7 @@ function adminPin(env: NodeJS.ProcessEnv): string {
   if (env.HSM_ADMIN_PIN) return env.HSM_ADMIN_PIN;
   if (env.HSM_ADMIN_PIN_FILE) return readPin('HSM_ADMIN_PIN_FILE', env.HSM_ADMIN_PIN_FILE);
   // SoftHSMv2 has one user per token: in development the admin falls back to the user PIN.
-  const module = env.HSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
+  const module = env.HSM_MODULE ?? DEFAULT_HSM_MODULE;
   if (module.includes('softhsm') && (env.HSM_PIN || env.HSM_PIN_FILE)) {
     console.error('notice: HSM_ADMIN_PIN is not set; using the token user PIN (SoftHSMv2 development only)');
     return env.HSM_PIN ?? readPin('HSM_PIN_FILE', env.HSM_PIN_FILE!);
@@ -91,7 +92,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
   if (!check) throw new UsageError(`unknown command 'keys ${command}'\n${USAGE}`);
   check();
   const slot = env.HSM_SLOT !== undefined ? { slotIndex: Number(env.HSM_SLOT) } : { tokenLabel: env.HSM_TOKEN_LABEL ?? 'hsm-signer' };
-  const modulePath = env.HSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so';
+  const modulePath = env.HSM_MODULE ?? DEFAULT_HSM_MODULE;
   const pin = adminPin(env);
   const lock = await AdminLock.acquire(AdminLock.fileFor({ modulePath, ...slot, ...(env.SOFTHSM2_CONF ? { softhsmConf: env.SOFTHSM2_CONF } : {}) }), {
     onWait: (pid) => console.error(`waiting for another hsm-signer-admin (pid ${pid}) to finish: admin commands run one at a time`),

@@ -6,13 +6,16 @@ import { z } from 'zod';
  * Every setting, from the environment, validated once at start. A bad value fails with the
  * variable's name; the PIN is read here and never logged (toLoggable() leaves it out).
  */
+/** The default PKCS#11 module: SoftHSMv2 where Debian installs it (CloudHSM: /opt/cloudhsm/lib/libcloudhsm_pkcs11.so). */
+export const DEFAULT_HSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
+
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
 const schema = z
   .object({
     NODE_ENV: z.string().default('development'),
-    HSM_MODULE: z.string().min(1).default('/usr/lib/softhsm/libsofthsm2.so'),
+    HSM_MODULE: z.string().min(1).default(DEFAULT_HSM_MODULE),
     HSM_TOKEN_LABEL: z.string().min(1).max(32).default('hsm-signer'),
     HSM_SLOT: int(0, 1_000_000).optional(),
     HSM_PIN: z.string().min(1).optional(),

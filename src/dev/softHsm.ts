@@ -2,11 +2,12 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { DEFAULT_HSM_MODULE } from '../config/config.js';
 import type { KeySpec } from '../crypto/algorithms.js';
 import type { KeyAdmin } from '../hsm/KeyAdmin.js';
 
 /** Local SoftHSMv2 for development and tests: install, a project-local token, demo keys. */
-export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
+export const SOFTHSM_MODULE = DEFAULT_HSM_MODULE;
 
 const onPath = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 

@@ -1,11 +1,13 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { createHash, verify } from 'node:crypto';
+import { createHash, createPublicKey, verify } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import type { SigningAlgorithm } from '../../src/crypto/algorithms.js';
+import { signatureValid } from '../../loadtest/requests.js';
 import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
 
 let token: TestToken;
@@ -62,7 +64,7 @@ test('500 signs with 100 in flight through one worker: all valid, pool idle afte
       while (next < 500) {
         const i = next++;
         const name = i % 5 === 0 ? 'rsa' : 'ec';
-        const algorithm = name === 'rsa' ? 'RSASSA_PSS_SHA_256' : 'ECDSA_SHA_256';
+        const algorithm: SigningAlgorithm = name === 'rsa' ? 'RSASSA_PSS_SHA_256' : 'ECDSA_SHA_256';
         const message = Buffer.from(`message ${i}`);
         inFlight++;
         maxInFlight = Math.max(maxInFlight, inFlight);
@@ -73,8 +75,7 @@ test('500 signs with 100 in flight through one worker: all valid, pool idle afte
           continue;
         }
         const sig = Buffer.from(r.json.signature, 'base64');
-        const key = name === 'rsa' ? { key: pems.rsa, padding: 6, saltLength: 32 } : pems.ec;
-        if (!verify('sha256', message, key, sig)) failures.push(`${i}: signature does not verify`);
+        if (!signatureValid(algorithm, message, createPublicKey(name === 'rsa' ? pems.rsa : pems.ec), sig)) failures.push(`${i}: signature does not verify`);
       }
     }),
   );

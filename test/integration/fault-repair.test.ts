@@ -12,6 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import request from 'supertest';
 import { composeService, type RunningService } from '../../src/composeService.js';
+import { CKR, ckrName } from '../../src/hsm/errors.js';
 import { loadConfig } from '../../src/config/config.js';
 import type { Handle } from '../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { ThreadedPkcs11 } from '../../src/hsm/pkcs11/ThreadedPkcs11.js';
@@ -89,42 +90,41 @@ async function poolIsWhole(): Promise<void> {
 }
 
 describe('one call fails with a chosen code (p11shim), the caller still gets a valid signature', () => {
-  const cases: [string, string, number, number, string][] = [
-    ['login lost', 'C_Sign', 0x101, 1, 'CKR_USER_NOT_LOGGED_IN'],
-    ['object handle stale', 'C_Sign', 0x82, 1, 'CKR_OBJECT_HANDLE_INVALID'],
-    ['key handle stale at C_SignInit', 'C_SignInit', 0x60, 1, 'CKR_KEY_HANDLE_INVALID'],
-    ['session handle invalid', 'C_Sign', 0xb3, 1, 'CKR_SESSION_HANDLE_INVALID'],
-    ['session closed', 'C_SignInit', 0xb0, 1, 'CKR_SESSION_CLOSED'],
-    ['operation left active', 'C_SignInit', 0x90, 1, 'CKR_OPERATION_ACTIVE'],
-    ['throttled twice (CloudHSM: CKR_FUNCTION_FAILED)', 'C_Sign', 0x6, 2, 'CKR_FUNCTION_FAILED'],
+  const cases: [string, string, number, number][] = [
+    ['login lost', 'C_Sign', CKR.USER_NOT_LOGGED_IN, 1],
+    ['object handle stale', 'C_Sign', CKR.OBJECT_HANDLE_INVALID, 1],
+    ['key handle stale at C_SignInit', 'C_SignInit', CKR.KEY_HANDLE_INVALID, 1],
+    ['session handle invalid', 'C_Sign', CKR.SESSION_HANDLE_INVALID, 1],
+    ['session closed', 'C_SignInit', CKR.SESSION_CLOSED, 1],
+    ['operation left active', 'C_SignInit', CKR.OPERATION_ACTIVE, 1],
+    ['throttled twice (CloudHSM: CKR_FUNCTION_FAILED)', 'C_Sign', CKR.FUNCTION_FAILED, 2],
   ];
-  for (const [what, fn, rv, count, ckr] of cases) {
+  for (const [what, fn, rv, count] of cases) {
     test(what, async () => {
       shim.fail(fn, rv, count);
       await shim.settle();
       await signsTransparently();
       shim.reset();
       await shim.settle();
-      assert.ok(logged(ckr), `the service met ${ckr}`);
-      if (rv === 0x101) assert.ok(logs.some((l) => l.msg === 'HSM login was lost; logged in again'));
+      assert.ok(logged(ckrName(rv)), `the service met ${ckrName(rv)}`);
+      if (rv === CKR.USER_NOT_LOGGED_IN) assert.ok(logs.some((l) => l.msg === 'HSM login was lost; logged in again'));
       await poolIsWhole();
     });
   }
 
   // A batch's chunk signs its items in one HSM call: a failure mid-chunk must cost no item its signature.
-  for (const [what, fn, rv, count, ckr] of cases) {
+  for (const [what, fn, rv, count] of cases) {
     test(`batch of 40: ${what}`, async () => {
       const { messages, results } = await batchWhileFailing(fn, rv, count, what);
       assert.equal(results.length, 40);
       results.forEach((r, i) => assert.ok(r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature), `item ${i}: ${JSON.stringify(r)}`));
-      assert.ok(logged(ckr), `the service met ${ckr}`);
+      assert.ok(logged(ckrName(rv)), `the service met ${ckrName(rv)}`);
       await poolIsWhole();
     });
   }
 
   test('batch: a client error fails only the item it hit; the items after it in its chunk are signed', async () => {
-    // CKR_KEY_FUNCTION_NOT_PERMITTED, once
-    const { messages, results } = await batchWhileFailing('C_SignInit', 0x68, 1, 'client');
+    const { messages, results } = await batchWhileFailing('C_SignInit', CKR.KEY_FUNCTION_NOT_PERMITTED, 1, 'client');
     const failed = results.flatMap((r, i) => (r.error ? [i] : []));
     assert.equal(failed.length, 1, JSON.stringify(results.filter((r) => r.error)));
     assert.equal(results[failed[0]!]!.error!.code, 'INVALID_ARGUMENT');
@@ -134,7 +134,7 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
   });
 
   test('batch: a failure that is neither retried nor the input\'s (the HSM refusing the credentials) fails the rest of its chunk with 503, never a 500', async () => {
-    const { messages, results } = await batchWhileFailing('C_Sign', 0xa0, 1, 'credentials'); // CKR_PIN_INCORRECT, once
+    const { messages, results } = await batchWhileFailing('C_Sign', CKR.PIN_INCORRECT, 1, 'credentials');
     const failed = results.flatMap((r, i) => (r.error ? [i] : []));
     assert.ok(failed.length >= 1 && failed.length <= 16, `one chunk at most: ${failed.length}`);
     for (const i of failed) assert.equal(results[i]!.error!.code, 'HSM_UNAVAILABLE');
@@ -144,7 +144,7 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
   });
 
   test('a client error is not retried: the caller gets 400 at once', async () => {
-    shim.fail('C_SignInit', 0x68, 1); // CKR_KEY_FUNCTION_NOT_PERMITTED; a retry would have succeeded
+    shim.fail('C_SignInit', CKR.KEY_FUNCTION_NOT_PERMITTED, 1); // a retry would have succeeded
     await shim.settle();
     const res = await request(svc.app).post(`/v1/keys/${KEY}/sign`).send({ algorithm: ALGORITHM, message: Buffer.from('x').toString('base64') });
     shim.reset();

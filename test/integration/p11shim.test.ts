@@ -4,21 +4,17 @@
  */
 import { after, before, beforeEach, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash, createPublicKey, verify as verifySignature } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pkcs11js from 'pkcs11js';
 import { CKR } from '../../src/hsm/errors.js';
 import { ecParamsFor } from '../../src/hsm/pkcs11/publicKey.js';
+import { REPO_ROOT } from '../support/faultService.js';
 import { ShimControl, ensureShimBuilt } from '../support/p11shim.js';
+import { createTestToken, type TestToken } from '../support/testToken.js';
 
-const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const USER_PIN = '1234';
-const TOKEN_LABEL = 'shimtest';
 const KEY_LABEL = 'shim-p256';
 // DER of OID 1.2.840.10045.3.1.7 (prime256v1), the CKA_EC_PARAMS for P-256.
 const P256_PARAMS = ecParamsFor('ECC_NIST_P256');
@@ -27,7 +23,10 @@ const ECDSA = { mechanism: pkcs11js.CKM_ECDSA };
 const MESSAGE = Buffer.from('p11shim integration test');
 const DIGEST = createHash('sha256').update(MESSAGE).digest();
 
-let dir: string;
+let token: TestToken;
+/** Set from the test token in before(). */
+let USER_PIN: string;
+let TOKEN_LABEL: string;
 let ctl: ShimControl;
 let shimPath: string;
 let lib: pkcs11js.PKCS11;
@@ -112,21 +111,13 @@ function reinitialize(): void {
   lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
 }
 
-before(() => {
-  dir = mkdtempSync(join(tmpdir(), 'p11shim-test-'));
-  const tokens = join(dir, 'tokens');
-  mkdirSync(tokens);
-  const conf = join(dir, 'softhsm2.conf');
-  writeFileSync(conf, `directories.tokendir = ${tokens}\nobjectstore.backend = file\nlog.level = ERROR\n`);
-  process.env.SOFTHSM2_CONF = conf;
-  execFileSync(
-    'softhsm2-util',
-    ['--init-token', '--free', '--label', TOKEN_LABEL, '--pin', USER_PIN, '--so-pin', '5678'],
-    { stdio: 'pipe' },
-  );
+before(async () => {
+  token = await createTestToken();
+  USER_PIN = token.pin;
+  TOKEN_LABEL = token.label;
 
   shimPath = ensureShimBuilt();
-  ctl = new ShimControl(join(dir, 'control'));
+  ctl = new ShimControl(join(token.dir, 'control'));
   // The shim reads its environment once, when it is loaded.
   delete process.env.P11SHIM_LATENCY_US;
   Object.assign(process.env, ctl.env());
@@ -143,7 +134,7 @@ after(() => {
     // A failed test may have left it finalised.
   }
   lib?.close();
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  token?.cleanup();
 });
 
 beforeEach(async () => {
@@ -338,7 +329,7 @@ try {
 `;
 
 test('200 concurrent C_SignAsync over 16 sessions all succeed', { timeout: 20_000 }, async (t) => {
-  const childCtl = new ShimControl(join(dir, 'control-concurrency')).latency(500);
+  const childCtl = new ShimControl(join(token.dir, 'control-concurrency')).latency(500);
   const child = new Promise<string>((resolve, reject) => {
     execFile(
       process.execPath,

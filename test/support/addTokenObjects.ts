@@ -6,12 +6,13 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type * as Pkcs11Types from 'pkcs11js';
+import { SOFTHSM_MODULE } from '../../src/dev/softHsm.js';
 import { ecParamsFor } from '../../src/hsm/pkcs11/publicKey.js';
 
 const P = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
 const [label, pinFile, count, keys] = process.argv.slice(2);
 const lib = new P.PKCS11();
-lib.load('/usr/lib/softhsm/libsofthsm2.so');
+lib.load(SOFTHSM_MODULE);
 lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
 const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === label)!;
 const s = lib.C_OpenSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION);

@@ -7,6 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type * as Pkcs11Types from 'pkcs11js';
+import { SOFTHSM_MODULE } from '../../src/dev/softHsm.js';
+import { ckrName } from '../../src/hsm/errors.js';
 
 const P = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
 const [label, pinFile] = process.argv.slice(2);
@@ -26,10 +28,9 @@ export interface DumpedObject {
 
 const CLASS: Record<number, DumpedObject['class']> = { [P.CKO_PRIVATE_KEY]: 'privateKey', [P.CKO_PUBLIC_KEY]: 'publicKey', [P.CKO_CERTIFICATE]: 'certificate' };
 const FLAGS = ['TOKEN', 'PRIVATE', 'SENSITIVE', 'EXTRACTABLE', 'ALWAYS_SENSITIVE', 'NEVER_EXTRACTABLE', 'LOCAL', 'MODIFIABLE', 'SIGN', 'SIGN_RECOVER', 'DECRYPT', 'UNWRAP', 'DERIVE', 'VERIFY', 'ENCRYPT', 'WRAP'] as const;
-const CKR_NAMES: Record<number, string> = { 0x11: 'CKR_ATTRIBUTE_SENSITIVE', 0x12: 'CKR_ATTRIBUTE_TYPE_INVALID' };
 
 const lib = new P.PKCS11();
-lib.load(process.env.HSM_MODULE ?? '/usr/lib/softhsm/libsofthsm2.so');
+lib.load(process.env.HSM_MODULE ?? SOFTHSM_MODULE);
 lib.C_Initialize({ flags: P.CKF_OS_LOCKING_OK });
 try {
   const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === label);
@@ -49,7 +50,7 @@ try {
       return 'readable';
     } catch (e) {
       const code = (e as { code?: number }).code ?? -1;
-      return CKR_NAMES[code] ?? `CKR_0x${code.toString(16)}`;
+      return ckrName(code);
     }
   };
   lib.C_FindObjectsInit(s, []);

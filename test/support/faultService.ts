@@ -3,24 +3,18 @@
  * HTTP driver, bounded load loops, and the per-second report the fault tests print.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { constants as cryptoConstants, createHash, verify, type KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
+import type { SigningAlgorithm } from '../../src/crypto/algorithms.js';
+import { signatureValid } from '../../loadtest/requests.js';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import http from 'node:http';
-import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as { port: number };
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
+// One copy of each, shared with the load-test harness.
+export { freePort, REPO_ROOT } from '../../loadtest/localService.js';
+import { freePort, REPO_ROOT } from '../../loadtest/localService.js';
 
 export interface HttpResult {
   readonly status: number;
@@ -187,11 +181,9 @@ export function errorCode(r: HttpResult): string | undefined {
   return (r.body as { error?: { code?: string } } | undefined)?.error?.code;
 }
 
-/** Verifies a sign response for `message` under ECDSA_SHA_256 (DER) or RSASSA_PSS / PKCS1 with SHA-256. */
-export function signatureVerifies(publicKey: KeyObject, algorithm: string, message: Buffer, signatureB64: string): boolean {
-  const signature = Buffer.from(signatureB64, 'base64');
-  const key = algorithm.startsWith('RSASSA_PSS') ? { key: publicKey, padding: cryptoConstants.RSA_PKCS1_PSS_PADDING, saltLength: 32 } : publicKey;
-  return verify('sha256', message, key, signature);
+/** Verifies a sign response (base64; DER for ECDSA) for `message` under `algorithm`, with the harness's checker. */
+export function signatureVerifies(publicKey: KeyObject, algorithm: SigningAlgorithm, message: Buffer, signatureB64: string): boolean {
+  return signatureValid(algorithm, message, publicKey, Buffer.from(signatureB64, 'base64'));
 }
 
 export const sha256 = (b: Buffer): Buffer => createHash('sha256').update(b).digest();

@@ -7,11 +7,12 @@
  * failing after a new server starts until the client finalizes and re-initializes the module.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { childPids } from '../../loadtest/serviceProbe.js';
+import { SOFTHSM_MODULE } from '../../src/dev/softHsm.js';
 
 export const P11KIT_CLIENT_MODULE = '/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so';
-export const SOFTHSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 
 /** Why the p11-kit route cannot run here, or undefined when it can. */
 export function p11kitMissing(): string | undefined {
@@ -22,21 +23,6 @@ export function p11kitMissing(): string | undefined {
     return 'the p11-kit command is missing (apt-get install p11-kit)';
   }
   return undefined;
-}
-
-/** Direct children of a process: /proc first, pgrep where the kernel lacks CONFIG_PROC_CHILDREN. */
-export function childPids(pid: number): number[] {
-  try {
-    const tasks = readdirSync(`/proc/${pid}/task`);
-    const found = tasks.flatMap((t) => readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number));
-    return found;
-  } catch {
-    try {
-      return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
-    } catch {
-      return [];
-    }
-  }
 }
 
 export class P11KitServer {

@@ -5,12 +5,11 @@
 import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { SOFTHSM_MODULE } from '../../src/dev/softHsm.js';
 
 // The build helper lives with the load harness (which simulates a networked HSM with the shim
 // and must not import tests); re-exported here so tests keep one import.
 export { SHIM_DIR, SHIM_LIBRARY, ensureShimBuilt } from '../../loadtest/hsmLatency.js';
-
-export const DEFAULT_REAL_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 
 /**
  * The shim stats its control file at most this often, so a change can take this long to be
@@ -49,7 +48,7 @@ export class ShimControl {
 
   constructor(path: string, options: ShimControlOptions = {}) {
     this.path = path;
-    this.realModule = options.realModule ?? process.env.P11SHIM_MODULE ?? DEFAULT_REAL_MODULE;
+    this.realModule = options.realModule ?? process.env.P11SHIM_MODULE ?? SOFTHSM_MODULE;
     this.write();
   }
 

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { CertificateObject } from '../../../src/hsm/CertificateStore.js';
+import { CKR } from '../../../src/hsm/errors.js';
 import type { AsyncPkcs11, Attribute, Handle } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { P11 } from '../../../src/hsm/pkcs11/constants.js';
 import type { KeyEntry } from '../../../src/hsm/pkcs11/KeyCache.js';
@@ -28,7 +29,7 @@ class FakeToken {
       return types.map((type) => ({ type, value: attrs.find((a) => a.type === type)?.value as Buffer | undefined }));
     },
     createObject: async (_s: Handle, template: readonly Attribute[]): Promise<Handle> => {
-      if (++this.creates === this.failCreateAt) throw Object.assign(new Error('C_CreateObject failed'), { code: 0x31, method: 'C_CreateObject' });
+      if (++this.creates === this.failCreateAt) throw Object.assign(new Error('C_CreateObject failed'), { code: CKR.DEVICE_MEMORY, method: 'C_CreateObject' });
       const h = Buffer.alloc(4);
       h.writeUInt32BE(this.next++);
       this.objects.set(h.toString('hex'), template.map((a) => ({ type: a.type, value: typeof a.value === 'string' ? Buffer.from(a.value) : a.value })));

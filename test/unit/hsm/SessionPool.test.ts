@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ServiceError } from '../../../src/errors.js';
+import { CKR } from '../../../src/hsm/errors.js';
 import { SessionPool } from '../../../src/hsm/pkcs11/SessionPool.js';
 
 function fakes(o: { size?: number; maxWaiting?: number; failOpen?: () => boolean } = {}) {
@@ -12,7 +13,7 @@ function fakes(o: { size?: number; maxWaiting?: number; failOpen?: () => boolean
     maxWaiting: o.maxWaiting ?? 2,
     generation: 7,
     open: async () => {
-      if (o.failOpen?.()) throw Object.assign(new Error('C_OpenSession failed'), { code: 0x30, method: 'C_OpenSession' });
+      if (o.failOpen?.()) throw Object.assign(new Error('C_OpenSession failed'), { code: CKR.DEVICE_ERROR, method: 'C_OpenSession' });
       opened.push(next);
       return Buffer.from([next++]);
     },
