@@ -16,6 +16,18 @@ export interface KeyEntry extends KeyVersion {
   publicHandle: Handle | undefined;
 }
 
+/**
+ * A public key node:crypto refuses (a point off the curve, a curve it does not know) makes that
+ * one object unservable; it must not fail the scan of every other key.
+ */
+function publicKeyOrNone<T>(make: () => T): T | undefined {
+  try {
+    return make();
+  } catch {
+    return undefined;
+  }
+}
+
 type SessionRunner = <T>(fn: (session: Handle) => Promise<T>) => Promise<T>;
 
 const attr = (attrs: Attribute[], type: number): Buffer | undefined => {
@@ -131,11 +143,11 @@ export class KeyCache {
       // The modulus and exponent are public even on a sensitive private key.
       const a = await this.p11.getAttributes(s, pub ?? handle, [P11.CKA_MODULUS, P11.CKA_PUBLIC_EXPONENT]);
       const [n, e] = [attr(a, P11.CKA_MODULUS), attr(a, P11.CKA_PUBLIC_EXPONENT)];
-      key = n && e ? rsaPublicKey(n, e) : undefined;
+      key = n && e ? publicKeyOrNone(() => rsaPublicKey(n, e)) : undefined;
     } else if (keyType === P11.CKK_EC && pub) {
       const a = await this.p11.getAttributes(s, pub, [P11.CKA_EC_PARAMS, P11.CKA_EC_POINT]);
       const [params, point] = [attr(a, P11.CKA_EC_PARAMS), attr(a, P11.CKA_EC_POINT)];
-      key = params && point ? ecPublicKey(params, point) : undefined;
+      key = params && point ? publicKeyOrNone(() => ecPublicKey(params, point)) : undefined;
     }
     if (!key) return undefined;
     return {
@@ -183,7 +195,10 @@ export class KeyCache {
     );
     if (epoch !== this.epoch) return;
     if (!handle) {
-      this.byName.get(entry.name)?.delete(entry.version);
+      const versions = this.byName.get(entry.name);
+      versions?.delete(entry.version);
+      // A name with no versions left is no key at all (list() and info() must not meet it).
+      if (versions?.size === 0) this.byName.delete(entry.name);
       return;
     }
     entry.privateHandle = handle;

@@ -139,7 +139,7 @@ test('all sessions closed behind its back, the login session too: rebuilt withou
 test('throttling (CKR_FUNCTION_FAILED) is reported as retryable without touching sessions or the module', async () => {
   const fake = new FakePkcs11();
   const k = await start(fake);
-  fake.signFailures.push(0x6);
+  fake.signFailures.push(CKR.FUNCTION_FAILED);
   await assert.rejects(sign(k, 'a'), (e: unknown) => e instanceof HsmError && e.failure === 'throttled' && e.retryable);
   assert.equal(k.health().recoveries, 0);
   assert.equal(signedBy((await sign(k, 'a')).signature), 'a');
@@ -171,4 +171,13 @@ test('signMany: an input the HSM refuses fails its item only; unknown keys and w
   const codes = out.map((o) => (o instanceof ServiceError ? o.code : o ? signedBy(o.signature) : o));
   assert.deepEqual(codes, ['a', 'NOT_FOUND', 'INVALID_ARGUMENT', 'INVALID_ARGUMENT', 'a', 'b']);
   assert.equal(k.health().sessions.inUse, 0);
+});
+
+test('a key deleted on the HSM behind the cache: its stale handle removes it, and listing keys still works', async () => {
+  const fake = new FakePkcs11();
+  const k = await start(fake, 2);
+  fake.keys.splice(1, 1); // key 'b' (its only version) destroyed by another process
+  await assert.rejects(sign(k, 'b'), (e: unknown) => e instanceof HsmError && e.failure === 'handleStale');
+  assert.deepEqual((await k.listKeys()).map((x) => x.name), ['a']);
+  await assert.rejects(k.getKey('b'), (e: unknown) => e instanceof ServiceError && e.code === 'NOT_FOUND');
 });
