@@ -1,5 +1,5 @@
 import { constants, publicDecrypt, timingSafeEqual, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { algorithmInfo, KEY_SPEC_INFO, type SigningAlgorithm } from '../crypto/algorithms.js';
+import { algorithmInfo, KEY_SPEC_INFO, signatureLength, type SigningAlgorithm } from '../crypto/algorithms.js';
 import { digestInfo, hash } from '../crypto/digest.js';
 import { ecdsaDerToRaw, ecdsaRawToDer } from '../crypto/ecdsaSignature.js';
 import { invalid, notFound, ServiceError } from '../errors.js';
@@ -136,7 +136,9 @@ export class SigningService {
         SigningService.checkFormat(item);
         ready.push({ index, input: item, digest: this.digestOf(item) });
       } catch (e) {
-        results[index] = e instanceof ServiceError ? e : new ServiceError('INTERNAL', 'internal error');
+        // A bug is not an item's answer: it fails the request, and the error handler logs it.
+        if (!(e instanceof ServiceError)) throw e;
+        results[index] = e;
       }
     });
     const chunks: (typeof ready)[] = [];
@@ -173,9 +175,10 @@ export class SigningService {
         if (failure) throw failure;
       }, deadline);
     } catch (e) {
-      const err = e instanceof ServiceError ? e : new ServiceError('INTERNAL', 'internal error');
+      // A bug is not an item's answer: it fails the request, and the error handler logs it.
+      if (!(e instanceof ServiceError)) throw e;
       outcomes.forEach((o, j) => {
-        if (unsettled(o)) outcomes[j] = err;
+        if (unsettled(o)) outcomes[j] = e;
       });
     }
     return outcomes as (SignResult | ServiceError)[];
@@ -206,6 +209,9 @@ export class SigningService {
         raw = input.signatureFormat === 'raw' ? input.signature : ecdsaDerToRaw(input.signature, fieldBytes);
         if (raw.length !== 2 * fieldBytes) return { valid: false, keyVersion: version.version };
         der = ecdsaRawToDer(raw);
+        // A signature has one DER form: the parser tolerates trailing and padding bytes, which must not
+        // make a signature valid (callers use signature bytes as identifiers; OpenSSL rejects them too).
+        if (input.signatureFormat !== 'raw' && !der.equals(input.signature)) return { valid: false, keyVersion: version.version };
       } catch {
         return { valid: false, keyVersion: version.version };
       }
@@ -216,6 +222,8 @@ export class SigningService {
     }
     const digest = this.digestOf(input);
     if (info.padding === 'PKCS1_V1_5') return { valid: pkcs1DigestValid(version.publicKey, digest, info.hash, input.signature), keyVersion: version.version };
+    // A PSS signature of the wrong length is not valid; the HSM would answer with a code of its own choosing.
+    if (info.padding === 'PSS' && input.signature.length !== signatureLength(version.keySpec)) return { valid: false, keyVersion: version.version };
     // node:crypto cannot verify a prehashed PSS or ECDSA signature: the HSM does, with the public key object.
     const valid = await this.guarded(
       (signal) => this.keys.verifyDigest({ name: key.name, version: version.version, algorithm: input.algorithm, digest, signature: raw ?? input.signature, signal }),

@@ -73,6 +73,35 @@ describe('every algorithm with every key spec, checked by node:crypto', () => {
   }
 });
 
+test('verify: only the exact encoding is valid (trailing bytes, padded DER, a short or long PSS signature are not)', async () => {
+  const message = Buffer.from('encodings');
+  for (const [name, algorithm] of [['k-ecc_nist_p256', 'ECDSA_SHA_256'], ['k-rsa_2048', 'RSASSA_PSS_SHA_256']] as const) {
+    const signed = await request(svc.app).post(`/v1/keys/${name}/sign`).send({ algorithm, message: message.toString('base64') }).expect(200);
+    const sig = Buffer.from(signed.body.signature, 'base64');
+    const variants = algorithm === 'ECDSA_SHA_256'
+      ? [Buffer.concat([sig, Buffer.from([0, 0, 0])]), Buffer.concat([Buffer.from([0x30, sig[1]! + 1, 0x02, sig[3]! + 1, 0x00]), sig.subarray(4)])]
+      : [sig.subarray(1), Buffer.concat([sig, Buffer.from([0])])];
+    const digest = createHash('sha256').update(message).digest().toString('base64');
+    for (const [i, bad] of variants.entries()) {
+      // `openssl dgst -verify` accepts a signature with bytes appended (variant 0 of ECDSA, 1 of PSS);
+      // the service does not: one signature, one encoding.
+      if ((algorithm === 'ECDSA_SHA_256') === (i === 1)) {
+        let says: string;
+        try {
+          says = opensslVerify(publicKeys.get(name)!, algorithm, message, bad);
+        } catch {
+          says = 'Verification failure';
+        }
+        assert.notEqual(says, 'Verified OK', `openssl rejects it too: ${name} ${bad.toString('hex')}`);
+      }
+      for (const input of [{ message: message.toString('base64') }, { digest }]) {
+        const r = await request(svc.app).post(`/v1/keys/${name}/verify`).send({ algorithm, ...input, signature: bad.toString('base64') }).expect(200);
+        assert.equal(r.body.valid, false, `${name} ${bad.toString('hex')} ${Object.keys(input)[0]}`);
+      }
+    }
+  }
+});
+
 describe('checked by the openssl CLI', () => {
   const cases: [string, SigningAlgorithm][] = [
     ['k-rsa_2048', 'RSASSA_PKCS1_V1_5_SHA_256'],
