@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { CertificationRequest } from '@peculiar/asn1-csr';
 import { parseCertificatePem, parseChainPem, parseCsrPem } from '../../../src/pki/parsePem.js';
-import { toPem } from '../../../src/pki/pem.js';
+import { MAX_PEM_LENGTH, pemBlocks, toPem } from '../../../src/pki/pem.js';
+import { ServiceError } from '../../../src/errors.js';
 import { rejectsWith } from './assertions.js';
 import { TempDir, makeRoot, opensslCsr } from './openssl.js';
 
@@ -131,4 +132,13 @@ test('certificates: exact issuer/subject/SPKI DER, validity, extensions; chains 
   assert.equal(root.pem, rootPem);
   const chain = parseChainPem(`subject=CN = Example\nissuer=CN = Example\n${rootPem}\nsome text\n${root2Pem}`);
   assert.deepEqual(chain.map((c) => c.x509.subject), [root.x509.subject, 'CN=Other Root']);
+});
+
+test('PEM: many unterminated BEGIN lines at the length limit are one clear 400 (read in one pass, not by backtracking)', () => {
+  const text = '-----BEGIN A-----'.repeat(Math.floor(MAX_PEM_LENGTH / 17));
+  assert.throws(() => pemBlocks(text, 'chainPem'), (e: unknown) => e instanceof ServiceError && e.code === 'INVALID_ARGUMENT' && /chainPem: has an unterminated or malformed PEM block/.test(e.message));
+  // And the neighbours of a good block are still read: explanatory text before, a second block after.
+  const good = toPem('CERTIFICATE', Buffer.from([1, 2, 3]));
+  assert.deepEqual(pemBlocks(`subject=CN=x\n${good}${good}`, 'p').map((b) => b.der), [Buffer.from([1, 2, 3]), Buffer.from([1, 2, 3])]);
+  assert.throws(() => pemBlocks(`${good}-----END CERTIFICATE-----`, 'p'), /unterminated or malformed/);
 });
