@@ -197,7 +197,8 @@ export function toHsmError(e: { code: number; method: string }): HsmError {
     failure === 'client'
       ? `the HSM rejected the request (${ckr}): the key does not allow this operation or input`
       : failure === 'credentials'
-        ? `the HSM refused the service's credentials (${ckr}); an operator must fix HSM_PIN`
+        ? // Callers learn only that the HSM is unavailable; the log tells operators why (HSM_PIN).
+          'the HSM is unavailable; retry later'
         : `the HSM is unavailable (${ckr}); retry later`;
   return new HsmError(failure, ckr, message);
 }

@@ -223,6 +223,7 @@ export class Pkcs11KeyManager implements KeyManager {
     const err = toHsmError(e);
     if (this.closed) return err;
     this.options.logger.debug({ method: e.method, ckr: err.ckr, failure: err.failure }, 'HSM call failed');
+    if (err.failure === 'credentials') this.options.logger.error({ err: err.ckr }, 'the HSM refused the service credentials (HSM_PIN)');
     if (err.failure === 'loginLost') await this.relogin().catch((x: unknown) => this.onFailure(x));
     if (err.failure === 'connectionLost') this.startRecovery();
     if (SESSION_GONE.has(e.code)) await this.sessionLost(signal).catch((x: unknown) => this.onFailure(x));
