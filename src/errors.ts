@@ -37,3 +37,4 @@ export class ServiceError extends Error {
 
 export const invalid = (message: string): ServiceError => new ServiceError('INVALID_ARGUMENT', message);
 export const notFound = (message: string): ServiceError => new ServiceError('NOT_FOUND', message);
+export const conflict = (message: string): ServiceError => new ServiceError('CONFLICT', message);

@@ -31,7 +31,7 @@ export interface AlgorithmInfo {
   readonly padding: Padding;
 }
 
-const HASH_LENGTH: Record<HashName, number> = { sha256: 32, sha384: 48, sha512: 64 };
+export const HASH_LENGTH: Record<HashName, number> = { sha256: 32, sha384: 48, sha512: 64 };
 
 function info(name: SigningAlgorithm): AlgorithmInfo {
   const [, family, bits] = /^(RSASSA_PKCS1_V1_5|RSASSA_PSS|ECDSA)_SHA_(\d+)$/.exec(name) ?? [];

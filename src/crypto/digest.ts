@@ -2,14 +2,13 @@ import { createHash } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import { AlgorithmIdentifier } from '@peculiar/asn1-x509';
 import { DigestInfo, id_sha256, id_sha384, id_sha512 } from '@peculiar/asn1-rsa';
-import type { HashName } from './algorithms.js';
+import { HASH_LENGTH, type HashName } from './algorithms.js';
 
 export function hash(name: HashName, data: Buffer): Buffer {
   return createHash(name).update(data).digest();
 }
 
 const HASH_OID: Record<HashName, string> = { sha256: id_sha256, sha384: id_sha384, sha512: id_sha512 };
-const HASH_LEN: Record<HashName, number> = { sha256: 32, sha384: 48, sha512: 64 };
 
 // The DER of a DigestInfo is a fixed prefix followed by the digest. Encode it once per hash
 // through the ASN.1 library (never by hand), then only concatenate on the hot path.
@@ -19,11 +18,11 @@ const PREFIX = new Map<HashName, Buffer>(
       AsnConvert.serialize(
         new DigestInfo({
           digestAlgorithm: new AlgorithmIdentifier({ algorithm: HASH_OID[h], parameters: null }),
-          digest: new OctetString(new Uint8Array(HASH_LEN[h])),
+          digest: new OctetString(new Uint8Array(HASH_LENGTH[h])),
         }),
       ),
     );
-    return [h, der.subarray(0, der.length - HASH_LEN[h])];
+    return [h, der.subarray(0, der.length - HASH_LENGTH[h])];
   }),
 );
 

@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import type { Name } from '@peculiar/asn1-x509';
-import { ServiceError, invalid } from '../errors.js';
+import { conflict, invalid } from '../errors.js';
 import { formatDistinguishedName } from './distinguishedName.js';
 import {
   KeyUsageFlags,
@@ -44,8 +44,6 @@ export interface IssuerFacts {
   readonly certificatePem: string;
   readonly chainPem: string;
 }
-
-const conflict = (message: string): ServiceError => new ServiceError('CONFLICT', message);
 
 function caProblem(c: ParsedCertificate, field: string): string | undefined {
   let bc;

@@ -1,6 +1,6 @@
 import type { KeyVersion } from '../hsm/KeyManager.js';
 import type { CertificateObject, CertificateStore, StoredCertificates } from '../hsm/CertificateStore.js';
-import { ServiceError, notFound } from '../errors.js';
+import { ServiceError, conflict, notFound } from '../errors.js';
 import {
   checkIssuerCertificate,
   createCsr,
@@ -49,8 +49,6 @@ export interface IssueOutput extends IssuedCertificate {
   /** The version of the CA key that signed. */
   readonly issuerKeyVersion: number;
 }
-
-const conflict = (message: string): ServiceError => new ServiceError('CONFLICT', message);
 
 /** The token attributes of a certificate, cut out of its DER by the ASN.1 library. */
 function certificateObject(c: ParsedCertificate): CertificateObject {
