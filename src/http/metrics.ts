@@ -1,5 +1,5 @@
 import cluster from 'node:cluster';
-import { Router, type RequestHandler } from 'express';
+import { Router, type Request } from 'express';
 import { AggregatorRegistry, Counter, Gauge, Histogram, register } from 'prom-client';
 import type { SigningService } from '../service/SigningService.js';
 
@@ -37,16 +37,21 @@ fromHealth('hsm_signer_hsm_breaker_open', 'workers whose HSM circuit breaker is 
 fromHealth('hsm_signer_hsm_ready', 'workers ready (logged in, keys loaded, not recovering)', (s) => (s.health().ready ? 1 : 0));
 fromHealth('hsm_signer_keys', 'key versions in the cache', (s) => s.health().keys, 'max');
 
-export function recordRequests(): RequestHandler {
-  return (req, res, next) => {
-    const start = process.hrtime.bigint();
-    res.on('finish', () => {
-      const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
-      requests.inc({ method: req.method, route, status: String(res.statusCode) });
-      duration.observe({ route }, Number(process.hrtime.bigint() - start) / 1e9);
-    });
-    next();
-  };
+type Recorded = { readonly count: { inc(): void }; readonly time: { observe(v: number): void } };
+/** Label children per method, route and status: looking a label set up hashes it on every call. */
+const children = new Map<string, Recorded>();
+
+/** Counts a finished request and its duration (requestContext calls it when the response is finished). */
+export function recordRequest(req: Request, status: number, seconds: number): void {
+  const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
+  const key = `${req.method} ${route} ${status}`;
+  let c = children.get(key);
+  if (!c) {
+    c = { count: requests.labels({ method: req.method, route, status: String(status) }), time: duration.labels({ route }) };
+    children.set(key, c);
+  }
+  c.count.inc();
+  c.time.observe(seconds);
 }
 
 type MetricsReply = { type: 'hsm-signer:metrics'; id: number; text?: string; error?: string };
