@@ -62,14 +62,19 @@ test('auth: 401 without or with an unknown token; 403 outside the grant; allowed
 test('metrics: Prometheus text with request counts and HSM pool gauges', async () => {
   const signs = (text: string, status: number): number =>
     Number(new RegExp(`hsm_signer_http_requests_total\\{method="POST",route="/v1/keys/:name/sign",status="${status}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+  const timed = (text: string): number => Number(/hsm_signer_http_request_duration_seconds_count\{route="\/v1\/keys\/:name\/sign"\} (\d+)/.exec(text)?.[1] ?? 0);
+  const unmatched400 = (text: string): number => Number(/hsm_signer_http_requests_total\{method="POST",route="unmatched",status="400"\} (\d+)/.exec(text)?.[1] ?? 0);
   const before = (await request(svc.app).get('/metrics').expect(200)).text;
   for (let i = 0; i < 3; i++) await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', `Bearer ${PAY}`).send(body).expect(200);
   await request(svc.app).post('/v1/keys/other-ec/sign').set('Authorization', `Bearer ${PAY}`).send(body).expect(403);
+  // Refused before any route matched (a bad deadline header): counted too, as "unmatched".
+  await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', `Bearer ${PAY}`).set('X-Deadline-Ms', 'soon').send(body).expect(400);
   const res = await request(svc.app).get('/metrics').expect(200);
   assert.match(res.headers['content-type']!, /text\/plain/);
   assert.equal(signs(res.text, 200) - signs(before, 200), 3, 'every 200 counted');
   assert.equal(signs(res.text, 403) - signs(before, 403), 1, 'every 403 counted');
-  assert.match(res.text, /hsm_signer_http_request_duration_seconds_count\{route="\/v1\/keys\/:name\/sign"\} \d+/);
+  assert.equal(timed(res.text) - timed(before), 4, 'every sign request timed');
+  assert.equal(unmatched400(res.text) - unmatched400(before), 1, 'a request refused before routing is counted');
   assert.match(res.text, /hsm_signer_hsm_sessions_idle \d+/);
   assert.match(res.text, /hsm_signer_hsm_breaker_open 0/);
   assert.ok(!res.text.includes(token.pin) && !res.text.includes(PAY));
