@@ -2,16 +2,16 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
-/**
- * Every setting, from the environment, validated once at start. A bad value fails with the
- * variable's name; the PIN is read here and never logged (toLoggable() leaves it out).
- */
 /** The default PKCS#11 module: SoftHSMv2 where Debian installs it (CloudHSM: /opt/cloudhsm/lib/libcloudhsm_pkcs11.so). */
 export const DEFAULT_HSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
+/**
+ * Every setting, from the environment, validated once at start. A bad value fails with the
+ * variable's name; the PIN is read here and never logged (toLoggable() leaves it out).
+ */
 const schema = z
   .object({
     NODE_ENV: z.string().default('development'),

@@ -1,6 +1,6 @@
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
-import { ServiceError } from '../errors.js';
+import { notFound, ServiceError } from '../errors.js';
 import type { SigningService } from '../service/SigningService.js';
 import { errorHandler } from './errorHandler.js';
 import { metricsRouter } from './metrics.js';
@@ -22,15 +22,14 @@ export interface AppDeps {
 }
 
 /**
- * The JSON body of /v1 requests. A POST or PUT without a JSON Content-Type is a 415, checked before
- * parsing so nothing else reads the body (the header's usual exact form skips type-is's parse).
+ * The JSON body of /v1 POSTs and PUTs. One that is not JSON (or has no body) is a 415, decided
+ * here before anything reads it; the parser then does not check the type a second time.
  */
 function jsonBody(limit: number): RequestHandler {
-  const parse = express.json({ limit, strict: false, type: 'application/json' });
+  const parse = express.json({ limit, strict: false, type: () => true });
   return (req, res, next) => {
-    if ((req.method === 'POST' || req.method === 'PUT') && req.headers['content-type'] !== 'application/json' && !req.is('application/json')) {
-      return next(new ServiceError('UNSUPPORTED_MEDIA_TYPE', 'body: Content-Type must be application/json'));
-    }
+    if (req.method !== 'POST' && req.method !== 'PUT') return next();
+    if (!req.is('application/json')) return next(new ServiceError('UNSUPPORTED_MEDIA_TYPE', 'body: Content-Type must be application/json'));
     parse(req, res, next);
   };
 }
@@ -51,7 +50,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(healthRouter(deps.service));
   app.use(metricsRouter(deps.service));
   app.use(openapiRouter());
-  app.use((req, _res, next) => next(new ServiceError('NOT_FOUND', `no route for ${req.method} ${req.path.slice(0, 200)}`)));
+  app.use((req, _res, next) => next(notFound(`no route for ${req.method} ${req.path.slice(0, 200)}`)));
   app.use(errorHandler(deps.logger));
   return app;
 }

@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
-import { ServiceError, type ErrorCode } from '../errors.js';
+import { invalid, ServiceError, type ErrorCode } from '../errors.js';
 
 export function sendError(res: Response, e: ServiceError): void {
   if (e.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(e.retryAfterSeconds));
@@ -34,7 +34,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     if (mapped) return sendError(res, new ServiceError(mapped[0], mapped[1]));
     const status = (err as { status?: number }).status;
     if (typeof status === 'number' && status >= 400 && status < 500) {
-      return sendError(res, new ServiceError('INVALID_ARGUMENT', 'request: malformed'));
+      return sendError(res, invalid('request: malformed'));
     }
     logger.error({ requestId: res.locals.requestId, err }, 'unexpected error');
     return sendError(res, new ServiceError('INTERNAL', 'internal error; the request id identifies it in the logs'));

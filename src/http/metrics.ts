@@ -37,21 +37,11 @@ fromHealth('hsm_signer_hsm_breaker_open', 'workers whose HSM circuit breaker is 
 fromHealth('hsm_signer_hsm_ready', 'workers ready (logged in, keys loaded, not recovering)', (s) => (s.health().ready ? 1 : 0));
 fromHealth('hsm_signer_keys', 'key versions in the cache', (s) => s.health().keys, 'max');
 
-type Recorded = { readonly count: { inc(): void }; readonly time: { observe(v: number): void } };
-/** Label children per method, route and status: looking a label set up hashes it on every call. */
-const children = new Map<string, Recorded>();
-
 /** Counts a finished request and its duration (requestContext calls it when the response is finished). */
 export function recordRequest(req: Request, status: number, seconds: number): void {
   const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
-  const key = `${req.method} ${route} ${status}`;
-  let c = children.get(key);
-  if (!c) {
-    c = { count: requests.labels({ method: req.method, route, status: String(status) }), time: duration.labels({ route }) };
-    children.set(key, c);
-  }
-  c.count.inc();
-  c.time.observe(seconds);
+  requests.inc({ method: req.method, route, status: String(status) });
+  duration.observe({ route }, seconds);
 }
 
 type MetricsReply = { type: 'hsm-signer:metrics'; id: number; text?: string; error?: string };

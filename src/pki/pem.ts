@@ -26,10 +26,10 @@ export function pemBlocks(text: unknown, field: string): PemBlock[] {
   if (text.length > MAX_PEM_LENGTH) throw invalid(`${field}: longer than ${MAX_PEM_LENGTH} characters`);
   const malformed = (): ServiceError => invalid(`${field}: has an unterminated or malformed PEM block`);
   const blocks: PemBlock[] = [];
-  let outside = '';
   let pos = 0;
   for (let b = text.indexOf(BEGIN); b >= 0; b = text.indexOf(BEGIN, pos)) {
-    outside += text.slice(pos, b);
+    // Between blocks (and after the last) no BEGIN can remain, the loop found them all; an END can.
+    if (text.slice(pos, b).includes(END)) throw malformed();
     const beginEnd = text.indexOf(DASHES, b + BEGIN.length);
     const e = beginEnd < 0 ? -1 : text.indexOf(END, beginEnd + DASHES.length);
     const endEnd = e < 0 ? -1 : text.indexOf(DASHES, e + END.length);
@@ -40,16 +40,15 @@ export function pemBlocks(text: unknown, field: string): PemBlock[] {
     const body = text.slice(beginEnd + DASHES.length, e);
     pos = endEnd + DASHES.length;
     const n = blocks.length + 1;
-    if (begin !== end) throw invalid(`${field}: PEM block ${n} begins with "${begin}" but ends with "${end}"`);
+    if (begin !== end) throw invalid(`${field}: PEM block ${n} begins with "${begin.slice(0, 64)}" but ends with "${end.slice(0, 64)}"`);
     if (body.includes(':')) throw invalid(`${field}: PEM block ${n} has headers; encrypted or legacy PEM is not supported`);
     const b64 = body.replace(/[\s]+/g, '');
     if (b64.length === 0 || b64.length % 4 !== 0 || !BASE64_BODY.test(b64)) {
-      throw invalid(`${field}: PEM block ${n} ("${begin}") is not valid base64`);
+      throw invalid(`${field}: PEM block ${n} ("${begin.slice(0, 64)}") is not valid base64`);
     }
     blocks.push({ label: begin, der: Buffer.from(b64, 'base64') });
   }
-  outside += text.slice(pos);
-  if (outside.includes(END) || outside.includes(BEGIN)) throw malformed();
+  if (text.slice(pos).includes(END)) throw malformed();
   if (blocks.length === 0) throw invalid(`${field}: no PEM block found`);
   return blocks;
 }
