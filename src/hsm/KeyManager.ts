@@ -68,8 +68,10 @@ export interface KeyManager {
   getKey(name: string, version?: number): Promise<KeyInfo>;
   sign(req: SignRequest): Promise<SignResult>;
   /**
-   * Signs several digests with one session and one HSM hop (a batch's chunk), in order. Rejects
-   * only when no item could be tried (no session in time, the HSM recovering).
+   * Signs several digests with one session and one HSM hop (a batch's chunk), in order. A failure
+   * that stops the call (no session in time, the HSM recovering, a lost connection) becomes the
+   * outcome of every item not yet signed; it rejects only on an HSM-wide failure while looking
+   * the keys up.
    */
   signMany(reqs: readonly Omit<SignRequest, 'signal'>[], signal?: AbortSignal): Promise<SignManyOutcome[]>;
   /**

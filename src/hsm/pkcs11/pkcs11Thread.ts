@@ -20,7 +20,7 @@ interface Reply {
   readonly id: number;
   readonly ok: boolean;
   readonly result?: unknown;
-  readonly error?: { code: number; method: string; message: string; operationOpen: boolean };
+  readonly error?: CallError;
   /** How long the call ran here, in ms (the loop learns from it whether calls are quick or round trips). */
   readonly ms: number;
 }
@@ -77,19 +77,29 @@ function sign(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, da
   return signature;
 }
 
+/** NOT_A_CKR.BINDING_ERROR of ../errors.ts: this file is started alone on its thread and imports nothing of the service. */
+const NOT_A_CKR_BINDING_ERROR = -1;
+
+type CallError = { code: number; method: string; message: string; operationOpen: boolean };
+
+/** A thrown pkcs11js error as a value that crosses the thread boundary (no arguments, no stack). */
+function callError(e: unknown, method: string, operationOpen: boolean): CallError {
+  const err = e as { code?: number; method?: string; message?: string };
+  return { code: typeof err.code === 'number' ? err.code : NOT_A_CKR_BINDING_ERROR, method: err.method ?? method, message: String(err.message ?? e), operationOpen };
+}
+
 /**
  * Signs several inputs on one session, one after another, and stops at the first failure: the
  * answer holds the signatures made before it, and that failure (as a value, with whether an
  * operation may have been left active).
  */
-function signMany(session: Buffer, items: [Pkcs11Types.Mechanism, Buffer, Buffer, number][]): { signatures: Buffer[]; error?: { code: number; method: string; operationOpen: boolean } } {
+function signMany(session: Buffer, items: [Pkcs11Types.Mechanism, Buffer, Buffer, number][]): { signatures: Buffer[]; error?: CallError } {
   const signatures: Buffer[] = [];
   for (const [mechanism, key, data, maxLen] of items) {
     try {
       signatures.push(sign(session, mechanism, key, data, maxLen));
     } catch (e) {
-      const err = e as { code?: number; method?: string };
-      return { signatures, error: { code: typeof err.code === 'number' ? err.code : -1, method: err.method ?? 'C_Sign', operationOpen: signInitDone } };
+      return { signatures, error: callError(e, 'C_Sign', signInitDone) };
     }
   }
   return { signatures };
@@ -141,10 +151,12 @@ function revive(value: unknown): unknown {
 }
 
 /**
- * Answers go back together, but never held longer than this: against a networked HSM, where each
+ * Answers go back together, but not held longer than this: against a networked HSM, where each
  * call takes a round trip, every answer leaves as soon as it is known.
  */
 const REPLY_EVERY_MS = 0.5;
+/** Calls quick enough to hold answers over: anything else (a batch, key generation, a scan) may take long. */
+const QUICK_OPS: ReadonlySet<string> = new Set(['sign', 'verify']);
 
 function run(req: Request): Reply {
   const op = ops[req.op];
@@ -154,26 +166,25 @@ function run(req: Request): Reply {
     const result = op(...req.args.map(revive));
     return { id: req.id, ok: true, result, ms: performance.now() - start };
   } catch (e) {
-    const err = e as { code?: number; method?: string; message?: string };
-    return {
-      id: req.id,
-      ok: false,
-      error: {
-        code: typeof err.code === 'number' ? err.code : -1,
-        method: err.method ?? req.op,
-        message: String(err.message ?? e),
-        operationOpen: req.op === 'sign' && signInitDone,
-      },
-      ms: performance.now() - start,
-    };
+    return { id: req.id, ok: false, error: callError(e, req.op, req.op === 'sign' && signInitDone), ms: performance.now() - start };
   }
 }
 
 parentPort!.on('message', (calls: Request[]) => {
   let replies: Reply[] = [];
   let since = performance.now();
+  let lastMs = 0;
   for (const call of calls) {
-    replies.push(run(call));
+    // Answers held so far leave before a call that may be slow, so a quick answer never waits
+    // behind a long one: a slow kind of call, or a sign as slow as the last one was.
+    if (replies.length > 0 && (!QUICK_OPS.has(call.op) || lastMs >= REPLY_EVERY_MS)) {
+      parentPort!.postMessage(replies);
+      replies = [];
+      since = performance.now();
+    }
+    const reply = run(call);
+    replies.push(reply);
+    lastMs = reply.ms;
     const now = performance.now();
     if (now - since >= REPLY_EVERY_MS) {
       parentPort!.postMessage(replies);
