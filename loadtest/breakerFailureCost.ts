@@ -10,6 +10,8 @@ import { CKR, toHsmError } from '../src/hsm/errors.js';
 import { createHsmBreaker, type HsmBreaker } from '../src/resilience/hsmBreaker.js';
 
 const calls = Number(process.argv[2] ?? '6000');
+// 100 failures among fewer than ~1,000 calls open the circuit (50%), and the loop would time its fast rejections instead.
+if (!(calls >= 1000)) throw new Error('calls in the window: give 1,000 or more');
 const options = { errorThresholdPercentage: 50, resetTimeoutMs: 2000, volumeThreshold: 10, rollingWindowMs: 2000 };
 const failure = () => Promise.reject(toHsmError({ code: CKR.DEVICE_ERROR, method: 'C_Sign' }));
 

@@ -31,8 +31,8 @@ export type HsmBreaker = CircuitBreaker<[() => Promise<unknown>], unknown>;
  * One breaker per worker process around every HSM operation. opossum's own timeout is off: the
  * request deadline bounds waiting, and a call must keep its session until the HSM answers.
  *
- * Its latency percentiles and snapshots are off too: with them, opossum keeps every call's latency
- * for the whole window and sorts them all on each counted failure (the error rate is read through
+ * Its latency percentiles and snapshots are off too: with them, opossum gathers every call's latency
+ * of the window and sorts them all on each counted failure (the error rate is read through
  * the same statistics) and for every snapshot. With 6,000 calls in the window (3,000 a second per
  * worker, the default 2 s window) that was ~0.3 ms of event loop per failure instead of ~0.03
  * (loadtest/breakerFailureCost.ts), in an outage hundreds a second. Latencies are in /metrics anyway.

@@ -11,7 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pkcs11js from 'pkcs11js';
 import { CKR } from '../../src/hsm/errors.js';
 import { ecParamsFor } from '../../src/hsm/pkcs11/publicKey.js';
-import { REPO_ROOT } from '../support/faultService.js';
+import { REPO_ROOT } from '../../loadtest/localService.js';
 import { ShimControl, ensureShimBuilt } from '../support/p11shim.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 

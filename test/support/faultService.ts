@@ -3,7 +3,7 @@
  * HTTP driver, bounded load loops, and the per-second report the fault tests print.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import type { SigningAlgorithm } from '../../src/crypto/algorithms.js';
 import { signatureValid } from '../../loadtest/requests.js';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
@@ -13,8 +13,9 @@ import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 // One copy of each, shared with the load-test harness.
-export { freePort, REPO_ROOT } from '../../loadtest/localService.js';
 import { freePort, REPO_ROOT } from '../../loadtest/localService.js';
+import { rssOf } from '../../loadtest/serviceProbe.js';
+import { percentile as nearestRank } from '../../loadtest/stepRunner.js';
 
 export interface HttpResult {
   readonly status: number;
@@ -126,10 +127,7 @@ export async function startServiceProcess(env: NodeJS.ProcessEnv, o: { maxSocket
     alive: () => exit === undefined && child.exitCode === null && child.signalCode === null,
     exitCode: () => exit,
     readyz: () => driver.request('GET', '/readyz', undefined, {}, 5000),
-    rssMiB: () => {
-      const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
-      return m ? Number(m[1]) / 1024 : NaN;
-    },
+    rssMiB: () => (rssOf(child.pid!) ?? NaN) / (1024 * 1024),
     async stop() {
       driver.close();
       if (proc.alive()) {
@@ -186,7 +184,6 @@ export function signatureVerifies(publicKey: KeyObject, algorithm: SigningAlgori
   return signatureValid(algorithm, message, publicKey, Buffer.from(signatureB64, 'base64'));
 }
 
-export const sha256 = (b: Buffer): Buffer => createHash('sha256').update(b).digest();
 
 export interface Outcome {
   readonly start: number;
@@ -227,10 +224,10 @@ export function rate(outcomes: readonly Outcome[], fromMs: number, toMs: number)
   return (outcomes.filter((o) => o.status === 200 && o.end >= fromMs && o.end < toMs).length * 1000) / (toMs - fromMs);
 }
 
+/** The harness's nearest-rank percentile, of an unsorted list. */
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+  return nearestRank([...values].sort((a, b) => a - b), p);
 }
 
 /**

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { test } from 'node:test';
 import { CKR, ckrName, classify, HsmError, NOT_A_CKR, RETRYABLE, toHsmError, type FailureClass } from '../../../src/hsm/errors.js';
 
@@ -59,4 +60,14 @@ test('every code the table knows is documented in docs/RESILIENCE.md', () => {
     .map((k) => `CKR_${k}`)
     .filter((name) => !doc.includes(name));
   assert.deepEqual(missing, []);
+});
+
+test('every CK_RV in the table has the number PKCS#11 gives it (checked against pkcs11js, not against itself)', () => {
+  const pkcs11js = createRequire(import.meta.url)('pkcs11js') as Record<string, unknown>;
+  for (const [name, value] of Object.entries(CKR)) {
+    // Vendor-defined codes have no pkcs11js constant; every standard one must match.
+    if (pkcs11js[`CKR_${name}`] === undefined) continue;
+    assert.equal(value, pkcs11js[`CKR_${name}`], `CKR_${name}`);
+  }
+  assert.ok(Object.keys(CKR).filter((n) => pkcs11js[`CKR_${n}`] !== undefined).length >= Object.keys(CKR).length - 2, 'nearly every code is checked');
 });

@@ -58,14 +58,14 @@ test('half-open lets a probe through; a good probe closes the circuit, a bad one
   b.shutdown();
 });
 
-test('keeps counts, not every call\'s latency: reading the error rate on a failure stays cheap however busy the window', async () => {
+test('no rolling latency percentiles: reading the error rate on a failure does not gather and sort every latency of the window', async () => {
   const b = createHsmBreaker(options);
   for (let i = 0; i < 2000; i++) await throughBreaker(b, async () => 'signed', 100);
   await assert.rejects(throughBreaker(b, () => Promise.reject(down()), 100));
   const stats = b.stats;
   assert.equal(stats.fires, 2001);
   assert.equal(stats.failures, 1);
-  // With opossum's rolling percentiles on, this holds all 2,001 latencies and is re-sorted on every failure.
+  // With opossum's rolling percentiles on, the statistics gather all 2,001 latencies and sort them on every failure.
   assert.equal(stats.latencyTimes.length, 0);
   assert.equal(breakerState(b), 'closed');
   b.shutdown();
