@@ -4,7 +4,7 @@ import { digestInfo, hash } from '../crypto/digest.js';
 import { ecdsaDerToRaw, ecdsaRawToDer } from '../crypto/ecdsaSignature.js';
 import { invalid, notFound, ServiceError } from '../errors.js';
 import { HsmError } from '../hsm/errors.js';
-import type { HsmHealth, KeyInfo, KeyManager, KeyVersion, SignManyOutcome, SignResult } from '../hsm/KeyManager.js';
+import type { HsmHealth, KeyInfo, KeyManager, KeyVersion, SignManyOutcome, SignRequest, SignResult } from '../hsm/KeyManager.js';
 import { countsAgainstHsm, throughBreaker, breakerState, type HsmBreaker } from '../resilience/hsmBreaker.js';
 import { retry } from '../resilience/retry.js';
 import type { RetryBudget } from '../resilience/retryBudget.js';
@@ -112,10 +112,7 @@ export class SigningService {
   async sign(input: SignInput, deadline: number): Promise<SignOutput> {
     SigningService.checkFormat(input);
     const digest = this.digestOf(input);
-    const r = await this.guarded(
-      (signal) => this.keys.sign({ name: input.keyName, ...(input.keyVersion !== undefined ? { version: input.keyVersion } : {}), algorithm: input.algorithm, digest, signal }),
-      deadline,
-    );
+    const r = await this.guarded((signal) => this.keys.sign({ ...signRequest(input, digest), signal }), deadline);
     return this.output(input, r);
   }
 
@@ -162,10 +159,7 @@ export class SigningService {
       await this.guarded(async (signal) => {
         const todo = outcomes.flatMap((o, j) => (unsettled(o) ? [j] : []));
         const got = await this.keys.signMany(
-          todo.map((j) => {
-            const { input, digest } = chunk[j]!;
-            return { name: input.keyName, ...(input.keyVersion !== undefined ? { version: input.keyVersion } : {}), algorithm: input.algorithm, digest };
-          }),
+          todo.map((j) => signRequest(chunk[j]!.input, chunk[j]!.digest)),
           signal,
         );
         got.forEach((o, k) => (outcomes[todo[k]!] = o));
@@ -235,6 +229,11 @@ export class SigningService {
   health(): ServiceHealth {
     return { ...this.keys.health(), breaker: breakerState(this.resilience.breaker) };
   }
+}
+
+/** What the KeyManager needs to sign `input`'s digest. */
+function signRequest(input: SignInput, digest: Buffer): Omit<SignRequest, 'signal'> {
+  return { name: input.keyName, ...(input.keyVersion !== undefined ? { version: input.keyVersion } : {}), algorithm: input.algorithm, digest };
 }
 
 export function pickVersion(key: KeyInfo, version?: number): KeyVersion {

@@ -223,7 +223,7 @@ export class Pkcs11KeyManager implements KeyManager {
     const err = toHsmError(e);
     if (this.closed) return err;
     this.options.logger.debug({ method: e.method, ckr: err.ckr, failure: err.failure }, 'HSM call failed');
-    if (err.failure === 'credentials') this.options.logger.error({ err: err.ckr }, 'the HSM refused the service credentials (HSM_PIN)');
+    if (err.failure === 'credentials') this.credentialsRefused(err.ckr);
     if (err.failure === 'loginLost') await this.relogin().catch((x: unknown) => this.onFailure(x));
     if (err.failure === 'connectionLost') this.startRecovery();
     if (SESSION_GONE.has(e.code)) await this.sessionLost(signal).catch((x: unknown) => this.onFailure(x));
@@ -279,6 +279,10 @@ export class Pkcs11KeyManager implements KeyManager {
     }
   }
 
+  private credentialsRefused(err: string): void {
+    this.options.logger.error({ err }, 'the HSM refused the service credentials (HSM_PIN)');
+  }
+
   private onFailure(e: unknown): void {
     if (this.closed) return;
     if (isPkcs11Failure(e) && classify(e.code) === 'connectionLost') {
@@ -287,7 +291,7 @@ export class Pkcs11KeyManager implements KeyManager {
     }
     const credentials = (e instanceof HsmError && e.failure === 'credentials') || (isPkcs11Failure(e) && classify(e.code) === 'credentials');
     const err = isPkcs11Failure(e) ? toHsmError(e).ckr : e instanceof Error ? e.message : String(e);
-    if (credentials) this.options.logger.error({ err }, 'the HSM refused the service credentials (HSM_PIN)');
+    if (credentials) this.credentialsRefused(err);
     else this.options.logger.debug({ err }, 'HSM background task failed');
   }
 
@@ -376,17 +380,28 @@ export class Pkcs11KeyManager implements KeyManager {
     return this.keys.resolve(name, version);
   }
 
-  async sign(req: SignRequest): Promise<SignResult> {
-    // Key handles are only good in the generation they were found in.
-    const generation = this.generation;
+  /** The key and the PKCS#11 sign call for a request: no such key, or a key that does not fit the algorithm, throws. */
+  private async signCall(req: Omit<SignRequest, 'signal'>): Promise<{ entry: KeyEntry; call: SignCall }> {
     const entry = await this.resolveKey(req.name, req.version);
     this.checkAlgorithm(entry, req.algorithm);
     const { mechanism, data } = signingInput(req.algorithm, req.digest);
+    return { entry, call: { mechanism, key: entry.privateHandle, data, maxSignatureLength: signatureLength(entry.keySpec) } };
+  }
+
+  /** A handle the HSM no longer knows is looked up again for the caller's retry. */
+  private async afterFailure(e: unknown, entry: KeyEntry): Promise<void> {
+    if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(entry).catch(() => undefined);
+  }
+
+  async sign(req: SignRequest): Promise<SignResult> {
+    // Key handles are only good in the generation they were found in.
+    const generation = this.generation;
+    const { entry, call } = await this.signCall(req);
     try {
-      const signature = await this.withSession((s) => this.p11.sign(s, mechanism, entry.privateHandle, data, signatureLength(entry.keySpec)), { signal: req.signal, generation });
+      const signature = await this.withSession((s) => this.p11.sign(s, call.mechanism, call.key, call.data, call.maxSignatureLength), { signal: req.signal, generation });
       return { name: entry.name, version: entry.version, keySpec: entry.keySpec, signature };
     } catch (e) {
-      if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(entry).catch(() => undefined);
+      await this.afterFailure(e, entry);
       throw e;
     }
   }
@@ -398,10 +413,7 @@ export class Pkcs11KeyManager implements KeyManager {
     for (let i = 0; i < reqs.length; i++) {
       const req = reqs[i]!;
       try {
-        const entry = await this.resolveKey(req.name, req.version);
-        this.checkAlgorithm(entry, req.algorithm);
-        const { mechanism, data } = signingInput(req.algorithm, req.digest);
-        rest.push({ index: i, entry, call: { mechanism, key: entry.privateHandle, data, maxSignatureLength: signatureLength(entry.keySpec) } });
+        rest.push({ index: i, ...(await this.signCall(req)) });
       } catch (e) {
         // The item's own error (no such key, wrong algorithm); an HSM-wide one (recovering) fails the call.
         if (!(e instanceof ServiceError) || e instanceof HsmError) throw e;
@@ -427,7 +439,7 @@ export class Pkcs11KeyManager implements KeyManager {
         // No session in time, or the HSM recovering, comes here too, with signed = 0.
         if (!(e instanceof ServiceError)) throw e;
         const failed = rest[signed]!;
-        if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(failed.entry).catch(() => undefined);
+        await this.afterFailure(e, failed.entry);
         // An input the HSM refuses is that item's answer; the items after it still get signed.
         if (e instanceof HsmError && e.failure === 'client') {
           out[failed.index] = e;
@@ -451,7 +463,7 @@ export class Pkcs11KeyManager implements KeyManager {
     try {
       return await this.withSession((s) => this.p11.verify(s, mechanism, entry.publicHandle!, data, req.signature), { signal: req.signal, generation });
     } catch (e) {
-      if (e instanceof HsmError && e.failure === 'handleStale') await this.keys.relookup(entry).catch(() => undefined);
+      await this.afterFailure(e, entry);
       throw e;
     }
   }
