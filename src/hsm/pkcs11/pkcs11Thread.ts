@@ -173,18 +173,15 @@ function run(req: Request): Reply {
 parentPort!.on('message', (calls: Request[]) => {
   let replies: Reply[] = [];
   let since = performance.now();
-  let lastMs = 0;
   for (const call of calls) {
-    // Answers held so far leave before a call that may be slow, so a quick answer never waits
-    // behind a long one: a slow kind of call, or a sign as slow as the last one was.
-    if (replies.length > 0 && (!QUICK_OPS.has(call.op) || lastMs >= REPLY_EVERY_MS)) {
+    // Answers held so far leave before a kind of call that may be slow (a batch, key generation),
+    // so a quick answer does not wait behind it; behind a sign it waits at most that one sign.
+    if (replies.length > 0 && !QUICK_OPS.has(call.op)) {
       parentPort!.postMessage(replies);
       replies = [];
       since = performance.now();
     }
-    const reply = run(call);
-    replies.push(reply);
-    lastMs = reply.ms;
+    replies.push(run(call));
     const now = performance.now();
     if (now - since >= REPLY_EVERY_MS) {
       parentPort!.postMessage(replies);
