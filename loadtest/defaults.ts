@@ -35,6 +35,7 @@ export interface HarnessDefaults {
   latencyHsmSessions: number;
   /** How often /readyz and the workers' RSS are sampled during a step. */
   probeIntervalMs: number;
+  machineProbeSamples: number;
   /** autocannon's per-request timeout; a slower answer counts as "timeout". */
   requestTimeoutSec: number;
   /** Where the harness keeps its own SoftHSMv2 token (git-ignored), apart from the dev token. */
@@ -78,6 +79,8 @@ export const DEFAULTS: HarnessDefaults = Object.freeze({
   latencyHsmThreads: 32,
   latencyHsmSessions: 32,
   probeIntervalMs: 500,
+  /** Passes of each machine-steadiness loop at the start and the end of a run (machineProbe.ts). */
+  machineProbeSamples: 6,
   requestTimeoutSec: 10,
   tokenDir: '.hsm/loadtest',
   tokenLabel: 'loadtest',

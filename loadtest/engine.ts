@@ -14,6 +14,7 @@ import { measureDirectRate, measurePractices, type DirectTarget } from './direct
 import { practiceResults } from './practices.js';
 import { ensureFillerObjects, keyNameFor, prepareToken } from './harnessToken.js';
 import { formatLatency, latencyModule } from './hsmLatency.js';
+import { probeMachine, probeNote } from './machineProbe.js';
 import { startLocalService, type LocalService } from './localService.js';
 import { planCapacity } from './plan.js';
 import { fixturesFor } from './pkiFixtures.js';
@@ -204,7 +205,7 @@ export function planFromReport(r: LoadTestReport, o: PlanOptions): { plan?: Capa
 /** Other work on the machine skews every number: the report says how busy it was. */
 function loadNote(before: number[], after: number[]): string {
   const f = (l: number[]): string => l.map((x) => x.toFixed(2)).join(', ');
-  return `Load average (1, 5, 15 min) at the start: ${f(before)}; at the end: ${f(after)} (on ${availableParallelism()} CPUs; anything else running competes with the service and the load generator).`;
+  return `Load average (1, 5, 15 min) at the start: ${f(before)}; at the end: ${f(after)} (on ${availableParallelism()} CPUs; it counts this run's own threads too, the service's HSM threads among them, so a high figure at the end is mostly the run itself; anything else running competes with the service and the load generator).`;
 }
 
 export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
@@ -252,6 +253,8 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
   async run(): Promise<LoadTestReport> {
     const startedAt = new Date().toISOString();
     const loadBefore = loadavg();
+    this.phase('probing how steady the machine is');
+    const probeStart = await probeMachine(DEFAULTS.machineProbeSamples);
     const specs = [...new Set(this.specs.map((s) => s.keySpec))];
     let token: LocalToken | undefined;
     let keyNames = new Map<KeySpec, string>(specs.map((s) => [s, keyNameFor(s)]));
@@ -292,13 +295,15 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     }
 
     await this.runVariants(variants, keyNames, this.stepTotal(variants.length));
+    this.phase('probing how steady the machine is');
+    const probe = { start: probeStart, end: await probeMachine(DEFAULTS.machineProbeSamples) };
 
     const report: LoadTestReport = {
       version: 1,
       startedAt,
       finishedAt: new Date().toISOString(),
       command: this.o.command,
-      machine: this.machine(),
+      machine: { ...this.machine(), probe },
       target: { urls: this.local ? [] : [...this.o.urls], local: this.local },
       ceilings: this.ceilings,
       steps: this.steps,
@@ -313,7 +318,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     if (this.repeats.length > 0) {
       this.notes.push(`Each step was measured ${this.repeat} times in rounds and the median kept (by signatures/s): ${this.repeats.join('; ')}.`);
     }
-    report.notes = [...this.standardNotes(variants), loadNote(loadBefore, loadavg()), ...this.notes];
+    report.notes = [...this.standardNotes(variants), loadNote(loadBefore, loadavg()), probeNote(probe.start, probe.end), ...this.notes];
     return report;
   }
 

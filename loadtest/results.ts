@@ -4,6 +4,14 @@
  * with one written next month (see report/compare.ts); bump `version` on any breaking change.
  */
 
+/** Two fixed loops timed a few times each (loadtest/machineProbe.ts). */
+export interface MachineProbe {
+  /** Milliseconds per pass of the compute loop, one per sample. */
+  computeMs: number[];
+  /** Milliseconds per pass of the memory-bound loop, one per sample. */
+  memoryMs: number[];
+}
+
 /** Where the numbers came from: without these a req/s figure cannot be compared with another. */
 export interface MachineFacts {
   cpus: number;
@@ -19,6 +27,8 @@ export interface MachineFacts {
   sessionsPerWorker: number;
   /** Simulated per-operation HSM latency, 0 when talking to a real HSM. */
   hsmLatencyUs: number;
+  /** How steady the machine was at the start and the end of the run (loadtest/machineProbe.ts). */
+  probe?: { start: MachineProbe; end: MachineProbe };
 }
 
 /** Milliseconds. */
@@ -327,3 +337,23 @@ export function formatBytesMiB(bytes: number): string {
 }
 
 export const NOT_AVAILABLE = NA;
+
+/** Nearest-rank percentile of an ascending list. */
+export function percentile(sorted: ArrayLike<number>, p: number): number {
+  if (sorted.length === 0) return 0;
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
+}
+
+/** (slowest − fastest) ÷ median: 0.1 means the same work took up to 10% longer from one sample to the next. */
+export function spreadOf(ms: readonly number[]): number {
+  if (ms.length === 0) return NaN;
+  const sorted = [...ms].sort((a, b) => a - b);
+  return (sorted[sorted.length - 1]! - sorted[0]!) / percentile(sorted, 50);
+}
+
+const range = (ms: readonly number[]): string => `${Math.min(...ms)} to ${Math.max(...ms)} ms`;
+
+export function probeSummary(p: MachineProbe): string {
+  return `memory-bound loop ${range(p.memoryMs)} (spread ${formatPercent(spreadOf(p.memoryMs), 0)}), compute loop ${range(p.computeMs)} (spread ${formatPercent(spreadOf(p.computeMs), 0)})`;
+}

@@ -6,7 +6,9 @@
  */
 import autocannon from 'autocannon';
 import type { Judgement, RequestTemplate, VerifyOutcome } from './requests.js';
-import type { LatencyStats, ServiceSample, StepResult } from './results.js';
+import { percentile, type LatencyStats, type ServiceSample, type StepResult } from './results.js';
+
+export { percentile };
 import type { ServiceProbe } from './serviceProbe.js';
 
 export interface StepProgress {
@@ -38,12 +40,6 @@ export interface StepOptions {
 
 const round3 = (n: number): number => Math.round(n * 1000) / 1000;
 
-/** Nearest-rank percentile of an ascending list. */
-export function percentile(sorted: ArrayLike<number>, p: number): number {
-  if (sorted.length === 0) return 0;
-  const rank = Math.ceil((p / 100) * sorted.length);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))]!;
-}
 
 export function latencyStats(values: Float64Array): LatencyStats {
   if (values.length === 0) return { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 };

@@ -6,8 +6,10 @@ import {
   NOT_AVAILABLE,
   formatInt,
   formatMs,
+  formatPercent,
   formatRate,
   formatSignedPercent,
+  spreadOf,
   type LoadTestReport,
   type MachineFacts,
   type StepResult,
@@ -72,6 +74,15 @@ export function compareReports(oldR: LoadTestReport, newR: LoadTestReport): stri
       'Warning: the runs differ in setup, so changes may not be caused by the code:',
       ...differing.map((f) => `  ${f}: ${String(oldR.machine[f])} -> ${String(newR.machine[f])}`),
     );
+  }
+
+  const steadiness = (r: LoadTestReport): string | undefined => {
+    const p = r.machine.probe;
+    return p ? formatPercent(Math.max(spreadOf(p.start.memoryMs), spreadOf(p.end.memoryMs)), 0) : undefined;
+  };
+  const [so, sn] = [steadiness(oldR), steadiness(newR)];
+  if (so !== undefined && sn !== undefined) {
+    out.push('', `Machine steadiness (memory-bound probe spread, the larger of start and end): old ${so}, new ${sn}. A change smaller than that is not settled.`);
   }
 
   const olds = index(oldR.steps);

@@ -15,6 +15,7 @@ import {
   formatRate,
   formatRatio,
   formatSignedPercent,
+  probeSummary,
   scenariosOf,
   stepsOf,
   totalErrors,
@@ -146,6 +147,7 @@ function headerSection(r: LoadTestReport): Section {
     { label: 'HSM module', value: m.hsmModule },
     { label: 'Workers × sessions', value: `${formatInt(m.workers)} × ${formatInt(m.sessionsPerWorker)}` },
     { label: 'Simulated HSM latency', value: m.hsmLatencyUs > 0 ? `${formatInt(m.hsmLatencyUs)} µs` : 'none' },
+    ...(m.probe ? [{ label: 'Machine steadiness', value: `start: ${probeSummary(m.probe.start)}; end: ${probeSummary(m.probe.end)}` }] : []),
   ];
   return { id: 'run', title: 'Run', blocks: [{ kind: 'facts', facts }] };
 }

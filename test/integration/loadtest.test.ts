@@ -45,6 +45,12 @@ test('a quick run writes report.json, report.md and report.html with sane number
   assert.ok(report.machine.cpus >= 1);
   assert.match(report.machine.node, /^v\d+/);
   assert.match(report.machine.hsmModule, /softhsm/);
+  for (const when of ['start', 'end'] as const) {
+    const p = report.machine.probe?.[when];
+    assert.ok(p && p.computeMs.length === 6 && p.memoryMs.length === 6, `machine probe at the ${when}`);
+    assert.ok([...p.computeMs, ...p.memoryMs].every((ms) => ms > 0 && ms < 10_000), JSON.stringify(p));
+  }
+  assert.ok(report.notes.some((n) => n.startsWith('Machine steadiness')), 'steadiness note');
   assert.deepEqual(report.steps.map((s) => [s.scenario, s.connections]), [[EC, 1], [EC, 8]]);
   for (const s of report.steps) {
     assert.ok(s.okRequests > 0, `${s.connections}: no good answers`);

@@ -8,6 +8,7 @@ import {
   formatMs,
   formatRatio,
   formatSignedPercent,
+  spreadOf,
   type LoadTestReport,
   type StepResult,
 } from '../../../loadtest/results.js';
@@ -55,6 +56,7 @@ function fixture(): LoadTestReport {
       workers: 4,
       sessionsPerWorker: 8,
       hsmLatencyUs: 0,
+      probe: { start: { computeMs: [34, 33, 35], memoryMs: [50, 75, 60] }, end: { computeMs: [33, 33, 33], memoryMs: [52, 52, 52] } },
     },
     target: { urls: ['http://127.0.0.1:8080'], local: true },
     ceilings: [
@@ -97,6 +99,13 @@ test('helpers: combined ceiling, efficiency, ceiling lookup for batches', () => 
   assert.equal(ceilingFor(r.ceilings, 'mix:80sign/20verify'), undefined);
 });
 
+test('spreadOf: (slowest − fastest) ÷ median, in any order', () => {
+  assert.equal(spreadOf([60, 50, 75]), 25 / 60);
+  assert.equal(spreadOf([10, 10]), 0);
+  assert.equal(spreadOf([40, 10, 20, 30]), 30 / 20, 'nearest-rank median of an even count is the lower middle');
+  assert.ok(Number.isNaN(spreadOf([])));
+});
+
 test('formatting is locale-free', () => {
   assert.equal(formatInt(1234567.4), '1,234,567');
   assert.equal(formatInt(-1234), '-1,234');
@@ -116,6 +125,13 @@ test('markdown: header, step rows with the right numbers in connection order, ta
   assert.ok(md.includes('- **Command:** `npm run loadtest -- --connections 1,50'), md);
   assert.ok(md.includes('- **CPU:** 8 × Test CPU @ 3.0GHz'));
   assert.ok(md.includes('- **Finished:** 2025-01-02T03:06:10.000Z (2 min 5 s)'));
+  // Spread = (slowest − fastest) ÷ median: (75 − 50) ÷ 60 = 42%, (35 − 33) ÷ 34 = 6%.
+  assert.ok(
+    md.includes(
+      '- **Machine steadiness:** start: memory-bound loop 50 to 75 ms (spread 42%), compute loop 33 to 35 ms (spread 6%); end: memory-bound loop 52 to 52 ms (spread 0%), compute loop 33 to 33 ms (spread 0%)',
+    ),
+    md,
+  );
   assert.ok(md.includes('## Scenario `sign:RSA_2048:RSASSA_PKCS1_V1_5_SHA_256`'));
   // 1,234.4 sig/s vs a 1,600 ceiling = 77.2%; errors 12 of 12,000 requests.
   const row50 =
@@ -211,6 +227,8 @@ test('compare: change in % per common step, steps only in one, machine differenc
   const l50 = line(RSA, 50);
   assert.match(l50, /1,234\s+617\s+-50\.0%\s+56\.79\s+113\.58\s+\+100\.0%$/, text);
   assert.ok(text.includes('Only in old:\n  sign:ECC_NIST_P256:ECDSA_SHA_256 @ 1 connections'), text);
+  // The larger memory-probe spread of each run: old 42% (start), new 42% too (same fixture).
+  assert.ok(text.includes('Machine steadiness (memory-bound probe spread, the larger of start and end): old 42%, new 42%.'), text);
   assert.ok(text.includes('Only in new:\n  sign:ECC_NIST_P256:ECDSA_SHA_256 @ 100 connections: 5,000 sig/s, p99 40.00 ms'), text);
   assert.ok(text.includes('workers: 4 -> 8'));
   const header = text.split('\n').find((l) => l.startsWith('scenario')) ?? '';
