@@ -37,7 +37,7 @@ fromHealth('hsm_signer_hsm_breaker_open', 'workers whose HSM circuit breaker is 
 fromHealth('hsm_signer_hsm_ready', 'workers ready (logged in, keys loaded, not recovering)', (s) => (s.health().ready ? 1 : 0));
 fromHealth('hsm_signer_keys', 'key versions in the cache', (s) => s.health().keys, 'max');
 
-/** Counts a finished request and its duration (requestContext calls it when the response is finished). */
+/** Counts a request and its duration when its response is done or its caller gone (status 499; see requestContext). */
 export function recordRequest(req: Request, status: number, seconds: number): void {
   const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
   requests.inc({ method: req.method, route, status: String(status) });

@@ -6,10 +6,14 @@ import { recordRequest } from './metrics.js';
 
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** The status a request is counted under when the caller hung up before its answer was complete (nginx's 499). */
+export const CLIENT_CLOSED_REQUEST = 499;
+
 /**
  * Everything every request needs, in one middleware (each Express layer costs a pass through its
  * dispatch): X-Request-Id (the caller's if safe, else new), the request's deadline (X-Deadline-Ms
- * may only lower it), and, once the response is finished, the request metrics and the debug log.
+ * may only lower it), and, once the response is done or the caller gone, the request metrics and
+ * the debug log.
  */
 export function requestContext(defaultDeadlineMs: number, logger: Logger): RequestHandler {
   return (req, res, next) => {
@@ -18,10 +22,18 @@ export function requestContext(defaultDeadlineMs: number, logger: Logger): Reque
     res.locals.requestId = id;
     res.setHeader('X-Request-Id', id);
     const start = performance.now();
-    res.on('finish', () => {
+    // Counted on 'close', which comes after 'finish' or without it: a caller that hangs up before its
+    // answer is out (a client timeout, a cancelled call) must still be counted and timed. Only
+    // 'finish' tells the two apart: an error answer written to a socket already gone looks ended.
+    let finished = false;
+    res.once('finish', () => {
+      finished = true;
+    });
+    res.once('close', () => {
       const ms = performance.now() - start;
-      recordRequest(req, res.statusCode, ms / 1000);
-      if (logger.isLevelEnabled('debug')) logger.debug({ requestId: id, method: req.method, path: req.path, status: res.statusCode, ms: +ms.toFixed(2) }, 'request');
+      const status = finished ? res.statusCode : CLIENT_CLOSED_REQUEST;
+      recordRequest(req, status, ms / 1000);
+      if (logger.isLevelEnabled('debug')) logger.debug({ requestId: id, method: req.method, path: req.path, status, ms: +ms.toFixed(2) }, 'request');
     });
     const header = req.headers['x-deadline-ms'];
     let budget = defaultDeadlineMs;

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -78,6 +80,30 @@ test('metrics: Prometheus text with request counts and HSM pool gauges', async (
   assert.match(res.text, /hsm_signer_hsm_sessions_idle \d+/);
   assert.match(res.text, /hsm_signer_hsm_breaker_open 0/);
   assert.ok(!res.text.includes(token.pin) && !res.text.includes(PAY));
+});
+
+test('metrics: a caller that hangs up before its answer is counted, as 499', async () => {
+  const aborted = (text: string): number => Number(/hsm_signer_http_requests_total\{method="POST",route="unmatched",status="499"\} (\d+)/.exec(text)?.[1] ?? 0);
+  const before = aborted((await request(svc.app).get('/metrics').expect(200)).text);
+  const server = svc.app.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  try {
+    const { port } = server.address() as AddressInfo;
+    // Half a body, then the caller gives up: no response is ever finished.
+    const socket = connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.write(`POST /v1/keys/payments-ec/sign HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${PAY}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{"algorithm":`);
+    await new Promise((r) => setTimeout(r, 50));
+    socket.destroy();
+    let after = before;
+    for (let i = 0; i < 50 && after === before; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      after = aborted((await request(svc.app).get('/metrics').expect(200)).text);
+    }
+    assert.equal(after - before, 1, 'the aborted request is counted once, as 499');
+  } finally {
+    server.close();
+  }
 });
 
 test('openapi: documents every error code and the v1 paths', async () => {
