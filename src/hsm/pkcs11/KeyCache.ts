@@ -16,15 +16,18 @@ export interface KeyEntry extends KeyVersion {
   publicHandle: Handle | undefined;
 }
 
+/** Why a private key on the token is not served; it goes to the log, once per key object. */
+export type SkipReporter = (label: string, reason: string) => void;
+
 /**
  * A public key node:crypto refuses (a point off the curve, a curve it does not know) makes that
  * one object unservable; it must not fail the scan of every other key.
  */
-function publicKeyOrNone<T>(make: () => T): T | undefined {
+function publicKeyOr<T>(make: () => T | undefined, skip: (reason: string) => undefined): T | undefined {
   try {
-    return make();
-  } catch {
-    return undefined;
+    return make() ?? skip('its key size or curve is not one the service signs with');
+  } catch (e) {
+    return skip(`node:crypto refuses its public key (${(e as Error).message.slice(0, 120)})`);
   }
 }
 
@@ -54,12 +57,19 @@ export class KeyCache {
   private epoch = 0;
   loaded = false;
 
+  private readonly missRescanMs: number;
+  private readonly now: () => number;
+  private readonly onSkip: SkipReporter;
+
   constructor(
     private readonly p11: AsyncPkcs11,
     private readonly withSession: SessionRunner,
-    private readonly missRescanMs = 1000,
-    private readonly now: () => number = Date.now,
-  ) {}
+    o: { missRescanMs?: number; now?: () => number; onSkip?: SkipReporter } = {},
+  ) {
+    this.missRescanMs = o.missRescanMs ?? 1000;
+    this.now = o.now ?? Date.now;
+    this.onSkip = o.onSkip ?? (() => undefined);
+  }
 
   get size(): number {
     let n = 0;
@@ -133,7 +143,13 @@ export class KeyCache {
     const id = attr(attrs, P11.CKA_ID) ?? Buffer.alloc(0);
     const keyType = attr(attrs, P11.CKA_KEY_TYPE)?.readUInt32LE(0); // CK_ULONG, little-endian on every platform we run on
     const parsed = label === undefined ? undefined : parseKeyLabel(label);
-    if (!parsed || id.length === 0) return undefined;
+    // A key whose label is no key name is someone else's business: not served, not reported.
+    if (!parsed) return undefined;
+    const skip = (reason: string): undefined => {
+      this.onSkip(label!, reason);
+      return undefined;
+    };
+    if (id.length === 0) return skip('it has no CKA_ID, so its public key cannot be found');
     const [pub] = await this.p11.findObjects(s, [
       { type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY },
       { type: P11.CKA_ID, value: id },
@@ -143,11 +159,14 @@ export class KeyCache {
       // The modulus and exponent are public even on a sensitive private key.
       const a = await this.p11.getAttributes(s, pub ?? handle, [P11.CKA_MODULUS, P11.CKA_PUBLIC_EXPONENT]);
       const [n, e] = [attr(a, P11.CKA_MODULUS), attr(a, P11.CKA_PUBLIC_EXPONENT)];
-      key = n && e ? publicKeyOrNone(() => rsaPublicKey(n, e)) : undefined;
-    } else if (keyType === P11.CKK_EC && pub) {
+      key = n && e ? publicKeyOr(() => rsaPublicKey(n, e), skip) : skip('its modulus or public exponent cannot be read');
+    } else if (keyType === P11.CKK_EC) {
+      if (!pub) return skip('no public-key object has its CKA_ID (an EC private key does not hold its point)');
       const a = await this.p11.getAttributes(s, pub, [P11.CKA_EC_PARAMS, P11.CKA_EC_POINT]);
       const [params, point] = [attr(a, P11.CKA_EC_PARAMS), attr(a, P11.CKA_EC_POINT)];
-      key = params && point ? publicKeyOrNone(() => ecPublicKey(params, point)) : undefined;
+      key = params && point ? publicKeyOr(() => ecPublicKey(params, point), skip) : skip('its public key has no CKA_EC_PARAMS or CKA_EC_POINT');
+    } else {
+      return skip(keyType === undefined ? 'its CKA_KEY_TYPE cannot be read' : `its key type (CKK 0x${keyType.toString(16)}) is not one the service signs with`);
     }
     if (!key) return undefined;
     return {

@@ -88,14 +88,18 @@ export class Pkcs11KeyManager implements KeyManager {
   ) {
     // Scans check the login first: a logged-out session sees no private keys, and an empty scan
     // would otherwise replace the cache and turn every key into a 404 until the next scan.
-    this.keys = new KeyCache(p11, (fn) =>
-      this.withSession(
-        async (s) => {
-          await this.assertLoggedIn(s);
-          return fn(s);
-        },
-        { internal: true },
-      ),
+    this.keys = new KeyCache(
+      p11,
+      (fn) =>
+        this.withSession(
+          async (s) => {
+            await this.assertLoggedIn(s);
+            return fn(s);
+          },
+          { internal: true },
+        ),
+      // A key another tool made in a form the service cannot serve would otherwise just be a 404.
+      { onSkip: (label, reason) => this.options.logger.warn({ label, reason }, 'a signing key on the token is not served') },
     );
   }
 
