@@ -62,7 +62,8 @@ export function probeNote(start: MachineProbe, end: MachineProbe): string {
   return (
     `Machine steadiness (loadtest/machineProbe.ts, ${start.memoryMs.length} samples): at the start ${probeSummary(start)}; at the end ${probeSummary(end)}. ` +
     'The same work took that much longer from one second to the next with nothing else of this run running: ' +
-    'rates of memory-heavy work (HTTP, the service) move by as much, so two runs of the same code can differ by that spread.'
+    'rates of memory-heavy work (HTTP, the service) move by as much, so two runs of the same code can differ by that spread; ' +
+    "a run whose memory-loop median is slower than another's ran on a busier host."
   );
 }
 

@@ -352,8 +352,12 @@ export function spreadOf(ms: readonly number[]): number {
   return (sorted[sorted.length - 1]! - sorted[0]!) / percentile(sorted, 50);
 }
 
-const range = (ms: readonly number[]): string => `${Math.min(...ms)} to ${Math.max(...ms)} ms`;
+const loop = (ms: readonly number[]): string => {
+  const sorted = [...ms].sort((a, b) => a - b);
+  return `${sorted[0]} to ${sorted[sorted.length - 1]} ms (median ${percentile(sorted, 50)}, spread ${formatPercent(spreadOf(sorted), 0)})`;
+};
 
+/** The medians say how fast the host's memory was (comparable between runs on one machine), the spreads how steady. */
 export function probeSummary(p: MachineProbe): string {
-  return `memory-bound loop ${range(p.memoryMs)} (spread ${formatPercent(spreadOf(p.memoryMs), 0)}), compute loop ${range(p.computeMs)} (spread ${formatPercent(spreadOf(p.computeMs), 0)})`;
+  return `memory-bound loop ${loop(p.memoryMs)}, compute loop ${loop(p.computeMs)}`;
 }

@@ -9,6 +9,7 @@ import {
   formatPercent,
   formatRate,
   formatSignedPercent,
+  percentile,
   spreadOf,
   type LoadTestReport,
   type MachineFacts,
@@ -78,11 +79,16 @@ export function compareReports(oldR: LoadTestReport, newR: LoadTestReport): stri
 
   const steadiness = (r: LoadTestReport): string | undefined => {
     const p = r.machine.probe;
-    return p ? formatPercent(Math.max(spreadOf(p.start.memoryMs), spreadOf(p.end.memoryMs)), 0) : undefined;
+    if (!p) return undefined;
+    const all = [...p.start.memoryMs, ...p.end.memoryMs].sort((a, b) => a - b);
+    return `median ${percentile(all, 50)} ms, spread ${formatPercent(spreadOf(all), 0)}`;
   };
   const [so, sn] = [steadiness(oldR), steadiness(newR)];
   if (so !== undefined && sn !== undefined) {
-    out.push('', `Machine steadiness (memory-bound probe spread, the larger of start and end): old ${so}, new ${sn}. A change smaller than that is not settled.`);
+    out.push(
+      '',
+      `Machine steadiness (memory-bound probe, start and end together): old ${so}; new ${sn}. A slower median means a busier host; a change smaller than the spreads is not settled.`,
+    );
   }
 
   const olds = index(oldR.steps);

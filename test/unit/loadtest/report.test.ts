@@ -128,7 +128,7 @@ test('markdown: header, step rows with the right numbers in connection order, ta
   // Spread = (slowest − fastest) ÷ median: (75 − 50) ÷ 60 = 42%, (35 − 33) ÷ 34 = 6%.
   assert.ok(
     md.includes(
-      '- **Machine steadiness:** start: memory-bound loop 50 to 75 ms (spread 42%), compute loop 33 to 35 ms (spread 6%); end: memory-bound loop 52 to 52 ms (spread 0%), compute loop 33 to 33 ms (spread 0%)',
+      '- **Machine steadiness:** start: memory-bound loop 50 to 75 ms (median 60, spread 42%), compute loop 33 to 35 ms (median 34, spread 6%); end: memory-bound loop 52 to 52 ms (median 52, spread 0%), compute loop 33 to 33 ms (median 33, spread 0%)',
     ),
     md,
   );
@@ -227,8 +227,8 @@ test('compare: change in % per common step, steps only in one, machine differenc
   const l50 = line(RSA, 50);
   assert.match(l50, /1,234\s+617\s+-50\.0%\s+56\.79\s+113\.58\s+\+100\.0%$/, text);
   assert.ok(text.includes('Only in old:\n  sign:ECC_NIST_P256:ECDSA_SHA_256 @ 1 connections'), text);
-  // The larger memory-probe spread of each run: old 42% (start), new 42% too (same fixture).
-  assert.ok(text.includes('Machine steadiness (memory-bound probe spread, the larger of start and end): old 42%, new 42%.'), text);
+  // Start and end together: 50 52 52 52 60 75, median 52 (nearest rank), spread (75 − 50) ÷ 52 = 48%.
+  assert.ok(text.includes('Machine steadiness (memory-bound probe, start and end together): old median 52 ms, spread 48%; new median 52 ms, spread 48%.'), text);
   assert.ok(text.includes('Only in new:\n  sign:ECC_NIST_P256:ECDSA_SHA_256 @ 100 connections: 5,000 sig/s, p99 40.00 ms'), text);
   assert.ok(text.includes('workers: 4 -> 8'));
   const header = text.split('\n').find((l) => l.startsWith('scenario')) ?? '';
