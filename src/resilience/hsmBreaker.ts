@@ -55,14 +55,12 @@ export function breakerState(b: HsmBreaker): 'closed' | 'open' | 'halfOpen' {
   return b.opened ? 'open' : b.halfOpen ? 'halfOpen' : 'closed';
 }
 
-/** Runs op through the breaker; an open circuit becomes a fast 503 with Retry-After. */
-export async function throughBreaker<T>(b: HsmBreaker, op: () => Promise<T>, resetTimeoutMs: number): Promise<T> {
-  try {
-    return (await b.fire(op)) as T;
-  } catch (e) {
+/** Runs op through the breaker; an open circuit becomes a fast 503 with Retry-After. (Not async: one frame less per call.) */
+export function throughBreaker<T>(b: HsmBreaker, op: () => Promise<T>, resetTimeoutMs: number): Promise<T> {
+  return (b.fire(op) as Promise<T>).catch((e: unknown) => {
     if ((e as { code?: string }).code === 'EOPENBREAKER') {
       throw new ServiceError('HSM_UNAVAILABLE', 'the HSM circuit breaker is open after repeated HSM failures; retry later', Math.max(1, Math.ceil(resetTimeoutMs / 1000)));
     }
     throw e;
-  }
+  });
 }

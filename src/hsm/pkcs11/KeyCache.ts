@@ -183,10 +183,14 @@ export class KeyCache {
     };
   }
 
-  private lookup(name: string, version?: number): KeyEntry | undefined {
+  /** The cached entry for a key version (default: current), or undefined: no HSM call, no rescan. */
+  lookup(name: string, version?: number): KeyEntry | undefined {
     const versions = this.byName.get(name);
     if (!versions) return undefined;
-    return versions.get(version ?? Math.max(...versions.keys()));
+    if (version !== undefined) return versions.get(version);
+    let current = 0;
+    for (const v of versions.keys()) if (v > current) current = v;
+    return versions.get(current);
   }
 
   /** The entry for a key version (default: current); rescans once if it is not known yet. */

@@ -387,9 +387,13 @@ export class Pkcs11KeyManager implements KeyManager {
   /** The key and the PKCS#11 sign call for a request: no such key, or a key that does not fit the algorithm, throws. */
   private async signCall(req: Omit<SignRequest, 'signal'>): Promise<{ entry: KeyEntry; call: SignCall }> {
     const entry = await this.resolveKey(req.name, req.version);
+    return { entry, call: this.callFor(entry, req) };
+  }
+
+  private callFor(entry: KeyEntry, req: Omit<SignRequest, 'signal'>): SignCall {
     this.checkAlgorithm(entry, req.algorithm);
     const { mechanism, data } = signingInput(req.algorithm, req.digest);
-    return { entry, call: { mechanism, key: entry.privateHandle, data, maxSignatureLength: signatureLength(entry.keySpec) } };
+    return { mechanism, key: entry.privateHandle, data, maxSignatureLength: signatureLength(entry.keySpec) };
   }
 
   /** A handle the HSM no longer knows is looked up again for the caller's retry. */
@@ -400,7 +404,9 @@ export class Pkcs11KeyManager implements KeyManager {
   async sign(req: SignRequest): Promise<SignResult> {
     // Key handles are only good in the generation they were found in.
     const generation = this.generation;
-    const { entry, call } = await this.signCall(req);
+    // A cached key needs no async detour (each one is garbage per request); a miss may rescan.
+    const entry = (this.keys.loaded ? this.keys.lookup(req.name, req.version) : undefined) ?? (await this.resolveKey(req.name, req.version));
+    const call = this.callFor(entry, req);
     try {
       const signature = await this.withSession((s) => this.p11.sign(s, call.mechanism, call.key, call.data, call.maxSignatureLength), { signal: req.signal, generation });
       return { name: entry.name, version: entry.version, keySpec: entry.keySpec, signature };
