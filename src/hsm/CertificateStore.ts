@@ -3,6 +3,8 @@
  * both store certificate objects), so the token holds the intermediate CA's key and its
  * certificates together. The store does not judge certificates: callers check them first.
  */
+import type { CancelSignal } from './KeyManager.js';
+
 export interface CertificateObject {
   /** The certificate, DER. */
   readonly der: Buffer;
@@ -21,7 +23,7 @@ export interface StoredCertificates {
 
 export interface CertificateStoreOptions {
   /** Aborted when the caller stops waiting: no HSM call is started after that. */
-  readonly signal?: AbortSignal;
+  readonly signal?: CancelSignal;
 }
 
 export interface CertificateStore {

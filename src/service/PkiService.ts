@@ -1,4 +1,4 @@
-import type { KeyVersion } from '../hsm/KeyManager.js';
+import type { CancelSignal, KeyVersion } from '../hsm/KeyManager.js';
 import type { CertificateObject, CertificateStore, StoredCertificates } from '../hsm/CertificateStore.js';
 import { ServiceError, conflict, notFound } from '../errors.js';
 import {
@@ -16,7 +16,7 @@ import {
 } from '../pki/index.js';
 import { sequenceElements } from '../pki/der.js';
 import { toPem } from '../pki/pem.js';
-import { withDeadline } from './deadline.js';
+import { Cancellation, withDeadline } from './deadline.js';
 import { pickVersion, type SigningService } from './SigningService.js';
 
 export interface CsrInput {
@@ -87,9 +87,9 @@ export class PkiService {
   }
 
   /** A store call bounded by the request's deadline: nothing is started at the HSM after it. */
-  private bounded<T>(op: (signal: AbortSignal) => Promise<T>, deadline: number): Promise<T> {
-    const controller = new AbortController();
-    return withDeadline(op(controller.signal), deadline, { controller });
+  private bounded<T>(op: (signal: CancelSignal) => Promise<T>, deadline: number): Promise<T> {
+    const cancel = new Cancellation();
+    return withDeadline(op(cancel), deadline, { controller: cancel });
   }
 
   async csr(name: string, input: CsrInput, deadline: number): Promise<{ keyVersion: number; csrPem: string }> {

@@ -4,11 +4,11 @@ import { digestInfo, hash } from '../crypto/digest.js';
 import { ecdsaDerToRaw, ecdsaRawToDer } from '../crypto/ecdsaSignature.js';
 import { invalid, notFound, ServiceError } from '../errors.js';
 import { HsmError } from '../hsm/errors.js';
-import type { HsmHealth, KeyInfo, KeyManager, KeyVersion, SignManyOutcome, SignRequest, SignResult } from '../hsm/KeyManager.js';
+import type { CancelSignal, HsmHealth, KeyInfo, KeyManager, KeyVersion, SignManyOutcome, SignRequest, SignResult } from '../hsm/KeyManager.js';
 import { countsAgainstHsm, throughBreaker, breakerState, type HsmBreaker } from '../resilience/hsmBreaker.js';
 import { retry } from '../resilience/retry.js';
 import type { RetryBudget } from '../resilience/retryBudget.js';
-import { withDeadline } from './deadline.js';
+import { Cancellation, withDeadline } from './deadline.js';
 
 export type SignatureFormat = 'der' | 'raw';
 
@@ -70,10 +70,10 @@ export class SigningService {
    * An HSM operation with retries, breaker and deadline. The signal aborts at the deadline so
    * that an attempt still waiting for a session gives up its place instead of signing for nobody.
    */
-  private guarded<T>(op: (signal: AbortSignal) => Promise<T>, deadline: number): Promise<T> {
+  private guarded<T>(op: (signal: CancelSignal) => Promise<T>, deadline: number): Promise<T> {
     const r = this.resilience;
-    const controller = new AbortController();
-    const work = retry(() => throughBreaker(r.breaker, () => op(controller.signal), r.breakerResetMs), {
+    const cancel = new Cancellation();
+    const work = retry(() => throughBreaker(r.breaker, () => op(cancel), r.breakerResetMs), {
       maxAttempts: r.maxAttempts,
       backoff: r.backoff,
       deadline,
@@ -81,7 +81,7 @@ export class SigningService {
       isRetryable,
       ...(r.onRetry ? { onRetry: (attempt: number, _delay: number, e: unknown) => r.onRetry!(attempt, e) } : {}),
     });
-    return withDeadline(work, deadline, { controller });
+    return withDeadline(work, deadline, { controller: cancel });
   }
 
   listKeys(deadline: number): Promise<KeyInfo[]> {

@@ -3,7 +3,7 @@ import { algorithmInfo, KEY_SPEC_INFO, signatureLength, type SigningAlgorithm } 
 import { invalid, ServiceError } from '../../errors.js';
 import { fullJitterBackoff } from '../../resilience/backoff.js';
 import { classify, CKR, HsmError, isPkcs11Failure, recoveringError, SESSION_GONE, toHsmError } from '../errors.js';
-import type { HsmHealth, KeyInfo, KeyManager, SignManyOutcome, SignRequest, SignResult, VerifyDigestRequest } from '../KeyManager.js';
+import type { CancelSignal, HsmHealth, KeyInfo, KeyManager, SignManyOutcome, SignRequest, SignResult, VerifyDigestRequest } from '../KeyManager.js';
 import type { AsyncPkcs11, Handle, SignCall } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
 import { KeyCache, type KeyEntry } from './KeyCache.js';
@@ -35,7 +35,7 @@ export interface Pkcs11KeyManagerOptions {
 
 interface SessionOptions {
   /** The caller's deadline: no session is waited for, and no call started, after it aborts. */
-  readonly signal?: AbortSignal | undefined;
+  readonly signal?: CancelSignal | undefined;
   /** The module generation the caller's key handles belong to: a session of another one is refused. */
   readonly generation?: number;
   /** Recovery's own work (the key scan) runs while `recovering` is set. */
@@ -223,7 +223,7 @@ export class Pkcs11KeyManager implements KeyManager {
   }
 
   /** Does what a failure calls for, then returns the error to throw (the caller's retry does the rest). */
-  private async repair(e: { code: number; method: string }, signal: AbortSignal): Promise<HsmError> {
+  private async repair(e: { code: number; method: string }, signal: CancelSignal): Promise<HsmError> {
     const err = toHsmError(e);
     if (this.closed) return err;
     this.options.logger.debug({ method: e.method, ckr: err.ckr, failure: err.failure }, 'HSM call failed');
@@ -240,7 +240,7 @@ export class Pkcs11KeyManager implements KeyManager {
    * session is gone too (C_CloseAllSessions, a token reset) or the losses persist, everything
    * is rebuilt.
    */
-  private async sessionLost(signal: AbortSignal): Promise<void> {
+  private async sessionLost(signal: CancelSignal): Promise<void> {
     let rebuild = ++this.sessionLossStreak >= PERSISTENT_SESSION_LOSS;
     if (!rebuild) {
       this.checkingSessions ??= this.checkSessions().finally(() => {
@@ -416,7 +416,7 @@ export class Pkcs11KeyManager implements KeyManager {
     }
   }
 
-  async signMany(reqs: readonly Omit<SignRequest, 'signal'>[], signal?: AbortSignal): Promise<SignManyOutcome[]> {
+  async signMany(reqs: readonly Omit<SignRequest, 'signal'>[], signal?: CancelSignal): Promise<SignManyOutcome[]> {
     const generation = this.generation;
     const out: (SignManyOutcome | undefined)[] = new Array<SignManyOutcome | undefined>(reqs.length).fill(undefined);
     let rest: { index: number; entry: KeyEntry; call: SignCall }[] = [];
@@ -528,7 +528,7 @@ function asServiceError(e: unknown): unknown {
 }
 
 /** Resolves when `p` settles, the signal aborts, or `ms` pass, whichever is first; never rejects. */
-function waitFor(p: Promise<unknown> | undefined, signal: AbortSignal, ms: number): Promise<void> {
+function waitFor(p: Promise<unknown> | undefined, signal: CancelSignal, ms: number): Promise<void> {
   if (!p || signal.aborted) return Promise.resolve();
   return new Promise<void>((resolve) => {
     const done = (): void => {

@@ -1,5 +1,6 @@
 import { createPool, type Pool } from 'generic-pool';
 import { ServiceError } from '../../errors.js';
+import type { CancelSignal } from '../KeyManager.js';
 import type { Handle } from './AsyncPkcs11.js';
 
 export interface PooledSession {
@@ -95,7 +96,7 @@ export class SessionPool {
    * A session, or a rejection: the pool's close reason, OVERLOADED when the queue is full, the
    * signal's reason when it aborts first, or the C_OpenSession failure.
    */
-  async acquire(signal: AbortSignal): Promise<PooledSession> {
+  async acquire(signal: CancelSignal): Promise<PooledSession> {
     await this.permit(signal);
     let slot: Slot;
     try {
@@ -116,7 +117,7 @@ export class SessionPool {
     return slot;
   }
 
-  private permit(signal: AbortSignal): Promise<void> {
+  private permit(signal: CancelSignal): Promise<void> {
     if (this.closedWith !== undefined) return Promise.reject(this.closedWith);
     if (signal.aborted) return Promise.reject(signal.reason);
     if (this.permits > 0) {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ServiceError } from '../../../src/errors.js';
-import { withDeadline } from '../../../src/service/deadline.js';
+import { Cancellation, withDeadline } from '../../../src/service/deadline.js';
 
 const isDeadline = (e: unknown): boolean => e instanceof ServiceError && e.code === 'DEADLINE_EXCEEDED' && e.status === 504;
 
@@ -25,4 +25,36 @@ test('a deadline already past rejects without waiting', async () => {
   const controller = new AbortController();
   await assert.rejects(withDeadline(new Promise(() => undefined), 5, { controller, now: () => 10 }), isDeadline);
   assert.ok(controller.signal.aborted);
+});
+
+test('Cancellation: the deadline aborts it once, with the reason; each listener runs once, a removed one never', async () => {
+  const cancel = new Cancellation();
+  const calls: string[] = [];
+  const a = (): void => void calls.push('a');
+  const b = (): void => void calls.push('b');
+  cancel.addEventListener('abort', a);
+  cancel.addEventListener('abort', b);
+  cancel.removeEventListener('abort', a);
+  await assert.rejects(withDeadline(new Promise(() => undefined), Date.now() + 20, { controller: cancel }), isDeadline);
+  assert.ok(cancel.aborted);
+  assert.ok(isDeadline(cancel.reason));
+  cancel.abort(new Error('again'));
+  assert.ok(isDeadline(cancel.reason), 'a second abort changes nothing');
+  cancel.addEventListener('abort', a);
+  assert.deepEqual(calls, ['b'], 'b once; a removed before, and added after the abort, never');
+});
+
+test('Cancellation: a listener that throws does not stop the others; the error is rethrown outside abort()', (t) => {
+  const cancel = new Cancellation();
+  const ran: number[] = [];
+  cancel.addEventListener('abort', () => {
+    throw new Error('listener bug');
+  });
+  cancel.addEventListener('abort', () => void ran.push(2));
+  const deferred: (() => void)[] = [];
+  t.mock.method(globalThis, 'queueMicrotask', (fn: () => void) => void deferred.push(fn));
+  cancel.abort('stop');
+  assert.deepEqual(ran, [2]);
+  assert.equal(deferred.length, 1);
+  assert.throws(deferred[0]!, /listener bug/);
 });
