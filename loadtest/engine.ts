@@ -68,7 +68,8 @@ export interface LoadTestOptions {
   readonly warmupSec: number;
   /**
    * Each step (and each ceiling) is measured this many times, in rounds, and the median kept:
-   * on a shared machine one 10-second window can be hit by someone else's work.
+   * each round measures the ceilings and then every set-up, so that what a target compares meets
+   * the same stretches of a shared host's drifting speed (see runRounds).
    */
   readonly repeat?: number;
   readonly sampleRate: number;
@@ -208,6 +209,12 @@ function loadNote(before: number[], after: number[]): string {
   return `Load average (1, 5, 15 min) at the start: ${f(before)}; at the end: ${f(after)} (on ${availableParallelism()} CPUs; it counts this run's own threads too, the service's HSM threads among them, so a high figure at the end is mostly the run itself; anything else running competes with the service and the load generator).`;
 }
 
+/** Every round's ceiling measurements, until finishCeilings keeps the medians. */
+interface CeilingRounds {
+  readonly direct: Map<string, Awaited<ReturnType<typeof measureDirectRate>>[]>;
+  readonly http: Map<string, StepResult[]>;
+}
+
 export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
   private readonly specs: ScenarioSpec[];
   private readonly notes: string[] = [];
@@ -286,7 +293,6 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
           latencyUs: this.o.hsmLatencyUs,
         });
       }
-      if (this.o.ceilings) await this.measureCeilings(token, keyNames);
     } else {
       if (this.o.hsmLatencyUs) this.note('--hsm-latency applies only when the harness starts the service; ignored with --url.');
       if (this.o.tokenObjects) this.note('--token-objects applies only when the harness starts the service; ignored with --url.');
@@ -294,7 +300,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
       variants.push({ modulePath: 'remote', env: {}, latencyUs: 0 });
     }
 
-    await this.runVariants(variants, keyNames, this.stepTotal(variants.length));
+    await this.runRounds(variants, keyNames, this.stepTotal(variants.length), this.local && this.o.ceilings ? token : undefined);
     this.phase('probing how steady the machine is');
     const probe = { start: probeStart, end: await probeMachine(DEFAULTS.machineProbeSamples) };
 
@@ -369,13 +375,19 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     return n;
   }
 
-  private async measureCeilings(token: LocalToken, keyNames: Map<KeySpec, string>): Promise<void> {
+  /**
+   * One round of the ceilings: the direct PKCS#11 rate of each key and algorithm, then the bare-HTTP
+   * rate of each scenario. The rounds interleave with the service's (see runRounds); finishCeilings
+   * keeps the medians.
+   */
+  private async measureCeilingRound(token: LocalToken, keyNames: Map<KeySpec, string>, rounds: CeilingRounds): Promise<void> {
     const specs = this.specs.filter(isCeilingScenario);
     if (specs.length === 0) return;
-    const direct = new Map<string, { opsPerSec: number; processes: number; inFlight: number }>();
+    const measured = new Set<string>();
     for (const spec of specs) {
       const id = `${spec.keySpec}:${spec.algorithm}`;
-      if (direct.has(id)) continue;
+      if (measured.has(id)) continue;
+      measured.add(id);
       this.phase(`ceiling: direct PKCS#11 ${id}, ${this.o.workers} process(es)`);
       const target: DirectTarget = {
         modulePath: SOFTHSM_MODULE,
@@ -386,25 +398,17 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
         keySpec: spec.keySpec,
         algorithm: spec.algorithm,
       };
-      const rounds = [];
-      for (let round = 0; round < this.repeat; round++) {
-        rounds.push(
-          await measureDirectRate(target, {
-            processes: this.o.workers,
-            inFlight: this.o.directInFlight,
-            threadpool: this.o.directThreadpool,
-            durationSec: this.o.ceilingDurationSec,
-            warmupSec: this.o.ceilingWarmupSec ?? 1,
-          }),
-        );
-      }
-      const r = [...rounds].sort((a, b) => a.opsPerSec - b.opsPerSec)[Math.floor((rounds.length - 1) / 2)]!;
-      direct.set(id, r);
-      for (const x of rounds) {
-        this.note(
-          `Direct PKCS#11 ${id}: ${x.tried.map((t) => `${formatRate(t.opsPerSec)} ops/s with ${t.inFlight} in flight (${formatNumber(t.cpuMsPerOp, 3)} ms CPU per signature)`).join(', ')} (${x.processes} process(es)).`,
-        );
-      }
+      const x = await measureDirectRate(target, {
+        processes: this.o.workers,
+        inFlight: this.o.directInFlight,
+        threadpool: this.o.directThreadpool,
+        durationSec: this.o.ceilingDurationSec,
+        warmupSec: this.o.ceilingWarmupSec ?? 1,
+      });
+      rounds.direct.set(id, [...(rounds.direct.get(id) ?? []), x]);
+      this.note(
+        `Direct PKCS#11 ${id}: ${x.tried.map((t) => `${formatRate(t.opsPerSec)} ops/s with ${t.inFlight} in flight (${formatNumber(t.cpuMsPerOp, 3)} ms CPU per signature)`).join(', ')} (${x.processes} process(es)).`,
+      );
     }
 
     this.phase(`ceiling: bare HTTP (Express, ${this.o.workers} worker(s))`);
@@ -421,37 +425,44 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
         const templates = await buildTemplates(spec, key, DEFAULTS.bodiesPerScenario);
         const common = { scenario: spec.name, urls: [server.url], templates, sampleRate: 0, timeoutSec: this.o.timeoutSec, connections: this.o.ceilingConnections };
         await runStep({ ...common, durationSec: this.o.ceilingWarmupSec ?? 1 });
-        const httpRounds: StepResult[] = [];
-        for (let round = 0; round < this.repeat; round++) {
-          const probe = new ServiceProbe({ pids: () => server.workerPids(), intervalMs: this.o.probeIntervalMs });
-          httpRounds.push(await runStep({ ...common, durationSec: this.o.ceilingDurationSec, probe }));
-        }
-        const http = medianStep(httpRounds)!;
-        const cpu = http.cpu;
-        this.note(
-          `Bare HTTP ${spec.name}: ${httpRounds.map((h) => formatRate(h.requestsPerSec)).join(', ')} req/s${httpRounds.length > 1 ? ', kept the median' : ''}` +
-            (cpu?.serviceSec !== undefined && http.okRequests > 0
-              ? `; ${formatNumber((1000 * cpu.serviceSec) / http.okRequests, 3)} ms CPU per request in the server, ${formatNumber((1000 * cpu.clientSec) / http.okRequests, 3)} ms in the load generator.`
-              : '.'),
-        );
-        const d = direct.get(`${spec.keySpec}:${spec.algorithm}`)!;
-        const items = spec.ops[0]!.op.items;
-        // A batch request pays HTTP once for `items` signatures: its HTTP ceiling in signatures is req/s × items.
-        const ceiling: CeilingResult = {
-          scenario: spec.name,
-          directOpsPerSec: d.opsPerSec,
-          directProcesses: d.processes,
-          directInFlight: d.inFlight,
-          httpReqPerSec: http.requestsPerSec,
-          combinedOpsPerSec: combinedCeiling(d.opsPerSec, http.requestsPerSec * items),
-        };
-        if (items > 1) this.note(`Ceiling of ${spec.name}: bare HTTP ${formatRate(http.requestsPerSec)} req/s = ${formatRate(http.requestsPerSec * items)} signatures/s, which the combined ceiling uses.`);
-        if (Object.keys(http.errors).length > 0) this.note(`Bare-HTTP ceiling of ${spec.name} had errors: ${JSON.stringify(http.errors)}.`);
-        this.ceilings.push(ceiling);
-        this.emitEvent({ type: 'ceiling', ceiling });
+        const probe = new ServiceProbe({ pids: () => server.workerPids(), intervalMs: this.o.probeIntervalMs });
+        const step = await runStep({ ...common, durationSec: this.o.ceilingDurationSec, probe });
+        rounds.http.set(spec.name, [...(rounds.http.get(spec.name) ?? []), step]);
       }
     } finally {
       await server.stop();
+    }
+  }
+
+  /** The ceilings from every round's measurements: the median of each. */
+  private finishCeilings(rounds: CeilingRounds): void {
+    for (const spec of this.specs.filter(isCeilingScenario)) {
+      const httpRounds = rounds.http.get(spec.name) ?? [];
+      const directRounds = rounds.direct.get(`${spec.keySpec}:${spec.algorithm}`) ?? [];
+      if (httpRounds.length === 0 || directRounds.length === 0) continue;
+      const http = medianStep(httpRounds)!;
+      const cpu = http.cpu;
+      this.note(
+        `Bare HTTP ${spec.name}: ${httpRounds.map((h) => formatRate(h.requestsPerSec)).join(', ')} req/s${httpRounds.length > 1 ? ', kept the median' : ''}` +
+          (cpu?.serviceSec !== undefined && http.okRequests > 0
+            ? `; ${formatNumber((1000 * cpu.serviceSec) / http.okRequests, 3)} ms CPU per request in the server, ${formatNumber((1000 * cpu.clientSec) / http.okRequests, 3)} ms in the load generator.`
+            : '.'),
+      );
+      const d = [...directRounds].sort((a, b) => a.opsPerSec - b.opsPerSec)[Math.floor((directRounds.length - 1) / 2)]!;
+      const items = spec.ops[0]!.op.items;
+      // A batch request pays HTTP once for `items` signatures: its HTTP ceiling in signatures is req/s × items.
+      const ceiling: CeilingResult = {
+        scenario: spec.name,
+        directOpsPerSec: d.opsPerSec,
+        directProcesses: d.processes,
+        directInFlight: d.inFlight,
+        httpReqPerSec: http.requestsPerSec,
+        combinedOpsPerSec: combinedCeiling(d.opsPerSec, http.requestsPerSec * items),
+      };
+      if (items > 1) this.note(`Ceiling of ${spec.name}: bare HTTP ${formatRate(http.requestsPerSec)} req/s = ${formatRate(http.requestsPerSec * items)} signatures/s, which the combined ceiling uses.`);
+      if (Object.keys(http.errors).length > 0) this.note(`Bare-HTTP ceiling of ${spec.name} had errors: ${JSON.stringify(http.errors)}.`);
+      this.ceilings.push(ceiling);
+      this.emitEvent({ type: 'ceiling', ceiling });
     }
   }
 
@@ -485,22 +496,26 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
   }
 
   /**
-   * One set-up at a time: a service is started, runs every scenario, and is stopped before the
-   * next starts. Running them side by side would let one set-up's background work leak into the
-   * others' numbers: a crowded token's periodic key rescan, for one, keeps a core busy.
+   * Every step, `repeat` times, in rounds: each round measures the ceilings (local runs), then
+   * starts each set-up in turn, runs its whole sweep and stops it. The host's speed drifts over
+   * minutes (the machine probe shows it), so the ceilings and the set-ups a target compares meet
+   * the same stretches of it instead of following one another; the medians are kept.
+   *
+   * One set-up at a time: running them side by side would let one set-up's background work leak
+   * into the others' numbers: a crowded token's periodic key rescan, for one, keeps a core busy.
    */
-  private async runVariants(variants: readonly Variant[], keyNames: Map<KeySpec, string>, total: number): Promise<void> {
+  private async runRounds(variants: readonly Variant[], keyNames: Map<KeySpec, string>, total: number, ceilingToken: LocalToken | undefined): Promise<void> {
     let index = 0;
-    for (const v of variants) {
-      const r = await this.startVariant(v);
-      try {
-        for (const spec of this.specs) {
-          const sweep = this.sweepOf(spec);
-          const p = await this.prepareScenario(spec, r, keyNames, sweep);
-          const results = new Map<number, StepResult[]>();
-          // Rounds over the whole sweep, so a burst of someone else's work hits one repeat of
-          // several steps rather than every repeat of one step.
-          for (let round = 0; round < this.repeat; round++) {
+    const results = new Map<string, StepResult[]>();
+    const ceilingRounds: CeilingRounds = { direct: new Map(), http: new Map() };
+    for (let round = 0; round < this.repeat; round++) {
+      if (ceilingToken) await this.measureCeilingRound(ceilingToken, keyNames, ceilingRounds);
+      for (const v of variants) {
+        const r = await this.startVariant(v);
+        try {
+          for (const spec of this.specs) {
+            const sweep = this.sweepOf(spec);
+            const p = await this.prepareScenario(spec, r, keyNames, sweep);
             for (const connections of sweep) {
               index++;
               this.emitEvent({ type: 'step-start', scenario: p.scenario, connections, durationSec: this.o.durationSec, warmup: false, index, total });
@@ -512,24 +527,31 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
                 probe: p.probe(),
                 onProgress: (progress) => this.emitEvent({ type: 'step-progress', scenario: p.scenario, connections, warmup: false, progress }),
               });
-              results.set(connections, [...(results.get(connections) ?? []), step]);
+              const key = `${p.scenario}\n${connections}`;
+              results.set(key, [...(results.get(key) ?? []), step]);
               this.emitEvent({ type: 'step-done', step, warmup: false });
             }
           }
-          for (const connections of sweep) {
-            const all = results.get(connections) ?? [];
-            const kept = medianStep(all);
-            if (!kept) continue;
-            // A bad signature in any repeat must not vanish with the median.
-            const bad = all.reduce((a, x) => a + x.verified.bad, 0);
-            this.steps.push(bad > kept.verified.bad ? { ...kept, verified: { ...kept.verified, bad } } : kept);
-            if (all.length > 1) {
-              this.repeats.push(`${p.scenario} @ ${connections}: ${all.map((x) => formatRate(x.signaturesPerSec)).join(', ')} sig/s, kept ${formatRate(kept.signaturesPerSec)}`);
-            }
+        } finally {
+          await r.service?.stop();
+        }
+      }
+    }
+    if (ceilingToken) this.finishCeilings(ceilingRounds);
+    for (const v of variants) {
+      for (const spec of this.specs) {
+        const scenario = withVariant(spec.name, v.label);
+        for (const connections of this.sweepOf(spec)) {
+          const all = results.get(`${scenario}\n${connections}`) ?? [];
+          const kept = medianStep(all);
+          if (!kept) continue;
+          // A bad signature in any repeat must not vanish with the median.
+          const bad = all.reduce((a, x) => a + x.verified.bad, 0);
+          this.steps.push(bad > kept.verified.bad ? { ...kept, verified: { ...kept.verified, bad } } : kept);
+          if (all.length > 1) {
+            this.repeats.push(`${scenario} @ ${connections}: ${all.map((x) => formatRate(x.signaturesPerSec)).join(', ')} sig/s, kept ${formatRate(kept.signaturesPerSec)}`);
           }
         }
-      } finally {
-        await r.service?.stop();
       }
     }
   }

@@ -8,21 +8,11 @@
  */
 import cluster from 'node:cluster';
 import { randomBytes, randomUUID } from 'node:crypto';
-import express from 'express';
+import { pathToFileURL } from 'node:url';
+import express, { type Express } from 'express';
 
-const workers = Number(process.env.WORKERS ?? '1');
-const port = Number(process.env.PORT ?? '0');
-const sizes = JSON.parse(process.env.CEILING_SIGNATURE_BYTES ?? '{}') as Record<string, number>;
-
-if (cluster.isPrimary && workers > 1) {
-  for (let i = 0; i < workers; i++) cluster.fork();
-  const stop = (): void => {
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    setTimeout(() => process.exit(0), 200).unref();
-  };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
-} else {
+/** The bare app: canned signatures of `sizes[keyName]` bytes (also used in-process by allocationPerRequest.ts). */
+export function createCeilingApp(sizes: Record<string, number>): Express {
   const canned = new Map(Object.entries(sizes).map(([name, bytes]) => [name, randomBytes(bytes).toString('base64')]));
   const signature = (name: unknown): string => canned.get(String(name)) ?? canned.values().next().value ?? '';
   const app = express();
@@ -49,7 +39,26 @@ if (cluster.isPrimary && workers > 1) {
       results: items.map((i) => ({ keyName: i.keyName, keyVersion: 1, algorithm: i.algorithm, signature: signature(i.keyName) })),
     });
   });
-  const server = app.listen(port, '127.0.0.1');
+  return app;
+}
+
+function serve(): void {
+  const workers = Number(process.env.WORKERS ?? '1');
+  const port = Number(process.env.PORT ?? '0');
+  const sizes = JSON.parse(process.env.CEILING_SIGNATURE_BYTES ?? '{}') as Record<string, number>;
+  if (cluster.isPrimary && workers > 1) {
+    for (let i = 0; i < workers; i++) cluster.fork();
+    const stop = (): void => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+      setTimeout(() => process.exit(0), 200).unref();
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+    return;
+  }
+  const server = createCeilingApp(sizes).listen(port, '127.0.0.1');
   server.keepAliveTimeout = 65_000;
   process.on('SIGTERM', () => process.exit(0));
 }
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) serve();
