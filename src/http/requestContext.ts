@@ -25,11 +25,12 @@ export function requestContext(defaultDeadlineMs: number, logger: Logger): Reque
     // Counted on 'close', which comes after 'finish' or without it: a caller that hangs up before its
     // answer is out (a client timeout, a cancelled call) must still be counted and timed. Only
     // 'finish' tells the two apart: an error answer written to a socket already gone looks ended.
+    // Each is emitted at most once, so plain listeners (once() wraps each in a closure of its own).
     let finished = false;
-    res.once('finish', () => {
+    res.on('finish', () => {
       finished = true;
     });
-    res.once('close', () => {
+    res.on('close', () => {
       const ms = performance.now() - start;
       const status = finished ? res.statusCode : CLIENT_CLOSED_REQUEST;
       recordRequest(req, status, ms / 1000);
