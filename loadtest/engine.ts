@@ -328,6 +328,17 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     return report;
   }
 
+  /** How the direct PKCS#11 rate is measured, for the ceilings and for `loadtest hsm`. */
+  private directRateOptions(): Parameters<typeof measureDirectRate>[1] {
+    return {
+      processes: this.o.workers,
+      inFlight: this.o.directInFlight,
+      threadpool: this.o.directThreadpool,
+      durationSec: this.o.ceilingDurationSec,
+      warmupSec: this.o.ceilingWarmupSec ?? 1,
+    };
+  }
+
   private sessionSettings(): { sessions?: number; threads?: number } {
     return {
       ...(this.o.hsmSessions !== undefined ? { sessions: this.o.hsmSessions } : {}),
@@ -398,13 +409,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
         keySpec: spec.keySpec,
         algorithm: spec.algorithm,
       };
-      const x = await measureDirectRate(target, {
-        processes: this.o.workers,
-        inFlight: this.o.directInFlight,
-        threadpool: this.o.directThreadpool,
-        durationSec: this.o.ceilingDurationSec,
-        warmupSec: this.o.ceilingWarmupSec ?? 1,
-      });
+      const x = await measureDirectRate(target, this.directRateOptions());
       rounds.direct.set(id, [...(rounds.direct.get(id) ?? []), x]);
       this.note(
         `Direct PKCS#11 ${id}: ${x.tried.map((t) => `${formatRate(t.opsPerSec)} ops/s with ${t.inFlight} in flight (${formatNumber(t.cpuMsPerOp, 3)} ms CPU per signature)`).join(', ')} (${x.processes} process(es)).`,
@@ -642,13 +647,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
         this.emitEvent({ type: 'practice', practice: p });
       }
       this.phase(`direct rate: ${s.keySpec} ${s.algorithm}, ${this.o.workers} process(es)`);
-      const d = await measureDirectRate(target, {
-        processes: this.o.workers,
-        inFlight: this.o.directInFlight,
-        threadpool: this.o.directThreadpool,
-        durationSec: this.o.ceilingDurationSec,
-        warmupSec: this.o.ceilingWarmupSec ?? 1,
-      });
+      const d = await measureDirectRate(target, this.directRateOptions());
       const ceiling: CeilingResult = {
         scenario: `sign:${s.keySpec}:${s.algorithm}`,
         directOpsPerSec: d.opsPerSec,
