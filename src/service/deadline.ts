@@ -14,8 +14,11 @@ export class Cancellation implements CancelSignal {
   reason: unknown = undefined;
   private listeners: (() => void)[] | undefined;
 
+  /** As on an AbortSignal: the same listener twice is one listener. */
   addEventListener(_type: 'abort', listener: () => void): void {
-    if (!this.aborted) (this.listeners ??= []).push(listener);
+    if (this.aborted) return;
+    const listeners = (this.listeners ??= []);
+    if (!listeners.includes(listener)) listeners.push(listener);
   }
 
   removeEventListener(_type: 'abort', listener: () => void): void {
@@ -28,8 +31,9 @@ export class Cancellation implements CancelSignal {
     this.aborted = true;
     this.reason = reason;
     const listeners = this.listeners ?? [];
-    this.listeners = undefined;
-    for (const listener of listeners) {
+    // Taken one at a time from the live list: a listener that removes another stops it running.
+    while (listeners.length > 0) {
+      const listener = listeners.shift()!;
       try {
         listener();
       } catch (e) {
@@ -39,6 +43,7 @@ export class Cancellation implements CancelSignal {
         });
       }
     }
+    this.listeners = undefined;
   }
 }
 

@@ -25,7 +25,7 @@ export type SkipReporter = (label: string, reason: string) => void;
  */
 function publicKeyOr<T>(make: () => T | undefined, skip: (reason: string) => undefined): T | undefined {
   try {
-    return make() ?? skip('its key size or curve is not one the service signs with');
+    return make() ?? skip('its key size or curve is not one the service signs with, or its public key is malformed');
   } catch (e) {
     return skip(`node:crypto refuses its public key (${(e as Error).message.slice(0, 120)})`);
   }

@@ -44,6 +44,23 @@ test('Cancellation: the deadline aborts it once, with the reason; each listener 
   assert.deepEqual(calls, ['b'], 'b once; a removed before, and added after the abort, never');
 });
 
+test('Cancellation: as on an AbortSignal, a listener added twice runs once, and one removed by another during the abort does not run', () => {
+  const cancel = new Cancellation();
+  const calls: string[] = [];
+  const b = (): void => void calls.push('b');
+  const a = (): void => {
+    calls.push('a');
+    cancel.removeEventListener('abort', b);
+  };
+  const c = (): void => void calls.push('c');
+  cancel.addEventListener('abort', c);
+  cancel.addEventListener('abort', c);
+  cancel.addEventListener('abort', a);
+  cancel.addEventListener('abort', b);
+  cancel.abort('stop');
+  assert.deepEqual(calls, ['c', 'a']);
+});
+
 test('Cancellation: a listener that throws does not stop the others; the error is rethrown outside abort()', (t) => {
   const cancel = new Cancellation();
   const ran: number[] = [];
