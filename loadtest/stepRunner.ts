@@ -7,8 +7,6 @@
 import autocannon from 'autocannon';
 import type { Judgement, RequestTemplate, VerifyOutcome } from './requests.js';
 import { percentile, type LatencyStats, type ServiceSample, type StepResult } from './results.js';
-
-export { percentile };
 import type { ServiceProbe } from './serviceProbe.js';
 
 export interface StepProgress {

@@ -89,7 +89,7 @@ export class PkiService {
   /** A store call bounded by the request's deadline: nothing is started at the HSM after it. */
   private bounded<T>(op: (signal: CancelSignal) => Promise<T>, deadline: number): Promise<T> {
     const cancel = new Cancellation();
-    return withDeadline(op(cancel), deadline, { controller: cancel });
+    return withDeadline(op(cancel), deadline, { cancel });
   }
 
   async csr(name: string, input: CsrInput, deadline: number): Promise<{ keyVersion: number; csrPem: string }> {

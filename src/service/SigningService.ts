@@ -81,7 +81,7 @@ export class SigningService {
       isRetryable,
       ...(r.onRetry ? { onRetry: (attempt: number, _delay: number, e: unknown) => r.onRetry!(attempt, e) } : {}),
     });
-    return withDeadline(work, deadline, { controller: cancel });
+    return withDeadline(work, deadline, { cancel });
   }
 
   listKeys(deadline: number): Promise<KeyInfo[]> {

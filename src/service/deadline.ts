@@ -50,20 +50,21 @@ export class Cancellation implements CancelSignal {
 /**
  * Resolves or rejects with the work, or rejects with DEADLINE_EXCEEDED at the deadline,
  * whichever comes first. The work is not cancelled: a call already at the HSM keeps its session
- * until the HSM answers, then gives it back. `controller` is aborted at the deadline, so the work
- * starts nothing new (no session wait, no HSM call) for a caller that is gone.
+ * until the HSM answers, then gives it back. `cancel` (a Cancellation or an AbortController) is
+ * aborted at the deadline, so the work starts nothing new (no session wait, no HSM call) for a
+ * caller that is gone.
  */
-export function withDeadline<T>(work: Promise<T>, deadline: number, o: { controller?: { abort(reason: unknown): void }; now?: () => number } = {}): Promise<T> {
+export function withDeadline<T>(work: Promise<T>, deadline: number, o: { cancel?: { abort(reason: unknown): void }; now?: () => number } = {}): Promise<T> {
   const remaining = deadline - (o.now ?? Date.now)();
   if (remaining <= 0) {
-    o.controller?.abort(deadlineExceeded());
+    o.cancel?.abort(deadlineExceeded());
     work.catch(() => undefined);
     return Promise.reject(deadlineExceeded());
   }
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => {
       const e = deadlineExceeded();
-      o.controller?.abort(e);
+      o.cancel?.abort(e);
       work.catch(() => undefined);
       reject(e);
     }, remaining);

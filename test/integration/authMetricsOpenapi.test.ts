@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import request from 'supertest';
 import { ERROR_CODES } from '../../src/errors.js';
+import { CLIENT_CLOSED_REQUEST } from '../../src/http/requestContext.js';
 import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
 
 let token: TestToken;
@@ -83,7 +84,9 @@ test('metrics: Prometheus text with request counts and HSM pool gauges', async (
 });
 
 test('metrics: a caller that hangs up before its answer is counted, as 499', async () => {
-  const aborted = (text: string): number => Number(/hsm_signer_http_requests_total\{method="POST",route="unmatched",status="499"\} (\d+)/.exec(text)?.[1] ?? 0);
+  const aborted = (text: string): number =>
+    Number(new RegExp(`hsm_signer_http_requests_total\\{method="POST",route="unmatched",status="${CLIENT_CLOSED_REQUEST}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
+  assert.equal(CLIENT_CLOSED_REQUEST, 499, "nginx's 'client closed request'");
   const before = aborted((await request(svc.app).get('/metrics').expect(200)).text);
   const server = svc.app.listen(0, '127.0.0.1');
   await once(server, 'listening');

@@ -15,7 +15,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 // One copy of each, shared with the load-test harness.
 import { freePort, REPO_ROOT } from '../../loadtest/localService.js';
 import { rssOf } from '../../loadtest/serviceProbe.js';
-import { percentile as nearestRank } from '../../loadtest/stepRunner.js';
+import { percentile as nearestRank } from '../../loadtest/results.js';
 
 export interface HttpResult {
   readonly status: number;

@@ -5,7 +5,8 @@ import { parseCommandLine, parseSeconds, UsageError } from '../../../loadtest/cl
 import { DEFAULTS } from '../../../loadtest/defaults.js';
 import { formatLatency, parseLatency } from '../../../loadtest/hsmLatency.js';
 import { bar, formatEvent, formatLive, formatStepDone } from '../../../loadtest/progress.js';
-import { basePath, latencyStats, percentile, sampleEvery } from '../../../loadtest/stepRunner.js';
+import { percentile } from '../../../loadtest/results.js';
+import { basePath, latencyStats, sampleEvery } from '../../../loadtest/stepRunner.js';
 import type { StepResult } from '../../../loadtest/results.js';
 
 const run = (argv: string[], env: NodeJS.ProcessEnv = {}) => {

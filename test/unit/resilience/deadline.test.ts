@@ -14,7 +14,7 @@ test('a stalled call ends at the deadline with 504, and the signal tells the wor
   let settle!: (v: string) => void;
   const stalled = new Promise<string>((r) => (settle = r));
   const started = Date.now();
-  await assert.rejects(withDeadline(stalled, Date.now() + 30, { controller }), isDeadline);
+  await assert.rejects(withDeadline(stalled, Date.now() + 30, { cancel: controller }), isDeadline);
   assert.ok(Date.now() - started < 500);
   assert.ok(controller.signal.aborted);
   assert.ok(isDeadline(controller.signal.reason));
@@ -23,7 +23,7 @@ test('a stalled call ends at the deadline with 504, and the signal tells the wor
 
 test('a deadline already past rejects without waiting', async () => {
   const controller = new AbortController();
-  await assert.rejects(withDeadline(new Promise(() => undefined), 5, { controller, now: () => 10 }), isDeadline);
+  await assert.rejects(withDeadline(new Promise(() => undefined), 5, { cancel: controller, now: () => 10 }), isDeadline);
   assert.ok(controller.signal.aborted);
 });
 
@@ -35,7 +35,7 @@ test('Cancellation: the deadline aborts it once, with the reason; each listener 
   cancel.addEventListener('abort', a);
   cancel.addEventListener('abort', b);
   cancel.removeEventListener('abort', a);
-  await assert.rejects(withDeadline(new Promise(() => undefined), Date.now() + 20, { controller: cancel }), isDeadline);
+  await assert.rejects(withDeadline(new Promise(() => undefined), Date.now() + 20, { cancel }), isDeadline);
   assert.ok(cancel.aborted);
   assert.ok(isDeadline(cancel.reason));
   cancel.abort(new Error('again'));
