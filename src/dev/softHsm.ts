@@ -1,4 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -68,9 +69,57 @@ export function ensureLocalToken(dir: string, label = 'hsm-signer'): LocalToken 
   const env = { ...process.env, SOFTHSM2_CONF: conf };
   const slots = execFileSync('softhsm2-util', ['--show-slots'], { env, encoding: 'utf8' });
   if (!new RegExp(`Label:\\s+${label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s*$`, 'm').test(slots)) {
-    execFileSync('softhsm2-util', ['--init-token', '--free', '--label', label, '--pin', pin, '--so-pin', readFileSync(soPinFile, 'utf8')], { env, stdio: 'ignore' });
+    initToken(env, label, readFileSync(soPinFile, 'utf8'), pin);
   }
   return { dir: abs, conf, label, pinFile, pin, modulePath: SOFTHSM_MODULE };
+}
+
+/**
+ * The child process that initializes a token (CommonJS, run with `node -e`). Its arguments are
+ * the pkcs11js path, the module and the label; the PINs come on stdin, as JSON.
+ */
+const INIT_TOKEN_SCRIPT = `
+const [pkcs11jsPath, modulePath, label] = process.argv.slice(1);
+const { soPin, pin } = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
+const p = require(pkcs11jsPath);
+const lib = new p.PKCS11();
+try {
+  lib.load(modulePath);
+  lib.C_Initialize();
+  try {
+    const free = lib.C_GetSlotList(true).find((s) => (lib.C_GetTokenInfo(s).flags & p.CKF_TOKEN_INITIALIZED) === 0);
+    if (!free) throw new Error('the module has no free slot');
+    lib.C_InitToken(free, soPin, label.padEnd(32, ' '));
+    const session = lib.C_OpenSession(free, p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION);
+    lib.C_Login(session, p.CKU_SO, soPin);
+    lib.C_InitPIN(session, pin);
+    lib.C_Logout(session);
+    lib.C_CloseSession(session);
+  } finally {
+    lib.C_Finalize();
+  }
+} catch (e) {
+  process.stderr.write(String(e && e.message));
+  process.exitCode = 1;
+}
+`;
+
+/**
+ * Initializes a free SoftHSMv2 slot as token `label` with the two PINs, through PKCS#11 in a child
+ * process that reads the PINs from its stdin. softhsm2-util takes them only as arguments (which
+ * every user of the machine can read in `ps`) or from a terminal. A child, because PKCS#11 state
+ * is per process: a C_Finalize here would end the sessions of a service already running in it.
+ */
+function initToken(env: NodeJS.ProcessEnv, label: string, soPin: string, pin: string): void {
+  if (Buffer.byteLength(label) > 32) throw new Error(`token label ${label}: at most 32 bytes`);
+  const pkcs11js = createRequire(import.meta.url).resolve('pkcs11js');
+  const r = spawnSync(process.execPath, ['-e', INIT_TOKEN_SCRIPT, pkcs11js, SOFTHSM_MODULE, label], {
+    env,
+    input: JSON.stringify({ soPin, pin }),
+    encoding: 'utf8',
+    stdio: ['pipe', 'ignore', 'pipe'],
+  });
+  if (r.status !== 0) throw new Error(`could not initialize the SoftHSMv2 token ${label}: ${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}`);
 }
 
 export const DEMO_KEYS: readonly { name: string; spec: KeySpec }[] = [
