@@ -73,12 +73,10 @@ export const DEFAULTS: HarnessDefaults = Object.freeze({
   ceilingConnections: 100,
   directInFlight: Object.freeze([4, 16]),
   directThreadpool: 4,
-  // 1 ms per call, two calls per signature: 16 threads per worker keep up to ~8,000 signatures/s of
-  // round trips in flight, far more than 2 cores sign; with 32 sessions a busy thread finds its next
-  // call queued and does not sleep in between. Measured at 100 connections with 1 ms (RSA_2048,
-  // 32 sessions, 2026-11-29): 16 threads 1,836 and 1,812 sig/s, 32 threads 1,771 and 1,660
-  // (BENCHMARKS.md section 6). Each HSM thread is a V8 isolate.
-  latencyHsmThreads: 16,
+  // 1 ms per call, two calls per signature: 32 threads per worker keep up to ~16,000 signatures/s
+  // of round trips in flight. Measured at 100 connections with 1 ms: 16 fell short, 32 and 64 did
+  // alike (BENCHMARKS.md); each HSM thread is a V8 isolate, so the smaller one.
+  latencyHsmThreads: 32,
   latencyHsmSessions: 32,
   probeIntervalMs: 500,
   /** Passes of each machine-steadiness loop at the start and the end of a run (machineProbe.ts). */
