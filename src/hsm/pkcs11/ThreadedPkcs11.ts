@@ -55,18 +55,10 @@ function toBuffer(value: unknown): Buffer {
 /**
  * How much queued work (calls queued on a thread x their average duration) a thread may hold
  * before the next thread is used. Waking another thread costs context switches; queueing costs
- * latency. Round trips (a networked HSM, 1 ms and more) go one per thread, so that they overlap.
+ * latency: a local token's 0.07 ms calls fill one thread ~14 deep, round trips of 1 ms and more
+ * go one per thread, so that they overlap.
  */
 const SPILL_MS = 1;
-/**
- * Calls shorter than QUICK_CALL_MS on average are CPU work on a local module (SoftHSMv2: ~0.07 ms
- * for ECDSA P-256), and pack up to PACK_MS deep: a wake-up costs more than the short wait, and the
- * cores cannot run more of them at once anyway. Measured on 2 cores, ECDSA P-256 through the
- * service, 16 sessions per worker: one thread per worker holding all 16 did 3.7% to 4.7% more
- * signatures per second than the 1 ms rule's 13 + 3 over two threads (BENCHMARKS.md).
- */
-const QUICK_CALL_MS = 0.25;
-const PACK_MS = 2;
 /** A thread with work that has not answered for this long gets no more calls while another can take them (it may be stuck). */
 const STUCK_MS = 5;
 
@@ -237,19 +229,18 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   };
 
   /**
-   * The first thread whose queued work stays under SPILL_MS (PACK_MS for quick calls), else the
-   * least-loaded one: quick calls (a local software token, tens of microseconds of CPU) share few
-   * threads, which take queued calls without sleeping in between; slow ones (a networked HSM, each
-   * a round trip) are spread so the threads overlap them. A thread that has stopped answering is passed over.
+   * The first thread whose queued work stays under SPILL_MS, else the least-loaded one: quick
+   * calls (a local software token, tens of microseconds of CPU) share few threads, which take
+   * queued calls without sleeping in between; slow ones (a networked HSM, each a round trip) are
+   * spread so the threads overlap them. A thread that has stopped answering is passed over.
    */
   private call(op: string, args: unknown[]): Promise<unknown> {
     const now = performance.now();
-    const limitMs = this.callMs < QUICK_CALL_MS ? PACK_MS : SPILL_MS;
     let best = -1;
     for (let i = 0; i < this.load.length; i++) {
       const load = this.load[i]!;
       if (load > 0 && now - this.progressAt[i]! > STUCK_MS) continue;
-      if (load * this.callMs < limitMs) return this.callOn(i, op, args);
+      if (load * this.callMs < SPILL_MS) return this.callOn(i, op, args);
       if (best < 0 || load < this.load[best]!) best = i;
     }
     if (best < 0) for (let i = 0; i < this.load.length; i++) if (best < 0 || this.load[i]! < this.load[best]!) best = i;
