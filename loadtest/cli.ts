@@ -12,7 +12,7 @@ import { compareReports } from './report/compare.js';
 import { parseReport, toJson } from './report/json.js';
 import { toHtml } from './report/html.js';
 import { toMarkdown } from './report/markdown.js';
-import { formatPercent, type LoadTestReport } from './results.js';
+import { formatTargetPercent, type LoadTestReport } from './results.js';
 import { evaluateTargets } from './targets.js';
 import type { KeySpec } from '../src/crypto/algorithms.js';
 
@@ -42,7 +42,7 @@ function summary(report: LoadTestReport): string[] {
   const lines: string[] = [];
   for (const t of report.targets ?? []) {
     if (t.met === undefined) continue;
-    lines.push(`  target ${t.met ? 'met   ' : 'MISSED'} ${t.description}: ${formatPercent(t.measured)} (${t.detail})`);
+    lines.push(`  target ${t.met ? 'met   ' : 'MISSED'} ${t.description}: ${formatTargetPercent(t.measured, t.threshold)} (${t.detail})`);
   }
   return lines;
 }

@@ -325,6 +325,15 @@ export function formatPercent(fraction: number | undefined, decimals = 1): strin
   return `${formatNumber(fraction * 100, decimals)}%`;
 }
 
+/**
+ * A target's measured share: one decimal, or two where one would print the threshold itself
+ * beside a verdict that says otherwise (0.84966 against 0.85 is "84.97%", not a missed "85.0%").
+ */
+export function formatTargetPercent(measured: number | undefined, threshold: number): string {
+  const shown = formatPercent(measured);
+  return measured !== undefined && measured !== threshold && shown === formatPercent(threshold) ? formatPercent(measured, 2) : shown;
+}
+
 /** 0.123 -> "+12.3%", -0.05 -> "-5.0%": for changes, where the sign is the point. */
 export function formatSignedPercent(fraction: number | undefined, decimals = 1): string {
   if (fraction === undefined || !Number.isFinite(fraction)) return NA;

@@ -12,6 +12,7 @@ import {
   formatMs,
   formatNumber,
   formatPercent,
+  formatTargetPercent,
   formatRate,
   formatRatio,
   formatSignedPercent,
@@ -322,7 +323,7 @@ function targetsSection(r: LoadTestReport): Section | undefined {
         align: ['left', 'right', 'right', 'left', 'left'],
         rows: measured.map((t) => [
           t.description,
-          formatPercent(t.measured),
+          formatTargetPercent(t.measured, t.threshold),
           `${t.kind === 'min' ? '≥' : '≤'} ${formatPercent(t.threshold, 0)}`,
           t.met ? 'met' : 'MISSED',
           t.detail,

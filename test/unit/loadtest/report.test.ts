@@ -8,6 +8,7 @@ import {
   formatMs,
   formatRatio,
   formatSignedPercent,
+  formatTargetPercent,
   spreadOf,
   type LoadTestReport,
   type StepResult,
@@ -117,6 +118,15 @@ test('formatting is locale-free', () => {
   assert.equal(formatSignedPercent(-0.25), '-25.0%');
   assert.equal(formatSignedPercent(0), '0.0%');
   assert.equal(formatSignedPercent(undefined), '–');
+});
+
+test('a target just short of its threshold does not print as the threshold', () => {
+  assert.equal(formatTargetPercent(0.8496561597820921, 0.85), '84.97%', 'a miss never reads "85.0%"');
+  assert.equal(formatTargetPercent(0.85004, 0.85), '85.00%');
+  assert.equal(formatTargetPercent(0.85, 0.85), '85.0%');
+  assert.equal(formatTargetPercent(0.871, 0.85), '87.1%');
+  assert.equal(formatTargetPercent(0.7995, 0.8), '79.95%');
+  assert.equal(formatTargetPercent(undefined, 0.85), '–');
 });
 
 test('markdown: header, step rows with the right numbers in connection order, tables, plan, notes', () => {
