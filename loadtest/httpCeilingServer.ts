@@ -8,8 +8,8 @@
  */
 import cluster from 'node:cluster';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { pathToFileURL } from 'node:url';
 import express, { type Express } from 'express';
+import { isMainModule } from './isMainModule.js';
 
 /** The bare app: canned signatures of `sizes[keyName]` bytes (also used in-process by allocationPerRequest.ts). */
 export function createCeilingApp(sizes: Record<string, number>): Express {
@@ -61,4 +61,4 @@ function serve(): void {
   process.on('SIGTERM', () => process.exit(0));
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) serve();
+if (isMainModule(import.meta.url)) serve();

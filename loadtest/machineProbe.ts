@@ -9,8 +9,8 @@
  * The harness probes at the start and the end of a run (report.json `machine.probe`, and a note).
  * Alone: `node --import tsx loadtest/machineProbe.ts [samples]`.
  */
-import { pathToFileURL } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isMainModule } from './isMainModule.js';
 import { probeSummary, type MachineProbe } from './results.js';
 
 const MEMORY_WORDS = (64 * 1024 * 1024) / 4;
@@ -67,7 +67,7 @@ export function probeNote(start: MachineProbe, end: MachineProbe): string {
   );
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+if (isMainModule(import.meta.url)) {
   const samples = Number(process.argv[2] ?? '10');
   if (!Number.isInteger(samples) || samples < 2) {
     console.error('usage: node --import tsx loadtest/machineProbe.ts [samples >= 2]');
