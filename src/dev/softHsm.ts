@@ -69,38 +69,56 @@ export function ensureLocalToken(dir: string, label = 'hsm-signer'): LocalToken 
   const env = { ...process.env, SOFTHSM2_CONF: conf };
   const slots = execFileSync('softhsm2-util', ['--show-slots'], { env, encoding: 'utf8' });
   if (!new RegExp(`Label:\\s+${label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\s*$`, 'm').test(slots)) {
-    initToken(env, label, readFileSync(soPinFile, 'utf8'), pin);
+    initToken(env, label, readFileSync(soPinFile, 'utf8'), pin, tokens);
   }
   return { dir: abs, conf, label, pinFile, pin, modulePath: SOFTHSM_MODULE };
 }
 
 /**
  * The child process that initializes a token (CommonJS, run with `node -e`). Its arguments are
- * the pkcs11js path, the module and the label; the PINs come on stdin, as JSON.
+ * the pkcs11js path, the module and the label; the PINs come on stdin, as JSON. What it prints on
+ * failure is a PKCS#11 error's name or a fixed text, never anything read from stdin.
  */
 const INIT_TOKEN_SCRIPT = `
 const [pkcs11jsPath, modulePath, label] = process.argv.slice(1);
-const { soPin, pin } = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
-const p = require(pkcs11jsPath);
-const lib = new p.PKCS11();
-try {
-  lib.load(modulePath);
-  lib.C_Initialize();
-  try {
-    const free = lib.C_GetSlotList(true).find((s) => (lib.C_GetTokenInfo(s).flags & p.CKF_TOKEN_INITIALIZED) === 0);
-    if (!free) throw new Error('the module has no free slot');
-    lib.C_InitToken(free, soPin, label.padEnd(32, ' '));
-    const session = lib.C_OpenSession(free, p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION);
-    lib.C_Login(session, p.CKU_SO, soPin);
-    lib.C_InitPIN(session, pin);
-    lib.C_Logout(session);
-    lib.C_CloseSession(session);
-  } finally {
-    lib.C_Finalize();
-  }
-} catch (e) {
-  process.stderr.write(String(e && e.message));
+const fail = (message) => {
+  process.stderr.write(message);
   process.exitCode = 1;
+};
+let pins;
+try {
+  pins = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
+} catch {
+  pins = undefined;
+}
+if (!pins || typeof pins.soPin !== 'string' || typeof pins.pin !== 'string') {
+  fail('the PINs did not arrive on stdin');
+} else {
+  const p = require(pkcs11jsPath);
+  const lib = new p.PKCS11();
+  try {
+    lib.load(modulePath);
+    lib.C_Initialize();
+    try {
+      const free = lib.C_GetSlotList(true).find((s) => (lib.C_GetTokenInfo(s).flags & p.CKF_TOKEN_INITIALIZED) === 0);
+      if (!free) throw Object.assign(new Error('the module has no free slot'), { code: 0 });
+      lib.C_InitToken(free, pins.soPin, label.padEnd(32, ' '));
+      const session = lib.C_OpenSession(free, p.CKF_SERIAL_SESSION | p.CKF_RW_SESSION);
+      lib.C_Login(session, p.CKU_SO, pins.soPin);
+      lib.C_InitPIN(session, pins.pin);
+      lib.C_Logout(session);
+      lib.C_CloseSession(session);
+    } finally {
+      try {
+        lib.C_Finalize();
+      } catch {
+        // the error that brought us here is the one to report
+      }
+    }
+  } catch (e) {
+    // pkcs11js errors name the function and the CKR only; anything else gets a fixed text.
+    fail(e && typeof e.code === 'number' ? (e.method ? e.method + ' failed: ' : '') + String(e.message) : 'unexpected ' + ((e && e.name) || 'error'));
+  }
 }
 `;
 
@@ -110,16 +128,22 @@ try {
  * every user of the machine can read in `ps`) or from a terminal. A child, because PKCS#11 state
  * is per process: a C_Finalize here would end the sessions of a service already running in it.
  */
-function initToken(env: NodeJS.ProcessEnv, label: string, soPin: string, pin: string): void {
+function initToken(env: NodeJS.ProcessEnv, label: string, soPin: string, pin: string, tokens: string): void {
   if (Buffer.byteLength(label) > 32) throw new Error(`token label ${label}: at most 32 bytes`);
   const pkcs11js = createRequire(import.meta.url).resolve('pkcs11js');
-  const r = spawnSync(process.execPath, ['-e', INIT_TOKEN_SCRIPT, pkcs11js, SOFTHSM_MODULE, label], {
-    env,
+  const r = spawnSync(process.execPath, ['--input-type=commonjs', '-e', INIT_TOKEN_SCRIPT, pkcs11js, SOFTHSM_MODULE, label], {
+    // NODE_OPTIONS is the parent's business (e.g. a loader); the child needs none of it.
+    env: { ...env, NODE_OPTIONS: '' },
     input: JSON.stringify({ soPin, pin }),
     encoding: 'utf8',
     stdio: ['pipe', 'ignore', 'pipe'],
+    timeout: 60_000,
   });
-  if (r.status !== 0) throw new Error(`could not initialize the SoftHSMv2 token ${label}: ${(r.stderr || r.error?.message || `exit ${r.status}`).trim()}`);
+  if (r.status !== 0) {
+    const why = r.stderr?.trim() || r.error?.message || (r.signal ? `killed by ${r.signal}` : `exit ${r.status}`);
+    // A token initialized without its user PIN would be found by its label next time and never log in.
+    throw new Error(`could not initialize the SoftHSMv2 token ${label}: ${why} (if a token with that label now exists, remove ${tokens} and run this again)`);
+  }
 }
 
 export const DEMO_KEYS: readonly { name: string; spec: KeySpec }[] = [

@@ -5,7 +5,7 @@
  * in a child process that reads them from its stdin.
  */
 import childProcess from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +19,15 @@ const pkcs11js = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Type
 /** Records the arguments of every child process started through node:child_process meanwhile. */
 function recordingCommandLines(): { lines: string[][]; restore(): void } {
   const lines: string[][] = [];
-  const originals = { spawnSync: childProcess.spawnSync, execFileSync: childProcess.execFileSync, spawn: childProcess.spawn, execFile: childProcess.execFile };
+  const originals = {
+    spawnSync: childProcess.spawnSync,
+    spawn: childProcess.spawn,
+    execFileSync: childProcess.execFileSync,
+    execFile: childProcess.execFile,
+    execSync: childProcess.execSync,
+    exec: childProcess.exec,
+    fork: childProcess.fork,
+  };
   for (const [name, original] of Object.entries(originals)) {
     (childProcess as unknown as Record<string, unknown>)[name] = (file: string, args?: unknown, ...rest: unknown[]) => {
       lines.push([file, ...(Array.isArray(args) ? args.map(String) : [])]);
@@ -38,13 +46,16 @@ function recordingCommandLines(): { lines: string[][]; restore(): void } {
 
 test('a new local token: the user and SO PINs from its files log in, and no command line carried either', { timeout: 60_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-localtoken-'));
+  const conf = process.env.SOFTHSM2_CONF;
   const recording = recordingCommandLines();
   try {
     const token = ensureLocalToken(dir, 'local-token-test');
     recording.restore();
     const soPin = readFileSync(join(dir, 'so.pin'), 'utf8');
     assert.equal(token.pin, readFileSync(token.pinFile, 'utf8'));
-    assert.ok(recording.lines.length > 0, 'the token was made by child processes');
+    const inits = recording.lines.filter((l) => l[0] === process.execPath);
+    assert.equal(inits.length, 1, 'one child initialized the token (a node process, through PKCS#11)');
+    assert.ok(inits[0]!.includes('-e'));
     for (const line of recording.lines) {
       for (const arg of line) {
         assert.ok(!arg.includes(token.pin) && !arg.includes(soPin), `a PIN on the command line of ${line[0]}`);
@@ -55,7 +66,7 @@ test('a new local token: the user and SO PINs from its files log in, and no comm
     const again = recordingCommandLines();
     ensureLocalToken(dir, 'local-token-test');
     again.restore();
-    assert.ok(again.lines.every((l) => l[0] !== process.execPath), 'an existing token is not initialized again');
+    assert.deepEqual(again.lines, [['softhsm2-util', '--show-slots']], 'an existing token is only looked up');
 
     process.env.SOFTHSM2_CONF = token.conf;
     const lib = new pkcs11js.PKCS11();
@@ -76,6 +87,28 @@ test('a new local token: the user and SO PINs from its files log in, and no comm
     }
   } finally {
     recording.restore();
+    if (conf === undefined) delete process.env.SOFTHSM2_CONF;
+    else process.env.SOFTHSM2_CONF = conf;
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a token that cannot be initialized: the error names the PKCS#11 failure, never a PIN', { timeout: 60_000 }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-localtoken-'));
+  try {
+    // SoftHSMv2 wants 4 to 255 characters: C_InitToken refuses this SO PIN.
+    writeFileSync(join(dir, 'so.pin'), 'Q9z', { mode: 0o600 });
+    assert.throws(
+      () => ensureLocalToken(dir, 'bad-pin-token'),
+      (e: Error) => {
+        assert.match(e.message, /could not initialize the SoftHSMv2 token bad-pin-token: .*C_InitToken/);
+        assert.match(e.message, /remove .*tokens and run this again/);
+        assert.ok(!e.message.includes('Q9z') && !e.message.includes(readFileSync(join(dir, 'user.pin'), 'utf8')), 'no PIN in the error');
+        return true;
+      },
+    );
+    assert.throws(() => ensureLocalToken(dir, 'a-label-that-is-longer-than-32-bytes'), /at most 32 bytes/);
+  } finally {
     rmSync(dir, { recursive: true, force: true });
   }
 });
