@@ -326,12 +326,16 @@ export function formatPercent(fraction: number | undefined, decimals = 1): strin
 }
 
 /**
- * A target's measured share: one decimal, or two where one would print the threshold itself
- * beside a verdict that says otherwise (0.84966 against 0.85 is "84.97%", not a missed "85.0%").
+ * A target's measured share: one decimal, or as many more as it takes not to print the threshold
+ * itself beside a verdict that says otherwise (0.84966 against 0.85 is "84.97%", not a missed "85.0%").
  */
 export function formatTargetPercent(measured: number | undefined, threshold: number): string {
-  const shown = formatPercent(measured);
-  return measured !== undefined && measured !== threshold && shown === formatPercent(threshold) ? formatPercent(measured, 2) : shown;
+  if (measured === undefined || measured === threshold) return formatPercent(measured);
+  for (let decimals = 1; decimals < 6; decimals++) {
+    const shown = formatPercent(measured, decimals);
+    if (shown !== formatPercent(threshold, decimals)) return shown;
+  }
+  return formatPercent(measured, 6);
 }
 
 /** 0.123 -> "+12.3%", -0.05 -> "-5.0%": for changes, where the sign is the point. */

@@ -122,7 +122,9 @@ test('formatting is locale-free', () => {
 
 test('a target just short of its threshold does not print as the threshold', () => {
   assert.equal(formatTargetPercent(0.8496561597820921, 0.85), '84.97%', 'a miss never reads "85.0%"');
-  assert.equal(formatTargetPercent(0.85004, 0.85), '85.00%');
+  assert.equal(formatTargetPercent(0.84996, 0.85), '84.996%', 'nor "85.00%"');
+  assert.equal(formatTargetPercent(0.8500004, 0.85), '85.00004%');
+  assert.equal(formatTargetPercent(0.85004, 0.85), '85.004%');
   assert.equal(formatTargetPercent(0.85, 0.85), '85.0%');
   assert.equal(formatTargetPercent(0.871, 0.85), '87.1%');
   assert.equal(formatTargetPercent(0.7995, 0.8), '79.95%');
