@@ -1,0 +1,107 @@
+/**
+ * What the hop to the service's HSM threads costs per signature, without HTTP: ECDSA P-256 signs
+ * through `ThreadedPkcs11` (the service's binding: calls as messages to HSM threads), 32 callers on
+ * 32 sessions, against a plain loop of synchronous C_SignInit + C_Sign on the one thread of a
+ * process of its own. CPU per signature of the whole process, and of the event loop alone.
+ *
+ *   node --import tsx loadtest/hsmThreadCost.ts [threads, default 4] [signatures per round, default 40000]
+ *   node --import tsx loadtest/hsmThreadCost.ts plain [signatures per round]
+ *
+ * Three rounds each; the first includes the warm-up. The harness's token (.hsm/loadtest).
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type * as Pkcs11Types from 'pkcs11js';
+import { keyLabel } from '../src/hsm/keyLabel.js';
+import { P11 } from '../src/hsm/pkcs11/constants.js';
+import { ThreadedPkcs11 } from '../src/hsm/pkcs11/ThreadedPkcs11.js';
+import { DEFAULTS } from './defaults.js';
+import { prepareToken } from './harnessToken.js';
+
+const [mode = '4', perRound = '40000'] = process.argv.slice(2);
+if (process.argv.length > 4) throw new Error('usage: hsmThreadCost.ts [threads | plain] [signatures per round]');
+const plain = mode === 'plain';
+const threads = plain ? 0 : Number(mode);
+const n = Number(perRound);
+if (!plain && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) throw new Error('threads: give a whole number from 1 to 256, or "plain"');
+if (!(Number.isInteger(n) && n >= 1000)) throw new Error('signatures per round: give a whole number of 1000 or more');
+
+const { token, keys } = await prepareToken(DEFAULTS.tokenDir, DEFAULTS.tokenLabel, ['ECC_NIST_P256']);
+const label = keyLabel(keys.get('ECC_NIST_P256')!, 1);
+const digest = Buffer.alloc(32, 7);
+const mechanism = { mechanism: P11.CKM_ECDSA };
+const keyTemplate = [
+  { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
+  { type: P11.CKA_LABEL, value: label },
+];
+
+/** CPU seconds of this process's main thread (the event loop), from /proc: in clock ticks of 10 ms (USER_HZ 100), so ±0.01 s a round. */
+function eventLoopCpuSeconds(): number {
+  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+
+/** `n` signatures by `callers` loops at once; loop i signs with `sign(i)`. */
+async function round(sign: (caller: number) => unknown, callers: number): Promise<string> {
+  let next = 0;
+  const loop0 = eventLoopCpuSeconds();
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: callers }, async (_, caller) => {
+      while (next++ < n) await sign(caller);
+    }),
+  );
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  const loopUs = ((eventLoopCpuSeconds() - loop0) * 1e6) / n;
+  const totalUs = (cpu.user + cpu.system) / n;
+  const loop = plain ? '' : `, event loop ${loopUs.toFixed(1)} µs, other threads ${(totalUs - loopUs).toFixed(1)} µs`;
+  return `${Math.round((n / ms) * 1000)} signatures/s, ${totalUs.toFixed(1)} µs CPU per signature${loop}`;
+}
+
+const lines: string[] = [];
+if (plain) {
+  const pkcs11js = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
+  const lib = new pkcs11js.PKCS11();
+  lib.load(token.modulePath);
+  lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  try {
+    const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === token.label);
+    if (!slot) throw new Error(`no token labelled ${token.label}`);
+    const session = lib.C_OpenSession(slot, P11.CKF_SERIAL_SESSION | P11.CKF_RW_SESSION);
+    lib.C_Login(session, P11.CKU_USER, token.pin);
+    lib.C_FindObjectsInit(session, keyTemplate);
+    const [key] = lib.C_FindObjects(session, 1);
+    lib.C_FindObjectsFinal(session);
+    for (let r = 0; r < 3; r++) {
+      lines.push(
+        await round(() => {
+          lib.C_SignInit(session, mechanism, key!);
+          return lib.C_Sign(session, digest, Buffer.allocUnsafeSlow(64));
+        }, 1),
+      );
+    }
+  } finally {
+    lib.C_Finalize();
+  }
+} else {
+  const p11 = await ThreadedPkcs11.start(token.modulePath, threads);
+  try {
+    let slot: Buffer | undefined;
+    for (const s of await p11.getSlotList(true)) if ((await p11.getTokenLabel(s)) === token.label) slot = s;
+    if (!slot) throw new Error(`no token labelled ${token.label}`);
+    const flags = P11.CKF_SERIAL_SESSION | P11.CKF_RW_SESSION;
+    const login = await p11.openSession(slot, flags);
+    await p11.login(login, P11.CKU_USER, token.pin);
+    const [key] = await p11.findObjects(login, keyTemplate, 1);
+    const sessions = await Promise.all(Array.from({ length: 32 }, () => p11.openSession(slot, flags)));
+    // Each caller keeps to its own session: a session runs one operation at a time.
+    for (let r = 0; r < 3; r++) lines.push(await round((caller) => p11.sign(sessions[caller]!, mechanism, key!, digest, 64), sessions.length));
+  } finally {
+    await p11.close();
+  }
+}
+console.log(`${plain ? 'plain synchronous loop, one thread' : `ThreadedPkcs11, ${threads} HSM thread(s), 32 callers`}, ${n} ECDSA P-256 signatures per round:`);
+for (const line of lines) console.log(`  ${line}`);
