@@ -9,7 +9,6 @@
  *
  * Three rounds each; the first includes the warm-up. The harness's token (.hsm/loadtest).
  */
-import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type * as Pkcs11Types from 'pkcs11js';
 import { keyLabel } from '../src/hsm/keyLabel.js';
@@ -17,6 +16,7 @@ import { P11 } from '../src/hsm/pkcs11/constants.js';
 import { ThreadedPkcs11 } from '../src/hsm/pkcs11/ThreadedPkcs11.js';
 import { DEFAULTS } from './defaults.js';
 import { prepareToken } from './harnessToken.js';
+import { cpuSecondsOf } from './serviceProbe.js';
 
 const [mode = '4', perRound = '40000'] = process.argv.slice(2);
 if (process.argv.length > 4) throw new Error('usage: hsmThreadCost.ts [threads | plain] [signatures per round]');
@@ -35,12 +35,8 @@ const keyTemplate = [
   { type: P11.CKA_LABEL, value: label },
 ];
 
-/** CPU seconds of this process's main thread (the event loop), from /proc: in clock ticks of 10 ms (USER_HZ 100), so ±0.01 s a round. */
-function eventLoopCpuSeconds(): number {
-  const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / 100;
-}
+/** CPU seconds of this process's main thread (the event loop), in clock ticks of 10 ms: ±0.01 s a round. */
+const eventLoopCpuSeconds = (): number => cpuSecondsOf(process.pid, process.pid) ?? 0;
 
 /** `n` signatures by `callers` loops at once; loop i signs with `sign(i)`. */
 async function round(sign: (caller: number) => unknown, callers: number): Promise<string> {

@@ -31,10 +31,13 @@ export function rssOf(pid: number): number | undefined {
 
 const CLOCK_TICKS = 100;
 
-/** CPU seconds a process has used so far, all its threads (utime + stime), or undefined if it is gone. */
-export function cpuSecondsOf(pid: number): number | undefined {
+/**
+ * CPU seconds a process has used so far, all its threads (utime + stime), or only its thread `tid`
+ * when given (the main thread's tid is the pid); undefined if it is gone.
+ */
+export function cpuSecondsOf(pid: number, tid?: number): number | undefined {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(tid === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${tid}/stat`, 'utf8');
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th there.
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
