@@ -9,7 +9,7 @@
 import cluster from 'node:cluster';
 import { randomBytes, randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
-import { isMainModule } from './isMainModule.js';
+import { isMainModule } from '../src/isMainModule.js';
 
 /** The bare app: canned signatures of `sizes[keyName]` bytes (also used in-process by allocationPerRequest.ts). */
 export function createCeilingApp(sizes: Record<string, number>): Express {

@@ -10,7 +10,7 @@
  * Alone: `node --import tsx loadtest/machineProbe.ts [samples]`.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isMainModule } from './isMainModule.js';
+import { isMainModule } from '../src/isMainModule.js';
 import { probeSummary, type MachineProbe } from './results.js';
 
 const MEMORY_WORDS = (64 * 1024 * 1024) / 4;

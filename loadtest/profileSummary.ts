@@ -10,7 +10,7 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { isMainModule } from '../src/isMainModule.js';
 
 interface ProfileNode {
   id: number;
@@ -108,7 +108,7 @@ function profileFiles(paths: readonly string[]): string[] {
   );
 }
 
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+if (isMainModule(import.meta.url)) {
   const args = process.argv.slice(2);
   const option = (name: string): string | undefined => {
     const i = args.indexOf(name);

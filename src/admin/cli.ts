@@ -16,6 +16,7 @@ import { isKeySpec, KEY_SPECS } from '../crypto/algorithms.js';
 import { ServiceError } from '../errors.js';
 import { isKeyName } from '../hsm/keyLabel.js';
 import { Pkcs11KeyAdmin } from '../hsm/pkcs11/Pkcs11KeyAdmin.js';
+import { isMainModule } from '../isMainModule.js';
 import { AdminLock } from './AdminLock.js';
 import { DEFAULT_HSM_MODULE } from '../config/config.js';
 
@@ -145,7 +146,7 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
   }
 }
 
-if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
+if (isMainModule(import.meta.url)) {
   run(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (e: unknown) => {
