@@ -380,16 +380,22 @@ export class Pkcs11KeyManager implements KeyManager {
   }
 
   async resolveKey(name: string, version?: number): Promise<KeyEntry> {
+    const hit = this.cachedKey(name, version);
+    if (hit) return hit;
     await this.ensureLoaded();
     return this.keys.resolve(name, version);
   }
 
-  /** The key and the PKCS#11 sign call for a request: no such key, or a key that does not fit the algorithm, throws. */
-  private async signCall(req: Omit<SignRequest, 'signal'>): Promise<{ entry: KeyEntry; call: SignCall }> {
-    const entry = await this.resolveKey(req.name, req.version);
-    return { entry, call: this.callFor(entry, req) };
+  /**
+   * The key from the cache, at once (no async step: on the hot path each one is garbage per
+   * request), or undefined: then resolveKey, which may load or rescan. The cache is emptied when
+   * the module is re-initialized, so a hit is always of the current generation.
+   */
+  private cachedKey(name: string, version?: number): KeyEntry | undefined {
+    return this.keys.loaded ? this.keys.lookup(name, version) : undefined;
   }
 
+  /** The PKCS#11 sign call for a request: a key that does not fit the algorithm throws. */
   private callFor(entry: KeyEntry, req: Omit<SignRequest, 'signal'>): SignCall {
     this.checkAlgorithm(entry, req.algorithm);
     const { mechanism, data } = signingInput(req.algorithm, req.digest);
@@ -404,8 +410,7 @@ export class Pkcs11KeyManager implements KeyManager {
   async sign(req: SignRequest): Promise<SignResult> {
     // Key handles are only good in the generation they were found in.
     const generation = this.generation;
-    // A cached key needs no async detour (each one is garbage per request); a miss may rescan.
-    const entry = (this.keys.loaded ? this.keys.lookup(req.name, req.version) : undefined) ?? (await this.resolveKey(req.name, req.version));
+    const entry = this.cachedKey(req.name, req.version) ?? (await this.resolveKey(req.name, req.version));
     const call = this.callFor(entry, req);
     try {
       const signature = await this.withSession((s) => this.p11.sign(s, call.mechanism, call.key, call.data, call.maxSignatureLength), { signal: req.signal, generation });
@@ -423,7 +428,8 @@ export class Pkcs11KeyManager implements KeyManager {
     for (let i = 0; i < reqs.length; i++) {
       const req = reqs[i]!;
       try {
-        rest.push({ index: i, ...(await this.signCall(req)) });
+        const entry = this.cachedKey(req.name, req.version) ?? (await this.resolveKey(req.name, req.version));
+        rest.push({ index: i, entry, call: this.callFor(entry, req) });
       } catch (e) {
         // The item's own error (no such key, wrong algorithm); an HSM-wide one (recovering) fails the call.
         if (!(e instanceof ServiceError) || e instanceof HsmError) throw e;
