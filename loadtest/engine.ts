@@ -511,14 +511,16 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
    */
   private async runRounds(variants: readonly Variant[], keyNames: Map<KeySpec, string>, total: number, ceilingToken: LocalToken | undefined): Promise<void> {
     let index = 0;
+    // Keyed by position, not by name: a scenario given twice keeps its own steps.
     const results = new Map<string, StepResult[]>();
+    const keyOf = (variant: number, spec: number, connections: number): string => `${variant}/${spec}/${connections}`;
     const ceilingRounds: CeilingRounds = { direct: new Map(), http: new Map() };
     for (let round = 0; round < this.repeat; round++) {
       if (ceilingToken) await this.measureCeilingRound(ceilingToken, keyNames, ceilingRounds);
-      for (const v of variants) {
+      for (const [vi, v] of variants.entries()) {
         const r = await this.startVariant(v);
         try {
-          for (const spec of this.specs) {
+          for (const [si, spec] of this.specs.entries()) {
             const sweep = this.sweepOf(spec);
             const p = await this.prepareScenario(spec, r, keyNames, sweep);
             for (const connections of sweep) {
@@ -532,7 +534,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
                 probe: p.probe(),
                 onProgress: (progress) => this.emitEvent({ type: 'step-progress', scenario: p.scenario, connections, warmup: false, progress }),
               });
-              const key = `${p.scenario}\n${connections}`;
+              const key = keyOf(vi, si, connections);
               results.set(key, [...(results.get(key) ?? []), step]);
               this.emitEvent({ type: 'step-done', step, warmup: false });
             }
@@ -543,11 +545,11 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
       }
     }
     if (ceilingToken) this.finishCeilings(ceilingRounds);
-    for (const v of variants) {
-      for (const spec of this.specs) {
+    for (const [vi, v] of variants.entries()) {
+      for (const [si, spec] of this.specs.entries()) {
         const scenario = withVariant(spec.name, v.label);
         for (const connections of this.sweepOf(spec)) {
-          const all = results.get(`${scenario}\n${connections}`) ?? [];
+          const all = results.get(keyOf(vi, si, connections)) ?? [];
           const kept = medianStep(all);
           if (!kept) continue;
           // A bad signature in any repeat must not vanish with the median.
