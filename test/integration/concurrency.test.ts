@@ -1,5 +1,3 @@
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { createHash, createPublicKey, verify } from 'node:crypto';
 import { Agent, request as httpRequest } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -8,6 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { SigningAlgorithm } from '../../src/crypto/algorithms.js';
 import { signatureValid } from '../../loadtest/requests.js';
+import { addTokenObjects, admin } from '../support/adminCli.js';
 import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
 
 let token: TestToken;
@@ -99,9 +98,8 @@ test('a key added to the token after start is served; 1,000 extra objects do not
   assert.equal(before.status, 404);
   // The key-manager CLI is its own process, as in production.
   // Asynchronously: this process also runs the server, whose event loop must keep turning.
-  const run = promisify(execFile);
-  await run(process.execPath, ['--import', 'tsx', 'src/admin/cli.ts', 'keys', 'create', '--name', 'late', '--spec', 'ECC_NIST_P384'], { env: { ...process.env, ...token.env() } });
-  await run(process.execPath, ['--import', 'tsx', 'test/support/addTokenObjects.ts', token.label, token.pinFile, '990', '10'], { env: { ...process.env, ...token.env() } });
+  await admin(token, 'keys', 'create', '--name', 'late', '--spec', 'ECC_NIST_P384');
+  await addTokenObjects(token, { data: 990, ecPairs: 10 });
   const digest = createHash('sha384').update('late').digest();
   // A miss rescans the token (at most once a second), so the new key is served within ~1 s.
   let res = await call('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_384', digest: digest.toString('base64') });

@@ -3,22 +3,19 @@
  * a bare 404 nobody can explain: the key scan names it in the log, once, with the reason, and
  * serves every other key.
  */
-import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { promisify } from 'node:util';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import request from 'supertest';
+import { addTokenObjects, admin } from '../support/adminCli.js';
 import { createTestToken, startTestService } from '../support/testToken.js';
 
 test('a signing key the service cannot serve is logged once with the reason; the others are served', { timeout: 60_000 }, async () => {
   const token = await createTestToken([{ name: 'good-ec', spec: 'ECC_NIST_P256' }]);
   try {
     // orphan-ec: an EC private key without its public-key object; k1-ec: a key on secp256k1.
-    await promisify(execFile)(process.execPath, ['--import', 'tsx', 'test/support/addTokenObjects.ts', token.label, token.pinFile, '0', '0', '1'], {
-      env: { ...process.env, ...token.env() },
-    });
+    await addTokenObjects(token, { unservable: true });
     const lines: Record<string, unknown>[] = [];
     const logger = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
     const svc = await startTestService(token, {}, logger);
@@ -29,9 +26,7 @@ test('a signing key the service cannot serve is logged once with the reason; the
       // its own process) being served afterwards proves that the rescan ran, and that scan must not
       // report the unservable objects again.
       await request(svc.app).post('/v1/keys/orphan-ec/sign').send(body).expect(404);
-      await promisify(execFile)(process.execPath, ['--import', 'tsx', 'src/admin/cli.ts', 'keys', 'create', '--name', 'late-ec', '--spec', 'ECC_NIST_P256'], {
-        env: { ...process.env, ...token.env() },
-      });
+      await admin(token, 'keys', 'create', '--name', 'late-ec', '--spec', 'ECC_NIST_P256');
       await new Promise((r) => setTimeout(r, 1100));
       await request(svc.app).get('/v1/keys/k1-ec').expect(404);
       const names = (await request(svc.app).get('/v1/keys').expect(200)).body.keys.map((k: { name: string }) => k.name);

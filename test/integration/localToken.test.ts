@@ -96,14 +96,16 @@ test('a new local token: the user and SO PINs from its files log in, and no comm
 test('a token that cannot be initialized: the error names the PKCS#11 failure, never a PIN', { timeout: 60_000 }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-localtoken-'));
   try {
-    // SoftHSMv2 wants 4 to 255 characters: C_InitToken refuses this SO PIN.
-    writeFileSync(join(dir, 'so.pin'), 'Q9z', { mode: 0o600 });
+    // SoftHSMv2 wants 4 to 255 characters: C_InitToken refuses this SO PIN (long, so that no path
+    // or message can contain it by chance).
+    const soPin = `so-pin-${'7Qz'.repeat(100)}`;
+    writeFileSync(join(dir, 'so.pin'), soPin, { mode: 0o600 });
     assert.throws(
       () => ensureLocalToken(dir, 'bad-pin-token'),
       (e: Error) => {
         assert.match(e.message, /could not initialize the SoftHSMv2 token bad-pin-token: .*C_InitToken/);
         assert.match(e.message, /remove .*tokens and run this again/);
-        assert.ok(!e.message.includes('Q9z') && !e.message.includes(readFileSync(join(dir, 'user.pin'), 'utf8')), 'no PIN in the error');
+        assert.ok(!e.message.includes('7Qz7Qz') && !e.message.includes(readFileSync(join(dir, 'user.pin'), 'utf8')), 'no PIN in the error');
         return true;
       },
     );

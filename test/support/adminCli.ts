@@ -37,6 +37,17 @@ export async function admin(token: TestToken, ...args: string[]): Promise<string
   return r.stdout;
 }
 
+/**
+ * test/support/addTokenObjects.ts in its own process: `data` data objects and `ecPairs` EC key
+ * pairs (decoy-N) added to the test token; with `unservable`, also the two signing keys the service
+ * cannot serve (orphan-ec, k1-ec).
+ */
+export async function addTokenObjects(token: TestToken, o: { data?: number; ecPairs?: number; unservable?: boolean }): Promise<void> {
+  const args = [token.label, token.pinFile, String(o.data ?? 0), String(o.ecPairs ?? 0), ...(o.unservable ? ['1'] : [])];
+  const r = await run('test/support/addTokenObjects.ts', args, { ...process.env, ...token.env() });
+  if (r.code !== 0) throw new Error(`addTokenObjects exited ${r.code}: ${r.stderr}`);
+}
+
 export async function dumpTokenObjects(token: TestToken): Promise<DumpedObject[]> {
   const r = await run('test/support/dumpTokenObjects.ts', [token.label, token.pinFile], { ...process.env, ...token.env() });
   if (r.code !== 0) throw new Error(`dumpTokenObjects exited ${r.code}: ${r.stderr}`);
