@@ -8,7 +8,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { signatureLength, type SigningAlgorithm, type KeySpec } from '../src/crypto/algorithms.js';
-import type { ChildMessage, DirectJob, DirectSetup, ParentMessage, PracticeMeasurements } from './directRateWorker.js';
+import type { ChildMessage, DirectJob, ParentMessage, PracticeMeasurements } from './directRateWorker.js';
+import type { DirectSetup } from './directToken.js';
 
 const WORKER = fileURLToPath(new URL('./directRateWorker.ts', import.meta.url));
 

@@ -6,23 +6,8 @@
  *  - practices: the same token used the right way and the wrong way, one rule at a time.
  * It talks to its parent over IPC only; it never prints.
  */
-import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
-import type * as Pkcs11Types from 'pkcs11js';
-import { algorithmInfo, type SigningAlgorithm } from '../src/crypto/algorithms.js';
-import { signingInput } from '../src/hsm/pkcs11/mechanisms.js';
-
-const pkcs11js = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
-
-export interface DirectSetup {
-  readonly modulePath: string;
-  readonly tokenLabel: string;
-  readonly pin: string;
-  /** CKA_LABEL of the private key, e.g. "demo-rsa-2048/v1". */
-  readonly keyLabel: string;
-  readonly algorithm: SigningAlgorithm;
-  readonly signatureBytes: number;
-}
+import { P11 } from '../src/hsm/pkcs11/constants.js';
+import { DirectToken as Token, type DirectSetup } from './directToken.js';
 
 export type DirectJob =
   | { readonly kind: 'rate'; readonly inFlight: number; readonly warmupMs: number; readonly durationMs: number }
@@ -44,64 +29,6 @@ export type ChildMessage =
   | { readonly type: 'rate'; readonly ops: number; readonly seconds: number; readonly cpuSec: number }
   | { readonly type: 'practices'; readonly result: PracticeMeasurements }
   | { readonly type: 'error'; readonly message: string };
-
-const SESSION_FLAGS = pkcs11js.CKF_SERIAL_SESSION | pkcs11js.CKF_RW_SESSION;
-
-class Token {
-  readonly lib = new pkcs11js.PKCS11();
-  readonly slot: Buffer;
-  loginSession: Buffer;
-  key: Buffer;
-  readonly mechanism: Pkcs11Types.Mechanism;
-  readonly data: Buffer;
-
-  constructor(readonly setup: DirectSetup) {
-    this.lib.load(setup.modulePath);
-    // Without OS locking SoftHSMv2 crashes once two C_SignAsync run at once.
-    this.lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
-    const slot = this.lib.C_GetSlotList(true).find((s) => this.lib.C_GetTokenInfo(s).label.trim() === setup.tokenLabel);
-    if (!slot) throw new Error(`no token labelled ${setup.tokenLabel}`);
-    this.slot = slot;
-    this.loginSession = this.lib.C_OpenSession(slot, SESSION_FLAGS);
-    this.lib.C_Login(this.loginSession, pkcs11js.CKU_USER, setup.pin);
-    this.key = this.findKey(this.loginSession);
-    const digest = createHash(algorithmInfo(setup.algorithm).hash).update('hsm-signer direct rate').digest();
-    const input = signingInput(setup.algorithm, digest);
-    this.mechanism = input.mechanism as Pkcs11Types.Mechanism;
-    this.data = input.data;
-  }
-
-  findKey(session: Buffer): Buffer {
-    this.lib.C_FindObjectsInit(session, [
-      { type: pkcs11js.CKA_CLASS, value: pkcs11js.CKO_PRIVATE_KEY },
-      { type: pkcs11js.CKA_LABEL, value: this.setup.keyLabel },
-    ]);
-    try {
-      const [key] = this.lib.C_FindObjects(session, 1);
-      if (!key) throw new Error(`no private key labelled ${this.setup.keyLabel}`);
-      return key;
-    } finally {
-      this.lib.C_FindObjectsFinal(session);
-    }
-  }
-
-  signSync(session: Buffer, key = this.key): void {
-    this.lib.C_SignInit(session, this.mechanism, key);
-    this.lib.C_Sign(session, this.data, Buffer.allocUnsafe(this.setup.signatureBytes));
-  }
-
-  openSessions(n: number): Buffer[] {
-    return Array.from({ length: n }, () => this.lib.C_OpenSession(this.slot, SESSION_FLAGS));
-  }
-
-  close(): void {
-    try {
-      this.lib.C_Finalize();
-    } catch {
-      // Exiting anyway.
-    }
-  }
-}
 
 /** ops/s of `inFlight` lanes, each signing on its own session as fast as the module answers. */
 async function asyncRate(t: Token, sessions: Buffer[], warmupMs: number, durationMs: number): Promise<{ ops: number; seconds: number; cpuSec: number }> {
@@ -154,7 +81,7 @@ async function practices(t: Token, inFlight: number, durationMs: number): Promis
   const sequential = loopRate(durationMs, () => t.signSync(session));
   const findPerOp = loopRate(durationMs, () => t.signSync(session, t.findKey(session)));
   const sessionPerOp = loopRate(durationMs, () => {
-    const s = t.lib.C_OpenSession(t.slot, SESSION_FLAGS);
+    const [s] = t.openSessions(1) as [Buffer];
     try {
       t.signSync(s);
     } finally {
@@ -165,7 +92,7 @@ async function practices(t: Token, inFlight: number, durationMs: number): Promis
   // itself. A private key's handle does not survive a logout, so it has to be found again too.
   t.lib.C_Logout(t.loginSession);
   const loginPerOp = loopRate(durationMs, () => {
-    t.lib.C_Login(session, pkcs11js.CKU_USER, t.setup.pin);
+    t.lib.C_Login(session, P11.CKU_USER, t.setup.pin);
     try {
       t.signSync(session, t.findKey(session));
     } finally {

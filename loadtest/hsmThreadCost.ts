@@ -9,12 +9,13 @@
  *
  * Three rounds each; the first includes the warm-up. The harness's token (.hsm/loadtest).
  */
-import { createRequire } from 'node:module';
-import type * as Pkcs11Types from 'pkcs11js';
+import { signatureLength } from '../src/crypto/algorithms.js';
 import { keyLabel } from '../src/hsm/keyLabel.js';
+import { signingInput } from '../src/hsm/pkcs11/mechanisms.js';
 import { P11 } from '../src/hsm/pkcs11/constants.js';
 import { ThreadedPkcs11 } from '../src/hsm/pkcs11/ThreadedPkcs11.js';
 import { DEFAULTS } from './defaults.js';
+import { DirectToken } from './directToken.js';
 import { prepareToken } from './harnessToken.js';
 import { cpuSecondsOf } from './serviceProbe.js';
 
@@ -27,13 +28,17 @@ if (!plain && !(Number.isInteger(threads) && threads >= 1 && threads <= 256)) th
 if (!(Number.isInteger(n) && n >= 1000)) throw new Error('signatures per round: give a whole number of 1000 or more');
 
 const { token, keys } = await prepareToken(DEFAULTS.tokenDir, DEFAULTS.tokenLabel, ['ECC_NIST_P256']);
-const label = keyLabel(keys.get('ECC_NIST_P256')!, 1);
-const digest = Buffer.alloc(32, 7);
-const mechanism = { mechanism: P11.CKM_ECDSA };
-const keyTemplate = [
-  { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
-  { type: P11.CKA_LABEL, value: label },
-];
+// The module finds the token through SOFTHSM2_CONF, in this process and its HSM threads.
+process.env.SOFTHSM2_CONF = token.conf;
+const setup = {
+  modulePath: token.modulePath,
+  tokenLabel: token.label,
+  pin: token.pin,
+  keyLabel: keyLabel(keys.get('ECC_NIST_P256')!, 1),
+  algorithm: 'ECDSA_SHA_256',
+  signatureBytes: signatureLength('ECC_NIST_P256'),
+} as const;
+const { mechanism, data } = signingInput(setup.algorithm, Buffer.alloc(32, 7));
 
 /** CPU seconds of this process's main thread (the event loop), in clock ticks of 10 ms: ±0.01 s a round. */
 const eventLoopCpuSeconds = (): number => cpuSecondsOf(process.pid, process.pid) ?? 0;
@@ -59,28 +64,11 @@ async function round(sign: (caller: number) => unknown, callers: number): Promis
 
 const lines: string[] = [];
 if (plain) {
-  const pkcs11js = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
-  const lib = new pkcs11js.PKCS11();
-  lib.load(token.modulePath);
-  lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  const t = new DirectToken(setup);
   try {
-    const slot = lib.C_GetSlotList(true).find((s) => lib.C_GetTokenInfo(s).label.trim() === token.label);
-    if (!slot) throw new Error(`no token labelled ${token.label}`);
-    const session = lib.C_OpenSession(slot, P11.CKF_SERIAL_SESSION | P11.CKF_RW_SESSION);
-    lib.C_Login(session, P11.CKU_USER, token.pin);
-    lib.C_FindObjectsInit(session, keyTemplate);
-    const [key] = lib.C_FindObjects(session, 1);
-    lib.C_FindObjectsFinal(session);
-    for (let r = 0; r < 3; r++) {
-      lines.push(
-        await round(() => {
-          lib.C_SignInit(session, mechanism, key!);
-          return lib.C_Sign(session, digest, Buffer.allocUnsafeSlow(64));
-        }, 1),
-      );
-    }
+    for (let r = 0; r < 3; r++) lines.push(await round(() => t.signSync(t.loginSession), 1));
   } finally {
-    lib.C_Finalize();
+    t.close();
   }
 } else {
   const p11 = await ThreadedPkcs11.start(token.modulePath, threads);
@@ -91,10 +79,11 @@ if (plain) {
     const flags = P11.CKF_SERIAL_SESSION | P11.CKF_RW_SESSION;
     const login = await p11.openSession(slot, flags);
     await p11.login(login, P11.CKU_USER, token.pin);
-    const [key] = await p11.findObjects(login, keyTemplate, 1);
+    const [key] = await p11.findObjects(login, [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_LABEL, value: setup.keyLabel }], 1);
+    if (!key) throw new Error(`no private key labelled ${setup.keyLabel}`);
     const sessions = await Promise.all(Array.from({ length: 32 }, () => p11.openSession(slot, flags)));
     // Each caller keeps to its own session: a session runs one operation at a time.
-    for (let r = 0; r < 3; r++) lines.push(await round((caller) => p11.sign(sessions[caller]!, mechanism, key!, digest, 64), sessions.length));
+    for (let r = 0; r < 3; r++) lines.push(await round((caller) => p11.sign(sessions[caller]!, mechanism, key, data, setup.signatureBytes), sessions.length));
   } finally {
     await p11.close();
   }
