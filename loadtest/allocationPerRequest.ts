@@ -18,7 +18,7 @@ import { composeService } from '../src/composeService.js';
 import { loadConfig } from '../src/config/config.js';
 import { DEFAULTS } from './defaults.js';
 import { typicalSignatureBytes } from './engine.js';
-import { prepareToken } from './harnessToken.js';
+import { prepareToken, serviceEnvFor } from './harnessToken.js';
 import { createCeilingApp } from './httpCeilingServer.js';
 import { REPO_ROOT } from './localService.js';
 
@@ -33,7 +33,7 @@ let app;
 if (values.bare) {
   app = createCeilingApp({ [keyName]: typicalSignatureBytes('ECC_NIST_P256') });
 } else {
-  const config = loadConfig({ ...process.env, SOFTHSM2_CONF: token.conf, HSM_MODULE: token.modulePath, HSM_TOKEN_LABEL: token.label, HSM_PIN_FILE: token.pinFile, WORKERS: '1', LOG_LEVEL: 'silent' });
+  const config = loadConfig({ ...serviceEnvFor(token), WORKERS: '1', LOG_LEVEL: 'silent' });
   const running = await composeService(config, pino({ level: 'silent' }));
   app = running.app;
   close = () => running.close();

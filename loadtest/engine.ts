@@ -12,7 +12,7 @@ import { keyLabel } from '../src/hsm/keyLabel.js';
 import { DEFAULTS } from './defaults.js';
 import { measureDirectRate, measurePractices, type DirectTarget } from './directRate.js';
 import { practiceResults } from './practices.js';
-import { ensureFillerObjects, keyNameFor, prepareToken } from './harnessToken.js';
+import { ensureFillerObjects, keyNameFor, prepareToken, serviceEnvFor } from './harnessToken.js';
 import { formatLatency, latencyModule } from './hsmLatency.js';
 import { probeMachine, probeNote } from './machineProbe.js';
 import { startLocalService, type LocalService } from './localService.js';
@@ -479,10 +479,9 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
       this.phase(`starting the service${v.label ? ` (${v.label})` : ''}: ${this.o.workers} worker(s)`);
       service = await startLocalService({
         env: {
+          ...serviceEnvFor(v.token!),
           ...v.env,
           HSM_MODULE: v.modulePath,
-          HSM_TOKEN_LABEL: v.token!.label,
-          HSM_PIN_FILE: v.token!.pinFile,
           ...(v.sessions !== undefined ? { HSM_SESSIONS: String(v.sessions) } : {}),
           ...(v.threads !== undefined ? { HSM_THREADS: String(v.threads) } : {}),
         },

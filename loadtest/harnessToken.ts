@@ -12,6 +12,11 @@ import { signingKeyPairTemplates } from '../src/hsm/pkcs11/keyTemplates.js';
 import { Pkcs11KeyAdmin } from '../src/hsm/pkcs11/Pkcs11KeyAdmin.js';
 import { ThreadedPkcs11 } from '../src/hsm/pkcs11/ThreadedPkcs11.js';
 
+/** The service's settings for a harness token, and nothing from the caller's shell (a stray HSM_SESSIONS would change what is measured). */
+export function serviceEnvFor(token: LocalToken): Record<string, string> {
+  return { SOFTHSM2_CONF: token.conf, HSM_MODULE: token.modulePath, HSM_TOKEN_LABEL: token.label, HSM_PIN_FILE: token.pinFile };
+}
+
 /** The key the harness signs with for a spec: the demo key where there is one. */
 export function keyNameFor(spec: KeySpec): string {
   return DEMO_KEYS.find((k) => k.spec === spec)?.name ?? `loadtest-${spec.toLowerCase().replace(/_/g, '-')}`;
