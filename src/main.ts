@@ -11,7 +11,7 @@ import { serveClusterMetrics } from './http/metrics.js';
  */
 function primary(config: Config, logger: pino.Logger): void {
   if (config.devMode) logger.warn({ host: config.host }, 'development mode: no CLIENTS_FILE, so no authentication; listening on loopback only');
-  serveClusterMetrics();
+  serveClusterMetrics(config.workers);
   let stopping = false;
   const fork = (): void => {
     cluster.fork();

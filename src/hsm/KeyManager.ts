@@ -66,6 +66,8 @@ export interface HsmHealth {
   readonly callsInFlight: number;
   readonly keys: number;
   readonly recoveries: number;
+  /** HSM threads configured and running; `reason` says why fewer run (a module with state per loaded instance). */
+  readonly threads: { readonly configured: number; readonly running: number; readonly reason?: string };
 }
 
 /**

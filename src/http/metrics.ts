@@ -1,12 +1,15 @@
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import { Router, type Request } from 'express';
-import { AggregatorRegistry, Counter, Gauge, Histogram, register } from 'prom-client';
+import { AggregatorRegistry, Counter, Gauge, Histogram, register, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { SigningService } from '../service/SigningService.js';
 
 /**
- * Prometheus metrics. Each worker records into prom-client's global registry; GET /metrics on any
- * worker asks the cluster primary, which aggregates every worker's registry over IPC, so a
- * scrape sees the whole service whichever worker answers.
+ * Prometheus metrics. Each worker records into prom-client's global registry. A scrape on any
+ * worker asks the cluster primary, which asks every worker for its registry over IPC and merges
+ * them (counters and histogram buckets summed, gauges by their `aggregator`), so a scrape sees the
+ * whole service whichever worker answers. prom-client's own AggregatorRegistry.clusterMetrics()
+ * is not used: a worker answers it only if it created an AggregatorRegistry itself, and one
+ * worker that does not answer (starting, restarting) fails the whole scrape after 5 s.
  */
 const requests = new Counter({ name: 'hsm_signer_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'] });
 const duration = new Histogram({
@@ -17,11 +20,10 @@ const duration = new Histogram({
 });
 
 let service: SigningService | undefined;
-const fromHealth = (name: string, help: string, pick: (s: SigningService) => number, aggregator: 'sum' | 'max' = 'sum', labelNames: string[] = []): Gauge =>
+const fromHealth = (name: string, help: string, pick: (s: SigningService) => number, aggregator: 'sum' | 'max' = 'sum'): Gauge =>
   new Gauge({
     name,
     help,
-    labelNames,
     aggregator,
     collect() {
       if (service) this.set(pick(service));
@@ -36,6 +38,7 @@ fromHealth('hsm_signer_hsm_recoveries', 'HSM connection recoveries since start',
 fromHealth('hsm_signer_hsm_breaker_open', 'workers whose HSM circuit breaker is open (1) or half-open (0.5)', (s) => ({ closed: 0, halfOpen: 0.5, open: 1 })[s.health().breaker]);
 fromHealth('hsm_signer_hsm_ready', 'workers ready (logged in, keys loaded, not recovering)', (s) => (s.health().ready ? 1 : 0));
 fromHealth('hsm_signer_keys', 'key versions in the cache', (s) => s.health().keys, 'max');
+fromHealth('hsm_signer_hsm_threads', 'HSM threads running PKCS#11 calls', (s) => s.health().threads.running);
 
 /** Counts a request and its duration when its response is done or its caller gone (status 499; see requestContext). */
 export function recordRequest(req: Request, status: number, seconds: number): void {
@@ -44,45 +47,111 @@ export function recordRequest(req: Request, status: number, seconds: number): vo
   duration.observe({ route }, seconds);
 }
 
-type MetricsReply = { type: 'hsm-signer:metrics'; id: number; text?: string; error?: string };
-let nextId = 1;
-const waiting = new Map<number, (r: MetricsReply) => void>();
+/** How long the primary waits for each worker's registry: a scrape answers within about this, whatever the workers do. */
+export const WORKER_ANSWER_MS = 500;
+/** How long a worker waits for the primary before it answers with its own registry alone. */
+const PRIMARY_ANSWER_MS = 1000;
 
-function clusterMetrics(): Promise<string> {
-  if (!cluster.isWorker || !process.send) return register.metrics();
-  const id = nextId++;
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      waiting.delete(id);
-      reject(new Error('metrics: the primary did not answer'));
-    }, 2000);
-    waiting.set(id, (r) => {
-      clearTimeout(timer);
-      if (r.text !== undefined) resolve(r.text);
-      else reject(new Error(r.error ?? 'metrics failed'));
-    });
-    process.send!({ type: 'hsm-signer:metrics', id });
-  });
-}
+const SCRAPE = 'hsm-signer:metrics';
+const COLLECT = 'hsm-signer:metrics-collect';
+type ScrapeMessage = { type: typeof SCRAPE; id: number; text?: string };
+type CollectMessage = { type: typeof COLLECT; id: number; metrics?: MetricObjectWithValues<MetricValue<string>>[] };
+
+let nextId = 1;
+const waiting = new Map<number, (text: string) => void>();
 
 if (cluster.isWorker) {
-  process.on('message', (m: MetricsReply) => {
-    if (m?.type === 'hsm-signer:metrics' && waiting.has(m.id)) {
-      waiting.get(m.id)!(m);
+  process.on('message', (m: ScrapeMessage | CollectMessage) => {
+    if (m?.type === SCRAPE) {
+      waiting.get(m.id)?.(m.text ?? '');
       waiting.delete(m.id);
+    } else if (m?.type === COLLECT) {
+      void register.getMetricsAsJSON().then(
+        (metrics) => process.send?.({ type: COLLECT, id: m.id, metrics }),
+        () => process.send?.({ type: COLLECT, id: m.id }),
+      );
     }
   });
 }
 
-/** In the primary: answer workers' /metrics requests with the aggregate of all workers. */
-export function serveClusterMetrics(): void {
-  const aggregator = new AggregatorRegistry();
-  cluster.on('message', (worker, m: MetricsReply) => {
-    if (m?.type !== 'hsm-signer:metrics') return;
-    aggregator.clusterMetrics().then(
-      (text) => worker.send({ type: m.type, id: m.id, text }),
-      (e: unknown) => worker.send({ type: m.type, id: m.id, error: (e as Error).message }),
-    );
+/** The whole service's metrics: through the primary in a cluster, else this process's registry. */
+async function clusterMetrics(): Promise<string> {
+  if (!cluster.isWorker || !process.send) return register.metrics();
+  const id = nextId++;
+  const text = await new Promise<string | undefined>((resolve) => {
+    const timer = setTimeout(() => {
+      waiting.delete(id);
+      resolve(undefined);
+    }, PRIMARY_ANSWER_MS);
+    waiting.set(id, (t) => {
+      clearTimeout(timer);
+      resolve(t);
+    });
+    process.send!({ type: SCRAPE, id });
+  });
+  // The primary is gone or stuck (this worker is about to be orphaned): its own figures are better than nothing.
+  return text ?? `${await register.metrics()}# the cluster primary did not answer: this worker's metrics only\n`;
+}
+
+/**
+ * The scrape's own gauges: how many workers the service runs, and which did not answer in time
+ * (they are left out of this scrape's sums). Prometheus text, appended to the merged registry.
+ */
+function coverage(expected: number, answered: number, missing: readonly number[]): string {
+  const lines = [
+    '# HELP hsm_signer_metrics_workers_expected worker processes the service runs (WORKERS)',
+    '# TYPE hsm_signer_metrics_workers_expected gauge',
+    `hsm_signer_metrics_workers_expected ${expected}`,
+    '# HELP hsm_signer_metrics_workers_answered workers whose metrics are in this scrape',
+    '# TYPE hsm_signer_metrics_workers_answered gauge',
+    `hsm_signer_metrics_workers_answered ${answered}`,
+    `# HELP hsm_signer_metrics_worker_unanswered a running worker (cluster id) that did not answer within ${WORKER_ANSWER_MS} ms; left out of this scrape`,
+    '# TYPE hsm_signer_metrics_worker_unanswered gauge',
+    ...missing.map((id) => `hsm_signer_metrics_worker_unanswered{worker="${id}"} 1`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+/** In the primary: asks every worker for its registry, waits at most WORKER_ANSWER_MS, merges what came. */
+export async function collectClusterMetrics(expectedWorkers: number): Promise<string> {
+  const id = nextId++;
+  const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w.isConnected());
+  const parts = new Map<number, CollectMessage['metrics']>();
+  await new Promise<void>((resolve) => {
+    if (workers.length === 0) return resolve();
+    const onMessage = (w: Worker, m: CollectMessage): void => {
+      if (m?.type !== COLLECT || m.id !== id || !workers.includes(w)) return;
+      parts.set(w.id, m.metrics);
+      if (parts.size === workers.length) finish();
+    };
+    const timer = setTimeout(() => finish(), WORKER_ANSWER_MS);
+    const finish = (): void => {
+      clearTimeout(timer);
+      cluster.off('message', onMessage);
+      resolve();
+    };
+    cluster.on('message', onMessage);
+    for (const w of workers) {
+      try {
+        w.send({ type: COLLECT, id });
+      } catch {
+        // Its channel closed between the check and the send: it counts as unanswered.
+      }
+    }
+  });
+  const answered = [...parts.values()].filter((m): m is NonNullable<typeof m> => m !== undefined);
+  const missing = workers.filter((w) => !parts.get(w.id)).map((w) => w.id);
+  const merged = answered.length ? await AggregatorRegistry.aggregate(answered).metrics() : '';
+  return merged + coverage(expectedWorkers, answered.length, missing);
+}
+
+/** In the primary: answer workers' /metrics requests with the merged metrics of all workers. */
+export function serveClusterMetrics(expectedWorkers: number): void {
+  cluster.on('message', (worker, m: ScrapeMessage) => {
+    if (m?.type !== SCRAPE) return;
+    void collectClusterMetrics(expectedWorkers).then((text) => {
+      if (worker.isConnected()) worker.send({ type: SCRAPE, id: m.id, text });
+    });
   });
 }
 

@@ -65,7 +65,8 @@ interface Sample {
 
 test('stall: the HSM stops answering for 5 s; requests end by their deadline, nothing grows without bound, all recovers', { timeout: 60_000 }, async (t) => {
   svc = await startServiceProcess(
-    token.env({ HSM_MODULE: ensureShimBuilt(), ...shim.env(), HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(THREADS), HSM_MAX_WAITING: String(MAX_WAITING), LOG_LEVEL: 'warn' }),
+    // WORKERS=1: the bounds checked here (one pool's sessions and waiters, the serving process's RSS) are per worker process.
+    token.env({ WORKERS: '1', HSM_MODULE: ensureShimBuilt(), ...shim.env(), HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(THREADS), HSM_MAX_WAITING: String(MAX_WAITING), LOG_LEVEL: 'warn' }),
     { maxSockets: CALLERS + 8 },
   );
   const s = svc;

@@ -36,7 +36,8 @@ after(async () => {
 
 test('overload: 1,000 concurrent callers against 8 sessions; the excess is shed at once, the rest succeed', { timeout: 60_000 }, async (t) => {
   svc = await startServiceProcess(
-    token.env({ HSM_MODULE: ensureShimBuilt(), ...shim.env(), HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(SESSIONS), HSM_MAX_WAITING: String(MAX_WAITING), REQUEST_DEADLINE_MS: String(DEADLINE_MS), LOG_LEVEL: 'error' }),
+    // WORKERS=1: the bounds checked here (one pool's sessions and waiters, the serving process's RSS) are per worker process.
+    token.env({ WORKERS: '1', HSM_MODULE: ensureShimBuilt(), ...shim.env(), HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(SESSIONS), HSM_MAX_WAITING: String(MAX_WAITING), REQUEST_DEADLINE_MS: String(DEADLINE_MS), LOG_LEVEL: 'error' }),
     { maxSockets: CALLERS },
   );
   const s = svc;

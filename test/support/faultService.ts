@@ -98,16 +98,21 @@ export interface ServiceProcess {
 }
 
 /**
- * `node --import tsx src/main.ts` with `env`; resolves when /readyz answers 200. Its output goes
+ * `node --import tsx src/main.ts` (or src/dev/start.ts) with `env`; resolves when /readyz answers 200. Its output goes
  * to a file, not a pipe: pino writes stdout synchronously, so a test process too busy to drain a
  * pipe would stall the service it is measuring.
  */
-export async function startServiceProcess(env: NodeJS.ProcessEnv, o: { maxSockets?: number; readyTimeoutMs?: number } = {}): Promise<ServiceProcess> {
+export async function startServiceProcess(
+  env: NodeJS.ProcessEnv,
+  o: { maxSockets?: number; readyTimeoutMs?: number; entry?: 'serve' | 'start' } = {},
+): Promise<ServiceProcess> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-svc-'));
   const logFile = join(dir, 'service.log');
   const fd = openSync(logFile, 'a');
-  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+  // `serve` is `npm run serve`; `start` is `npm start` (creates its token under HSM_DEV_DIR, then serves).
+  const script = o.entry === 'start' ? 'src/dev/start.ts' : 'src/main.ts';
+  const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', script], {
     cwd: REPO_ROOT,
     env: { ...env, PORT: String(port), HOST: '127.0.0.1' },
     stdio: ['ignore', fd, fd],

@@ -39,7 +39,7 @@ export async function createTestToken(keys: readonly { name: string; spec: KeySp
       HSM_MODULE: token.modulePath,
       HSM_TOKEN_LABEL: token.label,
       HSM_PIN_FILE: token.pinFile,
-      WORKERS: '1',
+      // No WORKERS: a service process started with this environment runs the default (one worker per CPU).
       LOG_LEVEL: 'silent',
       PATH: process.env.PATH ?? '',
       ...extra,

@@ -31,6 +31,13 @@ export interface Pkcs11CallError extends Error {
   readonly operationOpen?: boolean;
 }
 
+/** HSM threads: how many were configured, how many run, and why fewer run when they do. */
+export interface ThreadsInfo {
+  readonly configured: number;
+  readonly running: number;
+  readonly reason?: string;
+}
+
 export interface AsyncPkcs11 {
   /** (Re-)initialize the module in this process; tolerates "already initialized". */
   initialize(): Promise<void>;
@@ -62,5 +69,7 @@ export interface AsyncPkcs11 {
   readonly inFlight: number;
   /** How long the oldest unsettled call has been running (0 when none): a stall shows here first. */
   readonly oldestCallAgeMs?: number;
+  /** How many threads run the calls (a binding without threads leaves it out). */
+  readonly threadCounts?: ThreadsInfo;
   close(): Promise<void>;
 }

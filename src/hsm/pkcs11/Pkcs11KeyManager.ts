@@ -508,6 +508,7 @@ export class Pkcs11KeyManager implements KeyManager {
       callsInFlight: this.p11.inFlight,
       keys: this.keys.size,
       recoveries: this.recoveries,
+      threads: this.p11.threadCounts ?? { configured: 1, running: 1 },
     };
   }
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { NOT_A_CKR } from '../errors.js';
-import type { AsyncPkcs11, Attribute, Handle, Mechanism, Pkcs11CallError, SignCall } from './AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, Handle, Mechanism, Pkcs11CallError, SignCall, ThreadsInfo } from './AsyncPkcs11.js';
 
 interface Pending {
   resolve(value: unknown): void;
@@ -102,16 +102,25 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   private readonly progressAt: number[] = [];
   private closed = false;
 
+  /** Threads asked for, threads running, and why they differ. */
+  private threadsInfo: ThreadsInfo;
+
   private constructor(
     private readonly modulePath: string,
-    threadCount: number,
+    configured: number,
   ) {
-    for (let i = 0; i < threadCount; i++) {
-      this.threads.push(this.spawn(i));
-      this.load.push(0);
-      this.outbox.push([]);
-      this.progressAt.push(0);
-    }
+    this.threadsInfo = { configured, running: 0 };
+    this.addThread();
+  }
+
+  private addThread(): number {
+    const i = this.threads.length;
+    this.threads.push(this.spawn(i));
+    this.load.push(0);
+    this.outbox.push([]);
+    this.progressAt.push(0);
+    this.threadsInfo = { ...this.threadsInfo, running: this.threads.length };
+    return i;
   }
 
   private spawn(index: number): Worker {
@@ -136,28 +145,38 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
    * (p11-kit-client.so opens one server connection per instance): a session opened on one
    * thread would be unknown on, or worse another session on, the next. Such a module gets one
    * thread, which loses nothing: p11-kit serves one connection's calls one at a time anyway.
+   * The second thread tells, so the others are never started for it.
    */
   static async start(modulePath: string, threadCount: number, onWarning?: (message: string) => void): Promise<ThreadedPkcs11> {
     const p = new ThreadedPkcs11(modulePath, threadCount);
     try {
       await p.callOn(0, 'initialize', []);
-      let separateInstances = false;
-      for (let i = 1; i < threadCount; i++) {
-        if ((await p.callOn(i, 'initialize', [])) === true) separateInstances = true;
-      }
-      if (separateInstances) {
-        for (let i = 1; i < threadCount; i++) await p.callOn(i, 'finalize', []).catch(() => undefined);
-        await Promise.all(p.threads.splice(1).map((t) => t.terminate()));
-        p.load.splice(1);
-        p.outbox.splice(1);
-        p.progressAt.splice(1);
+      if (threadCount < 2) return p;
+      const second = p.addThread();
+      if ((await p.callOn(second, 'initialize', [])) === true) {
+        await p.callOn(second, 'finalize', []).catch(() => undefined);
+        const [extra] = p.threads.splice(second);
+        await extra?.terminate();
+        p.load.splice(second);
+        p.outbox.splice(second);
+        p.progressAt.splice(second);
+        const reason = 'the PKCS#11 module keeps separate state per loaded instance (e.g. p11-kit\'s client): one HSM thread per worker; more workers, not more threads, add HSM calls in flight';
+        p.threadsInfo = { configured: threadCount, running: 1, reason };
         onWarning?.(`the PKCS#11 module ${modulePath} keeps separate state per loaded instance (e.g. p11-kit's client): using 1 HSM thread instead of ${threadCount}`);
+        return p;
       }
+      const rest: Promise<unknown>[] = [];
+      for (let i = 2; i < threadCount; i++) rest.push(p.callOn(p.addThread(), 'initialize', []));
+      await Promise.all(rest);
     } catch (e) {
       await p.close();
       throw e;
     }
     return p;
+  }
+
+  get threadCounts(): ThreadsInfo {
+    return this.threadsInfo;
   }
 
   get inFlight(): number {
