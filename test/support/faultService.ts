@@ -255,8 +255,15 @@ export async function closedLoops(callers: number, running: () => boolean, one: 
  * Runs `callers` loops until `running()` is false, each starting a request every
  * 1000 / `perCallerRate` ms (at once if the last one took longer): a steady offered load, like
  * clients with their own traffic, rather than a closed loop that measures the machine's CPU noise.
+ * With `retryAtOnce`, a request that `one` reports failed (false) is followed by the next at once.
  */
-export async function pacedLoops(callers: number, perCallerRate: number, running: () => boolean, one: (caller: number, i: number) => Promise<unknown>): Promise<void> {
+export async function pacedLoops(
+  callers: number,
+  perCallerRate: number,
+  running: () => boolean,
+  one: (caller: number, i: number) => Promise<unknown>,
+  o: { retryAtOnce?: boolean } = {},
+): Promise<void> {
   const interval = 1000 / perCallerRate;
   await Promise.all(
     Array.from({ length: callers }, async (_, caller) => {
@@ -264,7 +271,9 @@ export async function pacedLoops(callers: number, perCallerRate: number, running
       await sleep((caller * interval) / callers);
       for (let i = 0; running(); i++) {
         const started = performance.now();
-        await one(caller, i);
+        const ok = await one(caller, i);
+        // A caller that ignores Retry-After sends again at once after a failure.
+        if (ok === false && o.retryAtOnce) continue;
         const left = interval - (performance.now() - started);
         if (left > 0 && running()) await sleep(left);
       }

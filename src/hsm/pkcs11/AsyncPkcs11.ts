@@ -38,9 +38,29 @@ export interface ThreadsInfo {
   readonly reason?: string;
 }
 
+/** What connect() does in one go: the token to use, the signing user's PIN, and how many pool sessions to open. */
+export interface ConnectRequest {
+  readonly tokenLabel?: string;
+  readonly slotIndex?: number;
+  readonly pin: string;
+  readonly flags: number;
+  readonly sessions: number;
+  /** C_Finalize first (a recovery: the module's old state is dropped). */
+  readonly finalizeFirst: boolean;
+}
+
+/** The token's slot, a logged-in session, and the pool's sessions; or no such token (`tokens`: how many there are). */
+export type ConnectResult = { readonly slot: Handle; readonly loginSession: Handle; readonly sessions: Handle[] } | { readonly noToken: true; readonly tokens: number };
+
 export interface AsyncPkcs11 {
   /** (Re-)initialize the module in this process; tolerates "already initialized". */
   initialize(): Promise<void>;
+  /**
+   * [C_Finalize,] C_Initialize, find the token, open a session and log in on it (already logged
+   * in is fine), open `sessions` more: as one call, so a recovery does not wait an event-loop turn
+   * per step while the loop is busy answering callers.
+   */
+  connect(req: ConnectRequest): Promise<ConnectResult>;
   /** Finalize the module; tolerates "not initialized". Every session and the login are gone after it. */
   finalize(): Promise<void>;
   getSlotList(tokenPresent: boolean): Promise<Handle[]>;

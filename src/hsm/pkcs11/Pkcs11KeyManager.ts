@@ -114,35 +114,41 @@ export class Pkcs11KeyManager implements KeyManager {
     this.watchdogTimer.unref();
   }
 
-  private async connect(): Promise<void> {
-    await this.p11.initialize();
-    this.slot = await this.findSlot();
-    this.loginSession = await this.p11.openSession(this.slot, SESSION_FLAGS);
-    await this.login();
+  /** Initializes (after finalizing, in a recovery), logs in, fills the pool, loads the keys. */
+  private async connect(finalizeFirst = false): Promise<void> {
+    const { tokenLabel, slotIndex } = this.options;
+    const c = await this.p11.connect({
+      ...(slotIndex !== undefined ? { slotIndex } : { tokenLabel }),
+      pin: this.options.pin,
+      flags: SESSION_FLAGS,
+      sessions: this.options.sessions,
+      finalizeFirst,
+    });
+    if ('noToken' in c) {
+      throw new ServiceError(
+        'HSM_UNAVAILABLE',
+        slotIndex !== undefined ? `no token in slot index ${slotIndex} (HSM_SLOT); ${c.tokens} token(s) present` : `no token labelled '${tokenLabel}' (HSM_TOKEN_LABEL); ${c.tokens} token(s) present`,
+      );
+    }
+    this.slot = c.slot;
+    this.loginSession = c.loginSession;
     const generation = this.generation;
+    // The pool starts with the sessions connect() opened; sessions it replaces later are opened one by one.
+    const opened = [...c.sessions];
     const pool = new SessionPool({
       size: this.options.sessions,
       maxWaiting: this.options.maxWaiting,
       generation,
-      open: () => this.p11.openSession(this.slot!, SESSION_FLAGS),
+      open: () => {
+        const ready = opened.pop();
+        return ready ? Promise.resolve(ready) : this.p11.openSession(this.slot!, SESSION_FLAGS);
+      },
       close: (h) => (generation === this.generation ? this.p11.closeSession(h) : Promise.resolve()),
     });
     this.pool = pool;
     await pool.fill();
     await this.keys.refresh();
     this.notReadyReason = undefined;
-  }
-
-  private async findSlot(): Promise<Handle> {
-    const slots = await this.p11.getSlotList(true);
-    const { tokenLabel, slotIndex } = this.options;
-    if (slotIndex !== undefined) {
-      const slot = slots[slotIndex];
-      if (!slot) throw new ServiceError('HSM_UNAVAILABLE', `no token in slot index ${slotIndex} (HSM_SLOT); ${slots.length} token(s) present`);
-      return slot;
-    }
-    for (const slot of slots) if ((await this.p11.getTokenLabel(slot)) === tokenLabel) return slot;
-    throw new ServiceError('HSM_UNAVAILABLE', `no token labelled '${tokenLabel}' (HSM_TOKEN_LABEL); ${slots.length} token(s) present`);
   }
 
   private async login(): Promise<void> {
@@ -330,11 +336,12 @@ export class Pkcs11KeyManager implements KeyManager {
       for (let waited = 0; this.p11.inFlight > 0 && waited < 2000; waited += 10) await sleep(10);
       if (this.closed) return;
       try {
-        await this.p11.finalize();
-        await this.connect();
+        const started = performance.now();
+        await this.connect(true);
         this.recoveries++;
         this.lastRecoveredAt = Date.now();
-        this.options.logger.warn({ attempt, recoveries: this.recoveries }, 'HSM connection re-established');
+        const connectMs = Math.round(performance.now() - started);
+        this.options.logger.warn({ attempt, recoveries: this.recoveries, connectMs }, 'HSM connection re-established');
         this.options.onRecovered?.();
         return;
       } catch (e) {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { NOT_A_CKR } from '../errors.js';
-import type { AsyncPkcs11, Attribute, Handle, Mechanism, Pkcs11CallError, SignCall, ThreadsInfo } from './AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, ConnectRequest, ConnectResult, Handle, Mechanism, Pkcs11CallError, SignCall, ThreadsInfo } from './AsyncPkcs11.js';
 
 interface Pending {
   resolve(value: unknown): void;
@@ -272,6 +272,12 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
 
   async finalize(): Promise<void> {
     await this.call('finalize', []);
+  }
+
+  async connect(req: ConnectRequest): Promise<ConnectResult> {
+    const r = (await this.call('connect', [req])) as { slot: Uint8Array; loginSession: Uint8Array; sessions: Uint8Array[] } | { noToken: true; tokens: number };
+    if ('noToken' in r) return r;
+    return { slot: toBuffer(r.slot), loginSession: toBuffer(r.loginSession), sessions: r.sessions.map(toBuffer) };
   }
 
   async getSlotList(tokenPresent: boolean): Promise<Handle[]> {

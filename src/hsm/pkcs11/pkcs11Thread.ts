@@ -52,6 +52,33 @@ function finalize(): void {
   }
 }
 
+interface ConnectRequest {
+  readonly tokenLabel?: string;
+  readonly slotIndex?: number;
+  readonly pin: string;
+  readonly flags: number;
+  readonly sessions: number;
+  readonly finalizeFirst: boolean;
+}
+
+/** AsyncPkcs11.connect: every step of (re)connecting in one message; a failure names its PKCS#11 function. */
+function connect(req: ConnectRequest): { slot: Buffer; loginSession: Buffer; sessions: Buffer[] } | { noToken: true; tokens: number } {
+  if (req.finalizeFirst) finalize();
+  initialize();
+  const slots = lib.C_GetSlotList(true);
+  const slot = req.slotIndex !== undefined ? slots[req.slotIndex] : slots.find((s) => lib.C_GetTokenInfo(s).label.trim() === req.tokenLabel);
+  if (!slot) return { noToken: true, tokens: slots.length };
+  const loginSession = lib.C_OpenSession(slot, req.flags);
+  try {
+    lib.C_Login(loginSession, pkcs11js.CKU_USER, req.pin);
+  } catch (e) {
+    if ((e as { code?: number }).code !== pkcs11js.CKR_USER_ALREADY_LOGGED_IN) throw e;
+  }
+  const sessions: Buffer[] = [];
+  for (let i = 0; i < req.sessions; i++) sessions.push(lib.C_OpenSession(slot, req.flags));
+  return { slot, loginSession, sessions };
+}
+
 function findObjects(session: Buffer, template: Pkcs11Types.Template, max: number): Buffer[] {
   lib.C_FindObjectsInit(session, template);
   try {
@@ -121,6 +148,7 @@ type Op = (...args: any[]) => unknown; // eslint-disable-line @typescript-eslint
 const ops: Record<string, Op> = {
   initialize,
   finalize,
+  connect,
   getSlotList: (present: boolean) => lib.C_GetSlotList(present),
   getTokenLabel: (slot: Buffer) => lib.C_GetTokenInfo(slot).label.trim(),
   openSession: (slot: Buffer, flags: number) => lib.C_OpenSession(slot, flags),

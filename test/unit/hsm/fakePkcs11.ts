@@ -5,7 +5,7 @@
  * "signature" is the name of the key that made it, so a test can see which key was used.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import type { AsyncPkcs11, Attribute, Handle, Mechanism, Pkcs11CallError, SignCall } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, ConnectRequest, ConnectResult, Handle, Mechanism, Pkcs11CallError, SignCall } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { P11 } from '../../../src/hsm/pkcs11/constants.js';
 import { CKR } from '../../../src/hsm/errors.js';
 import { ecParamsFor } from '../../../src/hsm/pkcs11/publicKey.js';
@@ -91,6 +91,24 @@ export class FakePkcs11 implements AsyncPkcs11 {
     if (this.initialized) return;
     this.initialized = true;
     if (!this.down) this.disconnected = false;
+  }
+
+  /** The same steps as the HSM thread's connect, through this fake's own calls (so their faults and counts apply). */
+  async connect(req: ConnectRequest): Promise<ConnectResult> {
+    if (req.finalizeFirst) await this.finalize();
+    await this.initialize();
+    const slots = await this.getSlotList();
+    let slot: Handle | undefined;
+    if (req.slotIndex !== undefined) slot = slots[req.slotIndex];
+    else for (const s of slots) if ((await this.getTokenLabel()) === req.tokenLabel) slot = s;
+    if (!slot) return { noToken: true, tokens: slots.length };
+    const loginSession = await this.openSession();
+    await this.login(loginSession).catch((e: unknown) => {
+      if ((e as Pkcs11Error).code !== CKR.USER_ALREADY_LOGGED_IN) throw e;
+    });
+    const sessions: Handle[] = [];
+    for (let i = 0; i < req.sessions; i++) sessions.push(await this.openSession());
+    return { slot, loginSession, sessions };
   }
 
   async finalize(): Promise<void> {
