@@ -72,12 +72,12 @@ function servedBy(svc: ServiceProcess, requestId: string): number | undefined {
 
 /**
  * Sends `send` on new connections until every worker has given an answer that `accept` takes
- * (default: any), or 10 s pass; returns each worker's last answer by pid.
+ * (default: any), or 30 s pass (a worker may still be starting); returns each worker's last answer by pid.
  */
 async function onEveryWorker(svc: ServiceProcess, send: (requestId: string) => Promise<HttpResult>, accept: (r: HttpResult) => boolean = () => true): Promise<Map<number, HttpResult>> {
   const answers = new Map<number, HttpResult>();
   const done = (): number => [...answers.values()].filter(accept).length;
-  const end = Date.now() + 10_000;
+  const end = Date.now() + 30_000;
   while (Date.now() < end && (answers.size < EXPECTED_WORKERS || done() < EXPECTED_WORKERS)) {
     const id = `dc-${randomUUID()}`;
     const r = await send(id);
@@ -121,6 +121,8 @@ test('npm start, as a new user runs it: two workers, and one /metrics scrape cou
     // Exactly `npm start`'s environment: only where its token lives and the port differ.
     svc = await startServiceProcess({ PATH: process.env.PATH ?? '', HSM_DEV_DIR: devDir, LOG_LEVEL: 'debug', ...workersEnv }, { entry: 'start', readyTimeoutMs: 90_000 });
     const s = svc;
+    // Ready means one worker answered; the others may still be starting (each logs in and reads the keys).
+    assert.equal((await workerPids(s)).length, EXPECTED_WORKERS);
     const signsPerWorker = new Map<number, number>();
     const N = 10 * EXPECTED_WORKERS;
     for (let i = 0; i < N; i++) {
@@ -153,6 +155,7 @@ before(async () => {
   token = await createTestToken([{ name: 'dc-ec', spec: 'ECC_NIST_P256' }]);
   // `npm run serve` with only the token's settings: default workers, sessions and threads.
   svc = await startServiceProcess(token.env({ LOG_LEVEL: 'debug', ...workersEnv }));
+  await workerPids(svc);
 });
 
 after(async () => {
