@@ -61,6 +61,7 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     bodyLimitBytes: config.bodyLimitBytes,
     requestDeadlineMs: config.requestDeadlineMs,
     extraRouters: [pkiRouter(pki)],
+    metricsOnApi: config.metricsListener === undefined,
     ...(clients ? { v1Guard: authenticate(clients) } : {}),
   });
   return {

@@ -3,15 +3,28 @@ import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { composeService } from './composeService.js';
-import { serveClusterMetrics } from './http/metrics.js';
+import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
 
 /**
  * Composition root. The primary forks WORKERS processes (each has its own PKCS#11 state: module,
  * login, session pool, key cache) and restarts any that dies; each worker serves HTTP.
  */
-function primary(config: Config, logger: pino.Logger): void {
+/** Production's /metrics listener: in the primary of a cluster, else in the one serving process. */
+async function metricsListener(config: Config, logger: pino.Logger): Promise<Server | undefined> {
+  const m = config.metricsListener;
+  if (!m) return undefined;
+  const server = await listenForMetrics(m.host, m.port, config.workers);
+  logger.info({ host: m.host, port: m.port }, 'serving /metrics');
+  return server;
+}
+
+async function primary(config: Config, logger: pino.Logger): Promise<void> {
   if (config.devMode) logger.warn({ host: config.host }, 'development mode: no CLIENTS_FILE, so no authentication; listening on loopback only');
   serveClusterMetrics(config.workers);
+  const metrics = await metricsListener(config, logger).catch((e: unknown) => {
+    logger.fatal({ err: (e as Error).message }, 'cannot serve /metrics on METRICS_HOST:METRICS_PORT');
+    process.exit(1);
+  });
   let stopping = false;
   const fork = (): void => {
     cluster.fork();
@@ -29,6 +42,7 @@ function primary(config: Config, logger: pino.Logger): void {
   });
   const stop = (): void => {
     stopping = true;
+    metrics?.close();
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
     setTimeout(() => process.exit(0), 5000).unref();
     cluster.on('exit', () => {
@@ -41,11 +55,13 @@ function primary(config: Config, logger: pino.Logger): void {
 
 async function worker(config: Config, logger: pino.Logger): Promise<void> {
   const running = await composeService(config, logger);
+  const metrics = cluster.isWorker ? undefined : await metricsListener(config, logger);
   const server: Server = running.app.listen(config.port, config.host, () => {
     logger.info({ host: config.host, port: config.port, keys: running.keyManager.health().keys }, 'serving');
   });
   server.keepAliveTimeout = 65_000;
   const stop = (): void => {
+    metrics?.close();
     server.close(() => void running.close().finally(() => process.exit(0)));
     setTimeout(() => process.exit(0), 5000).unref();
   };

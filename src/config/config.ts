@@ -40,6 +40,8 @@ const schema = z
     CLIENTS_FILE: z.string().min(1).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ALLOW_REMOTE_DEV: bool.default(false),
+    METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+    METRICS_PORT: int(1, 65_535).default(9464),
   })
   .refine((c) => c.HSM_PIN !== undefined || c.HSM_PIN_FILE !== undefined, { message: 'set HSM_PIN or HSM_PIN_FILE', path: ['HSM_PIN'] })
   .refine((c) => c.RETRY_BASE_MS <= c.RETRY_CAP_MS, { message: 'must not exceed RETRY_CAP_MS', path: ['RETRY_BASE_MS'] });
@@ -65,6 +67,8 @@ export interface Config {
   readonly retry: { readonly maxAttempts: number; readonly baseMs: number; readonly capMs: number; readonly budgetRatio: number };
   readonly breaker: { readonly errorThresholdPercentage: number; readonly resetTimeoutMs: number; readonly volumeThreshold: number; readonly rollingWindowMs: number };
   readonly clientsFile?: string;
+  /** Where /metrics is served in production (its own listener); undefined: on the API's port (development). */
+  readonly metricsListener?: { readonly host: string; readonly port: number };
   readonly logLevel: string;
   /** Development mode: no clients file and not production, so no auth and loopback only. */
   readonly devMode: boolean;
@@ -120,6 +124,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retry: { maxAttempts: c.RETRY_MAX_ATTEMPTS, baseMs: c.RETRY_BASE_MS, capMs: c.RETRY_CAP_MS, budgetRatio: c.RETRY_BUDGET_RATIO },
     breaker: { errorThresholdPercentage: c.BREAKER_ERROR_PERCENT, resetTimeoutMs: c.BREAKER_RESET_MS, volumeThreshold: c.BREAKER_VOLUME, rollingWindowMs: c.BREAKER_WINDOW_MS },
     ...(c.CLIENTS_FILE !== undefined ? { clientsFile: c.CLIENTS_FILE } : {}),
+    ...(production ? { metricsListener: { host: c.METRICS_HOST, port: c.METRICS_PORT } } : {}),
     logLevel: c.LOG_LEVEL,
     devMode,
   };

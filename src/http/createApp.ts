@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { notFound, ServiceError } from '../errors.js';
 import type { SigningService } from '../service/SigningService.js';
 import { errorHandler } from './errorHandler.js';
-import { metricsRouter } from './metrics.js';
+import { metricsRouter, trackService } from './metrics.js';
 import { openapiRouter } from './openapi.js';
 import { requestContext } from './requestContext.js';
 import { healthRouter } from './routes/healthRouter.js';
@@ -19,6 +19,8 @@ export interface AppDeps {
   readonly extraRouters?: readonly express.Router[];
   /** Runs before every /v1 route (authentication). */
   readonly v1Guard?: RequestHandler;
+  /** GET /metrics on this app (development); in production it has a listener of its own. Default true. */
+  readonly metricsOnApi?: boolean;
 }
 
 /**
@@ -48,7 +50,8 @@ export function createApp(deps: AppDeps): Express {
   app.use(keysRouter(deps.service));
   for (const r of deps.extraRouters ?? []) app.use(r);
   app.use(healthRouter(deps.service));
-  app.use(metricsRouter(deps.service));
+  trackService(deps.service);
+  if (deps.metricsOnApi !== false) app.use(metricsRouter());
   app.use(openapiRouter());
   app.use((req, _res, next) => next(notFound(`no route for ${req.method} ${req.path.slice(0, 200)}`)));
   app.use(errorHandler(deps.logger));

@@ -1,4 +1,6 @@
 import cluster, { type Worker } from 'node:cluster';
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
 import { Router, type Request } from 'express';
 import { AggregatorRegistry, Counter, Gauge, Histogram, register, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { SigningService } from '../service/SigningService.js';
@@ -155,8 +157,13 @@ export function serveClusterMetrics(expectedWorkers: number): void {
   });
 }
 
-export function metricsRouter(s: SigningService): Router {
+/** The service whose health the gauges read (every worker calls this, wherever /metrics is served). */
+export function trackService(s: SigningService): void {
   service = s;
+}
+
+/** GET /metrics on the API's own app (development mode). */
+export function metricsRouter(): Router {
   const r = Router();
   r.get('/metrics', async (_req, res, next) => {
     try {
@@ -167,4 +174,27 @@ export function metricsRouter(s: SigningService): Router {
     }
   });
   return r;
+}
+
+/**
+ * /metrics on a listener of its own (production: METRICS_HOST:METRICS_PORT), apart from the API
+ * and its authentication: in the cluster primary it merges the workers; in a single-process
+ * service (WORKERS=1) it serves that process's registry. Anything else is a 404.
+ */
+export async function listenForMetrics(host: string, port: number, expectedWorkers: number): Promise<Server> {
+  const collect = (): Promise<string> => (cluster.isPrimary && expectedWorkers > 1 ? collectClusterMetrics(expectedWorkers) : register.metrics());
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?')[0];
+    if (req.method !== 'GET' || path !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: metrics are at GET /metrics\n');
+      return;
+    }
+    collect().then(
+      (text) => res.writeHead(200, { 'content-type': register.contentType }).end(text),
+      () => res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics could not be collected\n'),
+    );
+  });
+  server.listen(port, host);
+  await Promise.race([once(server, 'listening'), once(server, 'error').then(([e]) => Promise.reject(e as Error))]);
+  return server;
 }

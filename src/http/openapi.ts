@@ -111,7 +111,7 @@ export const OPENAPI_DOCUMENT = {
   paths: {
     '/healthz': { get: { summary: 'liveness', security: [], responses: { 200: { description: 'the process serves' } } } },
     '/readyz': { get: { summary: 'readiness: HSM answers, sessions available, breaker not open', security: [], responses: { 200: { description: 'ready' }, 503: { description: 'unavailable, with a reason' } } } },
-    '/metrics': { get: { summary: 'Prometheus metrics (all workers)', security: [], responses: { 200: { description: 'text format' } } } },
+    '/metrics': { get: { summary: 'Prometheus metrics (all workers); in production on its own listener (METRICS_HOST:METRICS_PORT), not this port', security: [], responses: { 200: { description: 'text format' } } } },
     '/openapi.json': { get: { summary: 'this document', security: [], responses: { 200: { description: 'OpenAPI 3' } } } },
     '/v1/keys': { get: { summary: 'list keys', responses: { 200: { description: 'keys', ...json({ type: 'object', properties: { keys: { type: 'array', items: ref('KeyInfo') } } }) }, ...errorResponses(...hsmErrors) } } },
     '/v1/keys/{name}': { get: { summary: 'one key', parameters: [nameParam], responses: { 200: { description: 'key', ...json(ref('KeyInfo')) }, ...errorResponses(...hsmErrors) } } },
