@@ -52,6 +52,18 @@ export interface ConnectRequest {
 /** The token's slot, a logged-in session, and the pool's sessions; or no such token (`tokens`: how many there are). */
 export type ConnectResult = { readonly slot: Handle; readonly loginSession: Handle; readonly sessions: Handle[] } | { readonly noToken: true; readonly tokens: number };
 
+/** One search of findAndRead(): the objects matching `template` (at most `max`), each with the attributes `types`. */
+export interface ObjectQuery {
+  readonly template: readonly Attribute[];
+  readonly types: readonly number[];
+  readonly max?: number;
+}
+
+export interface FoundObject {
+  readonly handle: Handle;
+  readonly attributes: Attribute[];
+}
+
 export interface AsyncPkcs11 {
   /** (Re-)initialize the module in this process; tolerates "already initialized". */
   initialize(): Promise<void>;
@@ -73,6 +85,12 @@ export interface AsyncPkcs11 {
   /** FindObjectsInit + FindObjects until done + FindObjectsFinal, in one hop. */
   findObjects(session: Handle, template: readonly Attribute[], max?: number): Promise<Handle[]>;
   getAttributes(session: Handle, object: Handle, types: readonly number[]): Promise<Attribute[]>;
+  /**
+   * Several searches, each object found read at once, in one call: a key scan costs an
+   * event-loop turn per findAndRead, not per object (a recovery's scan must not queue behind a
+   * busy loop once per key).
+   */
+  findAndRead(session: Handle, queries: readonly ObjectQuery[]): Promise<FoundObject[][]>;
   /** SignInit + Sign in one hop. */
   sign(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, maxSignatureLength: number): Promise<Buffer>;
   /**

@@ -3,7 +3,7 @@ import type { KeySpec } from '../../crypto/algorithms.js';
 import { notFound } from '../../errors.js';
 import type { KeyInfo, KeyVersion } from '../KeyManager.js';
 import { parseKeyLabel } from '../keyLabel.js';
-import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, FoundObject, Handle, ObjectQuery } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
 import { ecPublicKey, rsaPublicKey } from './publicKey.js';
 
@@ -37,6 +37,9 @@ const attr = (attrs: Attribute[], type: number): Buffer | undefined => {
   const v = attrs.find((a) => a.type === type)?.value;
   return Buffer.isBuffer(v) ? v : undefined;
 };
+
+/** CKA_KEY_TYPE is a CK_ULONG, little-endian on every platform we run on. */
+const keyTypeOf = (attrs: Attribute[]): number | undefined => attr(attrs, P11.CKA_KEY_TYPE)?.readUInt32LE(0);
 
 /**
  * Every signing key on the token, looked up once: private-key handle, public key, spec.
@@ -96,33 +99,34 @@ export class KeyCache {
     this.loaded = false;
   }
 
+  /**
+   * Two HSM calls whatever the number of keys: every signing private key (label, id, type) and
+   * every certificate's id in one; the public keys of the keys not seen before in the other.
+   */
   private async scan(): Promise<void> {
     const epoch = this.epoch;
     this.lastScanAt = this.now();
     const seen = new Map<string, { label: string | undefined; id: string; entry: KeyEntry | undefined }>();
     const found = await this.withSession(async (s) => {
-      const handles = await this.p11.findObjects(s, [
-        { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
-        { type: P11.CKA_SIGN, value: true },
+      const [privates = [], certificates = []] = await this.p11.findAndRead(s, [
+        { template: [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_SIGN, value: true }], types: [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE] },
+        { template: [{ type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE }], types: [P11.CKA_ID] },
       ]);
-      const entries: KeyEntry[] = [];
-      for (const h of handles) {
-        const attrs = await this.p11.getAttributes(s, h, [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE]);
-        const label = attr(attrs, P11.CKA_LABEL)?.toString('utf8');
-        const id = (attr(attrs, P11.CKA_ID) ?? Buffer.alloc(0)).toString('hex');
-        const before = this.seen.get(h.toString('hex'));
+      const keys = privates.map((o) => {
+        const label = attr(o.attributes, P11.CKA_LABEL)?.toString('utf8');
+        const id = (attr(o.attributes, P11.CKA_ID) ?? Buffer.alloc(0)).toString('hex');
+        const before = this.seen.get(o.handle.toString('hex'));
         // Same handle, label and CKA_ID as last time: the same key (a reused handle would differ).
-        const entry = before && before.label === label && before.id === id ? before.entry : await this.describe(s, h, attrs);
-        seen.set(h.toString('hex'), { label, id, entry });
+        return { o, label, id, known: before && before.label === label && before.id === id ? before : undefined };
+      });
+      const publics = await this.readPublicKeys(s, keys.filter((k) => !k.known).map((k) => k.o));
+      const entries: KeyEntry[] = [];
+      for (const k of keys) {
+        const entry = k.known ? k.known.entry : this.describe(k.o, publics.get(k.o.handle.toString('hex')));
+        seen.set(k.o.handle.toString('hex'), { label: k.label, id: k.id, entry });
         if (entry) entries.push(entry);
       }
-      const certIds = new Set(
-        await Promise.all(
-          (await this.p11.findObjects(s, [{ type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE }])).map(async (c) =>
-            attr(await this.p11.getAttributes(s, c, [P11.CKA_ID]), P11.CKA_ID)?.toString('hex'),
-          ),
-        ),
-      );
+      const certIds = new Set(certificates.map((c) => attr(c.attributes, P11.CKA_ID)?.toString('hex')));
       return entries.map((e) => ({ ...e, hasCertificate: certIds.has(e.id.toString('hex')) }));
     });
     const next = new Map<string, Map<number, KeyEntry>>();
@@ -138,10 +142,46 @@ export class KeyCache {
     this.loaded = true;
   }
 
-  private async describe(s: Handle, handle: Handle, attrs: Attribute[]): Promise<KeyEntry | undefined> {
+  /**
+   * For each private key that may be served (a key name as label, a CKA_ID, RSA or EC): its
+   * public-key object (same CKA_ID and key type) with the attributes that make the public key,
+   * and for RSA also the private key's own modulus and exponent (public attributes even on a
+   * sensitive key), used when there is no public-key object. One HSM call for all of them.
+   */
+  private async readPublicKeys(s: Handle, privates: readonly FoundObject[]): Promise<Map<string, { pub?: FoundObject; own?: FoundObject }>> {
+    const queries: ObjectQuery[] = [];
+    const wanted: { handle: string; own: boolean }[] = [];
+    for (const o of privates) {
+      const label = attr(o.attributes, P11.CKA_LABEL)?.toString('utf8');
+      const id = attr(o.attributes, P11.CKA_ID);
+      const keyType = keyTypeOf(o.attributes);
+      if (label === undefined || !parseKeyLabel(label) || !id?.length || (keyType !== P11.CKK_RSA && keyType !== P11.CKK_EC)) continue;
+      const types = keyType === P11.CKK_RSA ? [P11.CKA_MODULUS, P11.CKA_PUBLIC_EXPONENT] : [P11.CKA_EC_PARAMS, P11.CKA_EC_POINT];
+      const handle = o.handle.toString('hex');
+      queries.push({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY }, { type: P11.CKA_KEY_TYPE, value: keyType }, { type: P11.CKA_ID, value: id }], types, max: 1 });
+      wanted.push({ handle, own: false });
+      if (keyType === P11.CKK_RSA) {
+        queries.push({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_LABEL, value: label }, { type: P11.CKA_ID, value: id }], types, max: 1 });
+        wanted.push({ handle, own: true });
+      }
+    }
+    const byHandle = new Map<string, { pub?: FoundObject; own?: FoundObject }>();
+    if (queries.length === 0) return byHandle;
+    const results = await this.p11.findAndRead(s, queries);
+    wanted.forEach((w, i) => {
+      const [first] = results[i] ?? [];
+      const entry = byHandle.get(w.handle) ?? {};
+      if (first) byHandle.set(w.handle, w.own ? { ...entry, own: first } : { ...entry, pub: first });
+      else byHandle.set(w.handle, entry);
+    });
+    return byHandle;
+  }
+
+  private describe(o: FoundObject, read: { pub?: FoundObject; own?: FoundObject } | undefined): KeyEntry | undefined {
+    const attrs = o.attributes;
     const label = attr(attrs, P11.CKA_LABEL)?.toString('utf8');
     const id = attr(attrs, P11.CKA_ID) ?? Buffer.alloc(0);
-    const keyType = attr(attrs, P11.CKA_KEY_TYPE)?.readUInt32LE(0); // CK_ULONG, little-endian on every platform we run on
+    const keyType = keyTypeOf(attrs);
     const parsed = label === undefined ? undefined : parseKeyLabel(label);
     // A key whose label is no key name is someone else's business: not served, not reported.
     if (!parsed) return undefined;
@@ -150,20 +190,15 @@ export class KeyCache {
       return undefined;
     };
     if (id.length === 0) return skip('it has no CKA_ID, so its public key cannot be found');
-    const [pub] = await this.p11.findObjects(s, [
-      { type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY },
-      { type: P11.CKA_ID, value: id },
-    ], 1);
+    const pub = read?.pub;
     let key: { spec: KeySpec; key: KeyObject } | undefined;
     if (keyType === P11.CKK_RSA) {
-      // The modulus and exponent are public even on a sensitive private key.
-      const a = await this.p11.getAttributes(s, pub ?? handle, [P11.CKA_MODULUS, P11.CKA_PUBLIC_EXPONENT]);
+      const a = (pub ?? read?.own)?.attributes ?? [];
       const [n, e] = [attr(a, P11.CKA_MODULUS), attr(a, P11.CKA_PUBLIC_EXPONENT)];
       key = n && e ? publicKeyOr(() => rsaPublicKey(n, e), skip) : skip('its modulus or public exponent cannot be read');
     } else if (keyType === P11.CKK_EC) {
       if (!pub) return skip('no public-key object has its CKA_ID (an EC private key does not hold its point)');
-      const a = await this.p11.getAttributes(s, pub, [P11.CKA_EC_PARAMS, P11.CKA_EC_POINT]);
-      const [params, point] = [attr(a, P11.CKA_EC_PARAMS), attr(a, P11.CKA_EC_POINT)];
+      const [params, point] = [attr(pub.attributes, P11.CKA_EC_PARAMS), attr(pub.attributes, P11.CKA_EC_POINT)];
       key = params && point ? publicKeyOr(() => ecPublicKey(params, point), skip) : skip('its public key has no CKA_EC_PARAMS or CKA_EC_POINT');
     } else {
       return skip(keyType === undefined ? 'its CKA_KEY_TYPE cannot be read' : `its key type (CKK 0x${keyType.toString(16)}) is not one the service signs with`);
@@ -178,8 +213,8 @@ export class KeyCache {
       publicKey: key.key,
       publicKeyPem: key.key.export({ type: 'spki', format: 'pem' }).toString(),
       hasCertificate: false,
-      privateHandle: handle,
-      publicHandle: pub,
+      privateHandle: o.handle,
+      publicHandle: pub?.handle,
     };
   }
 

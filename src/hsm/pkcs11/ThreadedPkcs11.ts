@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import { NOT_A_CKR } from '../errors.js';
-import type { AsyncPkcs11, Attribute, ConnectRequest, ConnectResult, Handle, Mechanism, Pkcs11CallError, SignCall, ThreadsInfo } from './AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, ConnectRequest, ConnectResult, FoundObject, Handle, Mechanism, ObjectQuery, Pkcs11CallError, SignCall, ThreadsInfo } from './AsyncPkcs11.js';
 
 interface Pending {
   resolve(value: unknown): void;
@@ -45,6 +45,12 @@ export class Pkcs11Error extends Error implements Pkcs11CallError {
 /** A Buffer cut from Node's shared 8 KB pool would be cloned to the thread whole: send only its bytes. */
 function compact(b: Buffer): Buffer | Uint8Array {
   return b.byteLength === b.buffer.byteLength ? b : Uint8Array.prototype.slice.call(b);
+}
+
+type RawAttribute = { type: number; value?: unknown };
+
+function toAttributes(attrs: RawAttribute[]): Attribute[] {
+  return attrs.map((a) => ({ type: a.type, value: a.value instanceof Uint8Array ? toBuffer(a.value) : (a.value as Attribute['value']) }));
 }
 
 function toBuffer(value: unknown): Buffer {
@@ -313,8 +319,12 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   }
 
   async getAttributes(session: Handle, object: Handle, types: readonly number[]): Promise<Attribute[]> {
-    const attrs = (await this.call('getAttributes', [session, object, types])) as { type: number; value?: unknown }[];
-    return attrs.map((a) => ({ type: a.type, value: a.value instanceof Uint8Array ? toBuffer(a.value) : (a.value as Attribute['value']) }));
+    return toAttributes((await this.call('getAttributes', [session, object, types])) as RawAttribute[]);
+  }
+
+  async findAndRead(session: Handle, queries: readonly ObjectQuery[]): Promise<FoundObject[][]> {
+    const found = (await this.call('findAndRead', [session, queries])) as { handle: Uint8Array; attributes: RawAttribute[] }[][];
+    return found.map((objects) => objects.map((o) => ({ handle: toBuffer(o.handle), attributes: toAttributes(o.attributes) })));
   }
 
   async sign(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, maxSignatureLength: number): Promise<Buffer> {

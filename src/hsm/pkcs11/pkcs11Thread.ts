@@ -93,6 +93,16 @@ function findObjects(session: Buffer, template: Pkcs11Types.Template, max: numbe
   }
 }
 
+/** AsyncPkcs11.findAndRead: each query's objects with their attributes, in one message. */
+function findAndRead(session: Buffer, queries: { template: Pkcs11Types.Template; types: number[]; max?: number }[]): { handle: Buffer; attributes: Pkcs11Types.Template }[][] {
+  return queries.map((q) =>
+    findObjects(session, q.template, q.max ?? 100_000).map((handle) => ({
+      handle,
+      attributes: lib.C_GetAttributeValue(session, handle, q.types.map((type) => ({ type }))),
+    })),
+  );
+}
+
 let signInitDone = false;
 function sign(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, data: Buffer, maxLen: number): Buffer {
   signInitDone = false;
@@ -159,6 +169,7 @@ const ops: Record<string, Op> = {
   findObjects,
   getAttributes: (session: Buffer, object: Buffer, types: number[]) =>
     lib.C_GetAttributeValue(session, object, types.map((type) => ({ type }))),
+  findAndRead,
   sign,
   signMany,
   verify,

@@ -5,7 +5,7 @@
  * "signature" is the name of the key that made it, so a test can see which key was used.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import type { AsyncPkcs11, Attribute, ConnectRequest, ConnectResult, Handle, Mechanism, Pkcs11CallError, SignCall } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, ConnectRequest, ConnectResult, FoundObject, Handle, ObjectQuery, Mechanism, Pkcs11CallError, SignCall } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { P11 } from '../../../src/hsm/pkcs11/constants.js';
 import { CKR } from '../../../src/hsm/errors.js';
 import { ecParamsFor } from '../../../src/hsm/pkcs11/publicKey.js';
@@ -176,6 +176,16 @@ export class FakePkcs11 implements AsyncPkcs11 {
     }
     if (cls === P11.CKO_PUBLIC_KEY) return this.keys.flatMap((k, i) => (matches(k) ? [ulong(this.privateHandle(i) + 1)] : []));
     return [];
+  }
+
+  async findAndRead(s: Handle, queries: readonly ObjectQuery[]): Promise<FoundObject[][]> {
+    const found: FoundObject[][] = [];
+    for (const q of queries) {
+      const objects: FoundObject[] = [];
+      for (const handle of (await this.findObjects(s, q.template)).slice(0, q.max ?? Infinity)) objects.push({ handle, attributes: await this.getAttributes(s, handle, q.types) });
+      found.push(objects);
+    }
+    return found;
   }
 
   async getAttributes(s: Handle, object: Handle, types: readonly number[]): Promise<Attribute[]> {
