@@ -181,3 +181,42 @@ test('a key deleted on the HSM behind the cache: its stale handle removes it, an
   assert.deepEqual((await k.listKeys()).map((x) => x.name), ['a']);
   await assert.rejects(k.getKey('b'), (e: unknown) => e instanceof ServiceError && e.code === 'NOT_FOUND');
 });
+
+/**
+ * Counts the calls that reach the binding, each of which costs an event-loop turn: a recovery
+ * under load must not wait a turn per step or per key.
+ */
+function countCalls(fake: FakePkcs11): Map<string, number> {
+  const calls = new Map<string, number>();
+  // Calls the fake makes to itself (inside connect or findAndRead) are not the binding's.
+  let depth = 0;
+  for (const name of ['connect', 'initialize', 'finalize', 'getSlotList', 'getTokenLabel', 'openSession', 'login', 'findObjects', 'getAttributes', 'findAndRead'] as const) {
+    const original = (fake[name] as (...a: unknown[]) => Promise<unknown>).bind(fake);
+    (fake as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
+      if (depth === 0) calls.set(name, (calls.get(name) ?? 0) + 1);
+      depth++;
+      try {
+        return await original(...args);
+      } finally {
+        depth--;
+      }
+    };
+  }
+  return calls;
+}
+
+test('start-up and recovery reach the binding in three calls: connect, then two for the key scan, whatever the number of keys', async () => {
+  const fake = new FakePkcs11();
+  const calls = countCalls(fake);
+  const k = await start(fake, 4);
+  assert.deepEqual(Object.fromEntries(calls), { connect: 1, findAndRead: 2 });
+  fake.down = true;
+  await assert.rejects(sign(k, 'a'));
+  calls.clear();
+  fake.down = false;
+  await until(() => k.health().ready && k.health().recoveries === 1);
+  // Failed attempts while the HSM was down are each one connect; the successful one adds the two scan calls.
+  assert.deepEqual(Object.fromEntries(calls), { connect: calls.get('connect')!, findAndRead: 2 });
+  assert.ok(calls.get('connect')! >= 1);
+  assert.equal(signedBy((await sign(k, 'b')).signature), 'b');
+});
