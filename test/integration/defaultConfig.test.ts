@@ -7,7 +7,6 @@
  * telling them apart by the debug log line each request leaves (pid + request id).
  */
 import { createPublicKey, createVerify, randomUUID } from 'node:crypto';
-import http from 'node:http';
 import { availableParallelism, tmpdir } from 'node:os';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,31 +23,8 @@ const workersEnv: Record<string, string> = CPUS >= 2 ? {} : { WORKERS: '2' };
 const EXPECTED_WORKERS = Math.max(CPUS, 2);
 
 /** One request on a new connection, so the cluster's round robin hands it to the next worker. */
-function fresh(port: number, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult> {
-  const payload = body === undefined ? undefined : JSON.stringify(body);
-  const start = performance.now();
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: '127.0.0.1', port, method, path, agent: false, headers: { ...(payload ? { 'content-type': 'application/json' } : {}), ...headers } },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            parsed = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed, text, start, end: performance.now() });
-        });
-      },
-    );
-    req.setTimeout(10_000, () => req.destroy(new Error('no answer within 10 s')));
-    req.on('error', reject);
-    req.end(payload);
-  });
+function fresh(svc: ServiceProcess, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<HttpResult> {
+  return svc.driver.request(method, path, body, headers, 10_000, { newConnection: true });
 }
 
 /** A log line as JSON; `npm start` also writes plain lines (the demo keys it created). */
@@ -110,7 +86,7 @@ function verifies(publicKeyPem: string, signatureB64: string): boolean {
 
 /** Worker pids of a running cluster: the answering pids seen through /readyz. */
 async function workerPids(svc: ServiceProcess): Promise<number[]> {
-  const answers = await onEveryWorker(svc, (id) => fresh(svc.port, 'GET', '/readyz', undefined, { 'x-request-id': id }));
+  const answers = await onEveryWorker(svc, (id) => fresh(svc, 'GET', '/readyz', undefined, { 'x-request-id': id }));
   return [...answers.keys()];
 }
 
@@ -127,7 +103,7 @@ test('npm start, as a new user runs it: two workers, and one /metrics scrape cou
     const N = 10 * EXPECTED_WORKERS;
     for (let i = 0; i < N; i++) {
       const id = `start-${i}-${randomUUID()}`;
-      const r = await fresh(s.port, 'POST', '/v1/keys/demo-ec-p256/sign', signBody(), { 'x-request-id': id });
+      const r = await fresh(s, 'POST', '/v1/keys/demo-ec-p256/sign', signBody(), { 'x-request-id': id });
       assert.equal(r.status, 200, r.text);
     }
     await sleep(100);
@@ -137,7 +113,7 @@ test('npm start, as a new user runs it: two workers, and one /metrics scrape cou
     }
     t.diagnostic(`signs per worker (pid: count): ${[...signsPerWorker].map(([p, c]) => `${p}: ${c}`).join(', ')}`);
     assert.equal(signsPerWorker.size, EXPECTED_WORKERS, 'every worker signed');
-    const scrape = await fresh(s.port, 'GET', '/metrics');
+    const scrape = await fresh(s, 'GET', '/metrics');
     t.diagnostic(`GET /metrics: ${scrape.status} in ${(scrape.end - scrape.start).toFixed(1)} ms`);
     assert.equal(scrape.status, 200, scrape.text);
     assert.equal(sample(scrape.text, 'hsm_signer_http_requests_total', SIGN_200), N, "one scrape counts both workers' signs");
@@ -164,7 +140,7 @@ after(async () => {
 });
 
 test('readiness: every worker is ready on its own, with the default pool and threads', async () => {
-  const answers = await onEveryWorker(svc, (id) => fresh(svc.port, 'GET', '/readyz', undefined, { 'x-request-id': id }));
+  const answers = await onEveryWorker(svc, (id) => fresh(svc, 'GET', '/readyz', undefined, { 'x-request-id': id }));
   const ids = new Set<number>();
   for (const [pid, r] of answers) {
     assert.equal(r.status, 200, r.text);
@@ -178,19 +154,19 @@ test('readiness: every worker is ready on its own, with the default pool and thr
 });
 
 test('metrics: counters and histograms summed over the workers, gauges merged as documented', { timeout: 60_000 }, async (t) => {
-  const before = (await fresh(svc.port, 'GET', '/metrics')).text;
+  const before = (await fresh(svc, 'GET', '/metrics')).text;
   const N = 8 * EXPECTED_WORKERS;
   const pids = new Set<number>();
   for (let i = 0; i < N; i++) {
     const id = `m-${i}-${randomUUID()}`;
-    const r = await fresh(svc.port, 'POST', '/v1/keys/dc-ec/sign', signBody(), { 'x-request-id': id });
+    const r = await fresh(svc, 'POST', '/v1/keys/dc-ec/sign', signBody(), { 'x-request-id': id });
     assert.equal(r.status, 200, r.text);
     await sleep(5);
     const pid = servedBy(svc, id);
     if (pid !== undefined) pids.add(pid);
   }
   assert.equal(pids.size, EXPECTED_WORKERS, 'the signs were spread over every worker');
-  const scrape = await fresh(svc.port, 'GET', '/metrics');
+  const scrape = await fresh(svc, 'GET', '/metrics');
   assert.equal(scrape.status, 200);
   const text = scrape.text;
   const delta = (name: string, labels: string): number => sample(text, name, labels) - (sample(before, name, labels) || 0);
@@ -219,17 +195,17 @@ test('key rescans: a key created, then rotated, by the admin CLI is served by ev
   // A worker that rescanned less than a second ago answers 404 for a key it has not seen (the
   // rescan is throttled, as documented): each worker must serve it once its next rescan may run.
   const ok = (r: HttpResult): boolean => r.status === 200;
-  const created = await onEveryWorker(svc, (id) => fresh(svc.port, 'POST', '/v1/keys/dc-new/sign', signBody(), { 'x-request-id': id }), ok);
-  const info = await fresh(svc.port, 'GET', '/v1/keys/dc-new');
+  const created = await onEveryWorker(svc, (id) => fresh(svc, 'POST', '/v1/keys/dc-new/sign', signBody(), { 'x-request-id': id }), ok);
+  const info = await fresh(svc, 'GET', '/v1/keys/dc-new');
   const v1 = (info.body as { versions: { version: number; publicKeyPem: string }[] }).versions.find((v) => v.version === 1)!;
   for (const [pid, r] of created) {
     assert.equal(r.status, 200, `worker ${pid}: ${r.text}`);
     assert.ok(verifies(v1.publicKeyPem, (r.body as { signature: string }).signature), `worker ${pid} signed with version 1`);
   }
   await admin(token, 'keys', 'rotate', '--name', 'dc-new');
-  const rotated = await onEveryWorker(svc, (id) => fresh(svc.port, 'POST', '/v1/keys/dc-new/sign', signBody({ keyVersion: 2 }), { 'x-request-id': id }), ok);
+  const rotated = await onEveryWorker(svc, (id) => fresh(svc, 'POST', '/v1/keys/dc-new/sign', signBody({ keyVersion: 2 }), { 'x-request-id': id }), ok);
   // Every worker has served version 2, so every worker's cache lists it.
-  const info2 = await fresh(svc.port, 'GET', '/v1/keys/dc-new');
+  const info2 = await fresh(svc, 'GET', '/v1/keys/dc-new');
   const v2 = (info2.body as { versions: { version: number; publicKeyPem: string }[] }).versions.find((v) => v.version === 2);
   assert.ok(v2, info2.text);
   for (const [pid, r] of rotated) {
@@ -244,7 +220,7 @@ test('admin lock: two admin commands at once while both workers serve; both keys
   const failures: string[] = [];
   const load = (async () => {
     while (signing) {
-      const r = await fresh(svc.port, 'POST', '/v1/keys/dc-ec/sign', signBody());
+      const r = await fresh(svc, 'POST', '/v1/keys/dc-ec/sign', signBody());
       if (r.status !== 200) failures.push(`${r.status} ${r.text}`);
     }
   })();
@@ -262,7 +238,7 @@ test('admin lock: two admin commands at once while both workers serve; both keys
     ['dc-lock-a', 'ECDSA_SHA_256'],
     ['dc-lock-b', 'ECDSA_SHA_384'],
   ] as const) {
-    const answers = await onEveryWorker(svc, (id) => fresh(svc.port, 'POST', `/v1/keys/${name}/sign`, { algorithm, message }, { 'x-request-id': id }), (r) => r.status === 200);
+    const answers = await onEveryWorker(svc, (id) => fresh(svc, 'POST', `/v1/keys/${name}/sign`, { algorithm, message }, { 'x-request-id': id }), (r) => r.status === 200);
     for (const [pid, r] of answers) assert.equal(r.status, 200, `${name} on worker ${pid}: ${r.text}`);
   }
 });
@@ -285,7 +261,7 @@ test('a scrape while a worker restarts answers at once with the workers that ans
   const scrapes: { status: number; ms: number; answered: number; expected: number; unanswered: string[] }[] = [];
   const end = Date.now() + 3000;
   while (Date.now() < end) {
-    const r = await fresh(svc.port, 'GET', '/metrics');
+    const r = await fresh(svc, 'GET', '/metrics');
     scrapes.push({
       status: r.status,
       ms: r.end - r.start,
@@ -304,7 +280,7 @@ test('a scrape while a worker restarts answers at once with the workers that ans
   const back = await eventually(async () => {
     const now: (number | string)[] = await workerPids(svc).catch((e: unknown) => [String(e)]);
     if (now.length !== EXPECTED_WORKERS || now.includes(victim)) return `workers ${now.join(',')}`;
-    const m = await fresh(svc.port, 'GET', '/metrics');
+    const m = await fresh(svc, 'GET', '/metrics');
     return sample(m.text, 'hsm_signer_metrics_workers_answered') === EXPECTED_WORKERS ? undefined : 'not every worker in the scrape';
   }, 30_000, 250);
   assert.equal(back, undefined, back);

@@ -43,7 +43,8 @@ export class HttpDriver {
     return performance.now() - this.epoch;
   }
 
-  request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs = 30_000): Promise<HttpResult> {
+  /** With `newConnection`, the request opens a connection of its own (a cluster hands each new one to the next worker). */
+  request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs = 30_000, o: { newConnection?: boolean } = {}): Promise<HttpResult> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const start = this.now();
     return new Promise((resolve, reject) => {
@@ -53,7 +54,7 @@ export class HttpDriver {
           port: this.port,
           method,
           path,
-          agent: this.agent,
+          agent: o.newConnection ? false : this.agent,
           headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...headers },
         },
         (res) => {

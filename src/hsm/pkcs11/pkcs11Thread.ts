@@ -6,6 +6,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import type * as Pkcs11Types from 'pkcs11js';
+// Types only (erased when compiled): the thread imports no code of the service.
+import type { ConnectRequest } from './AsyncPkcs11.js';
 
 const { modulePath, requireFrom } = workerData as { modulePath: string; requireFrom: string };
 const pkcs11js = createRequire(requireFrom)('pkcs11js') as typeof Pkcs11Types;
@@ -50,15 +52,6 @@ function finalize(): void {
   } catch (e) {
     if ((e as { code?: number }).code !== pkcs11js.CKR_CRYPTOKI_NOT_INITIALIZED) throw e;
   }
-}
-
-interface ConnectRequest {
-  readonly tokenLabel?: string;
-  readonly slotIndex?: number;
-  readonly pin: string;
-  readonly flags: number;
-  readonly sessions: number;
-  readonly finalizeFirst: boolean;
 }
 
 /** AsyncPkcs11.connect: every step of (re)connecting in one message; a failure names its PKCS#11 function. */
