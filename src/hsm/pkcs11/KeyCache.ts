@@ -31,6 +31,14 @@ function publicKeyOr<T>(make: () => T | undefined, skip: (reason: string) => und
   }
 }
 
+/** What a scan learned of one private-key object: its entry, or why it is not served (reported once). */
+interface Seen {
+  readonly label: string | undefined;
+  readonly id: string;
+  readonly entry: KeyEntry | undefined;
+  readonly skipped?: string;
+}
+
 type SessionRunner = <T>(fn: (session: Handle) => Promise<T>) => Promise<T>;
 
 const attr = (attrs: Attribute[], type: number): Buffer | undefined => {
@@ -55,7 +63,7 @@ export class KeyCache {
    * rescan reads one attribute set per key instead of finding and reading its public key again:
    * on a token with many objects the periodic rescan would otherwise cost a core.
    */
-  private seen = new Map<string, { label: string | undefined; id: string; entry: KeyEntry | undefined }>();
+  private seen = new Map<string, Seen>();
   /** Bumped by clear(): a scan or relookup begun before it found handles of a finalized module. */
   private epoch = 0;
   loaded = false;
@@ -106,7 +114,7 @@ export class KeyCache {
   private async scan(): Promise<void> {
     const epoch = this.epoch;
     this.lastScanAt = this.now();
-    const seen = new Map<string, { label: string | undefined; id: string; entry: KeyEntry | undefined }>();
+    const seen = new Map<string, Seen>();
     const found = await this.withSession(async (s) => {
       const [privates = [], certificates = []] = await this.p11.findAndRead(s, [
         { template: [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_SIGN, value: true }], types: [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE] },
@@ -117,14 +125,17 @@ export class KeyCache {
         const id = (attr(o.attributes, P11.CKA_ID) ?? Buffer.alloc(0)).toString('hex');
         const before = this.seen.get(o.handle.toString('hex'));
         // Same handle, label and CKA_ID as last time: the same key (a reused handle would differ).
-        return { o, label, id, known: before && before.label === label && before.id === id ? before : undefined };
+        return { o, label, id, before: before && before.label === label && before.id === id ? before : undefined };
       });
-      const publics = await this.readPublicKeys(s, keys.filter((k) => !k.known).map((k) => k.o));
+      // A key not served last time is looked at again: another process creating a pair may have
+      // written the private key before the public one when the last scan ran. Only its reason,
+      // if it is the same, is not reported again.
+      const publics = await this.readPublicKeys(s, keys.filter((k) => !k.before?.entry).map((k) => k.o));
       const entries: KeyEntry[] = [];
       for (const k of keys) {
-        const entry = k.known ? k.known.entry : this.describe(k.o, publics.get(k.o.handle.toString('hex')));
-        seen.set(k.o.handle.toString('hex'), { label: k.label, id: k.id, entry });
-        if (entry) entries.push(entry);
+        const next = k.before?.entry ? k.before : this.describe(k.o, publics.get(k.o.handle.toString('hex')), k.before?.skipped);
+        seen.set(k.o.handle.toString('hex'), { ...next, label: k.label, id: k.id });
+        if (next.entry) entries.push(next.entry);
       }
       const certIds = new Set(certificates.map((c) => attr(c.attributes, P11.CKA_ID)?.toString('hex')));
       return entries.map((e) => ({ ...e, hasCertificate: certIds.has(e.id.toString('hex')) }));
@@ -177,7 +188,16 @@ export class KeyCache {
     return byHandle;
   }
 
-  private describe(o: FoundObject, read: { pub?: FoundObject; own?: FoundObject } | undefined): KeyEntry | undefined {
+  private describe(o: FoundObject, read: { pub?: FoundObject; own?: FoundObject } | undefined, reported?: string): { entry: KeyEntry | undefined; skipped?: string } {
+    let skipped: string | undefined;
+    const entry = this.entryOf(o, read, (label, reason) => {
+      skipped = reason;
+      if (reason !== reported) this.onSkip(label, reason);
+    });
+    return skipped === undefined ? { entry } : { entry, skipped };
+  }
+
+  private entryOf(o: FoundObject, read: { pub?: FoundObject; own?: FoundObject } | undefined, onSkip: SkipReporter): KeyEntry | undefined {
     const attrs = o.attributes;
     const label = attr(attrs, P11.CKA_LABEL)?.toString('utf8');
     const id = attr(attrs, P11.CKA_ID) ?? Buffer.alloc(0);
@@ -186,7 +206,7 @@ export class KeyCache {
     // A key whose label is no key name is someone else's business: not served, not reported.
     if (!parsed) return undefined;
     const skip = (reason: string): undefined => {
-      this.onSkip(label!, reason);
+      onSkip(label!, reason);
       return undefined;
     };
     if (id.length === 0) return skip('it has no CKA_ID, so its public key cannot be found');

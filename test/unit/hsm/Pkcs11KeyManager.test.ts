@@ -182,6 +182,29 @@ test('a key deleted on the HSM behind the cache: its stale handle removes it, an
   await assert.rejects(k.getKey('b'), (e: unknown) => e instanceof ServiceError && e.code === 'NOT_FOUND');
 });
 
+test('a key whose public key was not on the token at one scan is served after a later one; its reason is logged once', async () => {
+  const fake = new FakePkcs11();
+  fake.publicHidden.add('b'); // the pair is being created by another process: private key written, public not yet
+  const lines: string[] = [];
+  km = new Pkcs11KeyManager(fake, {
+    tokenLabel: 'tok',
+    pin: '1234',
+    sessions: 2,
+    maxWaiting: 8,
+    acquireTimeoutMs: 1000,
+    keyRefreshMs: 3_600_000,
+    logger: pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) }),
+  });
+  await km.start();
+  await assert.rejects(sign(km, 'b'), (e: unknown) => e instanceof ServiceError && e.code === 'NOT_FOUND');
+  await sleep(1100); // the next rescan a miss may trigger
+  await assert.rejects(sign(km, 'b'), (e: unknown) => e instanceof ServiceError && e.code === 'NOT_FOUND');
+  assert.equal(lines.filter((l) => l.includes('not served')).length, 1, 'the same reason is reported once');
+  fake.publicHidden.delete('b');
+  await sleep(1100);
+  assert.equal(signedBy((await sign(km, 'b')).signature), 'b', 'served once its public key is there');
+});
+
 /**
  * Counts the calls that reach the binding, each of which costs an event-loop turn: a recovery
  * under load must not wait a turn per step or per key.

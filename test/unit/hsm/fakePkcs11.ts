@@ -37,6 +37,8 @@ function makeKey(name: string, id: string): FakeKey {
 export class FakePkcs11 implements AsyncPkcs11 {
   readonly keys: FakeKey[] = [makeKey('a', 'id-a'), makeKey('b', 'id-b')];
   private initialized = false;
+  /** Keys (by name) whose public-key object is not on the token (yet): another process is creating the pair. */
+  readonly publicHidden = new Set<string>();
   /** The connection is down (like p11shim's down=1): calls fail until re-initialized while up. */
   down = false;
   private disconnected = false;
@@ -174,7 +176,7 @@ export class FakePkcs11 implements AsyncPkcs11 {
       if (!this.loggedIn) return [];
       return this.keys.flatMap((k, i) => (matches(k) ? [ulong(this.privateHandle(i))] : []));
     }
-    if (cls === P11.CKO_PUBLIC_KEY) return this.keys.flatMap((k, i) => (matches(k) ? [ulong(this.privateHandle(i) + 1)] : []));
+    if (cls === P11.CKO_PUBLIC_KEY) return this.keys.flatMap((k, i) => (matches(k) && !this.publicHidden.has(k.name) ? [ulong(this.privateHandle(i) + 1)] : []));
     return [];
   }
 
