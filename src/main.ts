@@ -3,6 +3,7 @@ import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { composeService } from './composeService.js';
+import { createServer } from './http/createServer.js';
 import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
 
 /**
@@ -56,10 +57,10 @@ async function primary(config: Config, logger: pino.Logger): Promise<void> {
 async function worker(config: Config, logger: pino.Logger): Promise<void> {
   const running = await composeService(config, logger);
   const metrics = cluster.isWorker ? undefined : await metricsListener(config, logger);
-  const server: Server = running.app.listen(config.port, config.host, () => {
+  const server: Server = createServer(running.app, config.server);
+  server.listen(config.port, config.host, () => {
     logger.info({ host: config.host, port: config.port, keys: running.keyManager.health().keys }, 'serving');
   });
-  server.keepAliveTimeout = 65_000;
   const stop = (): void => {
     metrics?.close();
     server.close(() => void running.close().finally(() => process.exit(0)));

@@ -38,13 +38,30 @@ const schema = z
     BREAKER_VOLUME: int(1, 100_000).default(10),
     BREAKER_WINDOW_MS: int(100, 600_000).default(2000),
     CLIENTS_FILE: z.string().min(1).optional(),
+    HEADERS_TIMEOUT_MS: int(100, 600_000).default(10_000),
+    REQUEST_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
+    MAX_HEADER_BYTES: int(1024, 1024 * 1024).default(16 * 1024),
+    KEEP_ALIVE_TIMEOUT_MS: int(1000, 600_000).default(65_000),
+    MAX_REQUESTS_PER_SOCKET: int(0, 1_000_000_000).default(0),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ALLOW_REMOTE_DEV: bool.default(false),
     METRICS_HOST: z.string().min(1).default('127.0.0.1'),
     METRICS_PORT: int(1, 65_535).default(9464),
   })
   .refine((c) => c.HSM_PIN !== undefined || c.HSM_PIN_FILE !== undefined, { message: 'set HSM_PIN or HSM_PIN_FILE', path: ['HSM_PIN'] })
-  .refine((c) => c.RETRY_BASE_MS <= c.RETRY_CAP_MS, { message: 'must not exceed RETRY_CAP_MS', path: ['RETRY_BASE_MS'] });
+  .refine((c) => c.RETRY_BASE_MS <= c.RETRY_CAP_MS, { message: 'must not exceed RETRY_CAP_MS', path: ['RETRY_BASE_MS'] })
+  // node:http refuses a headers timeout longer than the whole request's.
+  .refine((c) => c.HEADERS_TIMEOUT_MS <= c.REQUEST_TIMEOUT_MS, { message: 'must not exceed REQUEST_TIMEOUT_MS', path: ['HEADERS_TIMEOUT_MS'] });
+
+/** The node:http(s) server's own limits against slow or oversized requests and idle connections. */
+export interface ServerLimits {
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+  readonly keepAliveTimeoutMs: number;
+  /** 0: no limit. */
+  readonly maxRequestsPerSocket: number;
+}
 
 export interface Config {
   readonly env: string;
@@ -69,6 +86,7 @@ export interface Config {
   readonly clientsFile?: string;
   /** Where /metrics is served in production (its own listener); undefined: on the API's port (development). */
   readonly metricsListener?: { readonly host: string; readonly port: number };
+  readonly server: ServerLimits;
   readonly logLevel: string;
   /** Development mode: no clients file and not production, so no auth and loopback only. */
   readonly devMode: boolean;
@@ -125,6 +143,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     breaker: { errorThresholdPercentage: c.BREAKER_ERROR_PERCENT, resetTimeoutMs: c.BREAKER_RESET_MS, volumeThreshold: c.BREAKER_VOLUME, rollingWindowMs: c.BREAKER_WINDOW_MS },
     ...(c.CLIENTS_FILE !== undefined ? { clientsFile: c.CLIENTS_FILE } : {}),
     ...(production ? { metricsListener: { host: c.METRICS_HOST, port: c.METRICS_PORT } } : {}),
+    server: {
+      headersTimeoutMs: c.HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: c.REQUEST_TIMEOUT_MS,
+      maxHeaderBytes: c.MAX_HEADER_BYTES,
+      keepAliveTimeoutMs: c.KEEP_ALIVE_TIMEOUT_MS,
+      maxRequestsPerSocket: c.MAX_REQUESTS_PER_SOCKET,
+    },
     logLevel: c.LOG_LEVEL,
     devMode,
   };

@@ -46,3 +46,12 @@ test('threads never exceed sessions', () => {
   assert.equal(loadConfig({ ...base, HSM_SESSIONS: '2' }).hsm.threads, 2);
   assert.equal(loadConfig({ ...base, HSM_SESSIONS: '64', HSM_THREADS: '64' }).hsm.threads, 64);
 });
+
+test('server limits: documented defaults; out of range or a headers timeout above the request timeout names the variable', () => {
+  assert.deepEqual(loadConfig({ ...base }).server, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, maxHeaderBytes: 16_384, keepAliveTimeoutMs: 65_000, maxRequestsPerSocket: 0 });
+  const c = loadConfig({ ...base, HEADERS_TIMEOUT_MS: '2000', REQUEST_TIMEOUT_MS: '3000', MAX_HEADER_BYTES: '4096', KEEP_ALIVE_TIMEOUT_MS: '5000', MAX_REQUESTS_PER_SOCKET: '100' });
+  assert.deepEqual(c.server, { headersTimeoutMs: 2000, requestTimeoutMs: 3000, maxHeaderBytes: 4096, keepAliveTimeoutMs: 5000, maxRequestsPerSocket: 100 });
+  const bad: Record<string, string>[] = [{ HEADERS_TIMEOUT_MS: '10' }, { REQUEST_TIMEOUT_MS: 'soon' }, { MAX_HEADER_BYTES: '100' }, { KEEP_ALIVE_TIMEOUT_MS: '0' }, { MAX_REQUESTS_PER_SOCKET: '-1' }];
+  for (const env of bad) assert.throws(() => loadConfig({ ...base, ...env }), new RegExp(Object.keys(env)[0]!));
+  assert.throws(() => loadConfig({ ...base, HEADERS_TIMEOUT_MS: '40000' }), /HEADERS_TIMEOUT_MS: must not exceed REQUEST_TIMEOUT_MS/);
+});
