@@ -2,6 +2,7 @@ import cluster from 'node:cluster';
 import type { Server } from 'node:http';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
+import { readTlsFiles, type TlsMaterial } from './config/tlsFiles.js';
 import { composeService } from './composeService.js';
 import { createServer } from './http/createServer.js';
 import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
@@ -20,7 +21,6 @@ async function metricsListener(config: Config, logger: pino.Logger): Promise<Ser
 }
 
 async function primary(config: Config, logger: pino.Logger): Promise<void> {
-  if (config.devMode) logger.warn({ host: config.host }, 'development mode: no CLIENTS_FILE, so no authentication; listening on loopback only');
   serveClusterMetrics(config.workers);
   const metrics = await metricsListener(config, logger).catch((e: unknown) => {
     logger.fatal({ err: (e as Error).message }, 'cannot serve /metrics on METRICS_HOST:METRICS_PORT');
@@ -54,12 +54,14 @@ async function primary(config: Config, logger: pino.Logger): Promise<void> {
   process.on('SIGINT', stop);
 }
 
-async function worker(config: Config, logger: pino.Logger): Promise<void> {
+async function worker(config: Config, logger: pino.Logger, tls: TlsMaterial | undefined): Promise<void> {
   const running = await composeService(config, logger);
   const metrics = cluster.isWorker ? undefined : await metricsListener(config, logger);
-  const server: Server = createServer(running.app, config.server);
+  const server = createServer(running.app, config.server, tls);
+  // Refused handshakes (no, untrusted or expired client certificate) are the client's problem, and can be many.
+  server.on('tlsClientError', (e: NodeJS.ErrnoException) => logger.debug({ code: e.code }, 'TLS handshake failed'));
   server.listen(config.port, config.host, () => {
-    logger.info({ host: config.host, port: config.port, keys: running.keyManager.health().keys }, 'serving');
+    logger.info({ host: config.host, port: config.port, tls: tls !== undefined, clientCertificates: tls?.ca !== undefined, keys: running.keyManager.health().keys }, 'serving');
   });
   const stop = (): void => {
     metrics?.close();
@@ -72,9 +74,12 @@ async function worker(config: Config, logger: pino.Logger): Promise<void> {
 
 export async function main(): Promise<void> {
   let config: Config;
+  let tls: TlsMaterial | undefined;
   const logger = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { pid: process.pid } });
   try {
     config = loadConfig();
+    // Read and checked before forking: a bad file stops the service with exit 2, not workers in a restart loop.
+    tls = config.tls ? readTlsFiles(config.tls) : undefined;
   } catch (e) {
     if (e instanceof ConfigError) {
       logger.fatal(e.message);
@@ -83,9 +88,11 @@ export async function main(): Promise<void> {
     throw e;
   }
   logger.level = config.logLevel;
+  // Once per service: by the primary, or by the only process.
+  if (cluster.isPrimary) for (const w of config.warnings) logger.warn(w);
   if (cluster.isPrimary && config.workers > 1) return primary(config, logger);
   try {
-    await worker(config, logger);
+    await worker(config, logger, tls);
   } catch (e) {
     logger.fatal({ err: (e as Error).message }, 'worker could not start');
     process.exit(1);
