@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { readTlsFiles, type TlsMaterial } from './config/tlsFiles.js';
 import { composeService } from './composeService.js';
+import { loadClients } from './http/auth.js';
 import { createServer } from './http/createServer.js';
 import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
 
@@ -80,6 +81,7 @@ export async function main(): Promise<void> {
     config = loadConfig();
     // Read and checked before forking: a bad file stops the service with exit 2, not workers in a restart loop.
     tls = config.tls ? readTlsFiles(config.tls) : undefined;
+    if (config.clientsFile !== undefined) loadClients(config.clientsFile);
   } catch (e) {
     if (e instanceof ConfigError) {
       logger.fatal(e.message);

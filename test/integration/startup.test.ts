@@ -77,20 +77,24 @@ test('production on a non-loopback address without TLS refuses to start, naming 
   refusedNaming(byDefault, 'TLS_CERT_FILE');
 });
 
-test('a TLS file that is missing, or a key that does not match, stops the start naming its variable', async () => {
+test('a TLS file that is missing, a key that does not match, or a clients file that does not load stops the start naming its variable', async () => {
   const prod = { NODE_ENV: 'production', CLIENTS_FILE: clientsFile, HOST: '127.0.0.1' };
   const other = await pki.leaf('startup-other', { subject: '/CN=other' });
-  const [noKey, missing, mismatch, swapped] = await Promise.all([
+  const badClients = join(token.dir, 'bad-clients.json');
+  writeFileSync(badClients, JSON.stringify({ clients: [{ name: 'nobody', allow: [] }] }));
+  const [noKey, missing, mismatch, swapped, clients] = await Promise.all([
     runUntilExit(bare({ ...prod, TLS_CERT_FILE: pki.server.certFile })),
     runUntilExit(bare({ ...prod, TLS_CERT_FILE: `${pki.server.certFile}.missing`, TLS_KEY_FILE: pki.server.keyFile })),
     runUntilExit(bare({ ...prod, TLS_CERT_FILE: pki.server.certFile, TLS_KEY_FILE: other.keyFile })),
     // The key given as the certificate: the line names the variable, not what is in the file.
     runUntilExit(bare({ ...prod, TLS_CERT_FILE: pki.server.keyFile, TLS_KEY_FILE: pki.server.keyFile })),
+    runUntilExit(bare({ ...prod, CLIENTS_FILE: badClients, TLS_CERT_FILE: pki.server.certFile, TLS_KEY_FILE: pki.server.keyFile })),
   ]);
   refusedNaming(noKey, 'TLS_KEY_FILE');
   refusedNaming(missing, 'TLS_CERT_FILE');
   refusedNaming(mismatch, 'TLS_KEY_FILE');
   refusedNaming(swapped, 'TLS_CERT_FILE');
+  assert.equal(refusedNaming(clients, 'CLIENTS_FILE'), 'CLIENTS_FILE: clients.0: give tokenSha256, certificate or both');
 });
 
 test('production with TLS and a clients file starts on loopback without warnings and serves TLS 1.2 and 1.3 only', async () => {
