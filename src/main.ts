@@ -1,11 +1,12 @@
 import cluster from 'node:cluster';
 import type { Server } from 'node:http';
+import https from 'node:https';
 import { pino } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { readTlsFiles, type TlsMaterial } from './config/tlsFiles.js';
 import { composeService } from './composeService.js';
-import { loadClients } from './http/auth.js';
-import { createServer } from './http/createServer.js';
+import { loadClients, type ClientRegistry } from './http/auth.js';
+import { createServer, secureContextOptions, type ApiServer } from './http/createServer.js';
 import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
 
 /**
@@ -27,6 +28,25 @@ async function primary(config: Config, logger: pino.Logger): Promise<void> {
     logger.fatal({ err: (e as Error).message }, 'cannot serve /metrics on METRICS_HOST:METRICS_PORT');
     process.exit(1);
   });
+  // Each worker holds its own TLS context and clients, and reloads them on its SIGHUP. A worker
+  // still starting (or restarted) when one comes gets it once it listens: it may have read the
+  // files before they changed.
+  let hangups = 0;
+  const seen = new Map<number, number>();
+  cluster.on('fork', (w) => seen.set(w.id, hangups));
+  cluster.on('listening', (w) => {
+    if (seen.get(w.id)! < hangups) w.process.kill('SIGHUP');
+    seen.set(w.id, Infinity);
+  });
+  cluster.on('exit', (w) => seen.delete(w.id));
+  hangup.handler = () => {
+    hangups++;
+    const listening = Object.values(cluster.workers ?? {}).filter((w) => w && seen.get(w.id) === Infinity);
+    logger.info({ workers: listening.length }, 'SIGHUP: reloading the TLS certificate and the clients in every worker');
+    for (const w of listening) w!.process.kill('SIGHUP');
+  };
+  if (hangup.pending) hangup.handler();
+  hangup.pending = false;
   let stopping = false;
   const fork = (): void => {
     cluster.fork();
@@ -55,6 +75,37 @@ async function primary(config: Config, logger: pino.Logger): Promise<void> {
   process.on('SIGINT', stop);
 }
 
+/**
+ * SIGHUP: the server's certificate and key (and client CA) and the clients file, read again. New
+ * connections get the new certificate; connections already open keep theirs, and requests in
+ * flight finish. A file that does not load leaves its predecessor in place, with one error line
+ * naming the variable and the problem, never the content.
+ */
+function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry | undefined, logger: pino.Logger): void {
+  const reloaded: string[] = [];
+  const failed = (e: unknown, variable: string, kept: string): void => {
+    const message = e instanceof ConfigError ? e.message : `${variable}: could not be applied (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
+    logger.error(`SIGHUP: ${message}; kept the previous ${kept}`);
+  };
+  if (config.tls && server instanceof https.Server) {
+    try {
+      server.setSecureContext(secureContextOptions(readTlsFiles(config.tls)));
+      reloaded.push('TLS_CERT_FILE', 'TLS_KEY_FILE', ...(config.tls.clientCaFile !== undefined ? ['TLS_CLIENT_CA_FILE'] : []));
+    } catch (e) {
+      failed(e, 'TLS_CERT_FILE', 'TLS certificate, key and client CA');
+    }
+  }
+  if (clients?.file !== undefined) {
+    try {
+      clients.reload();
+      reloaded.push('CLIENTS_FILE');
+    } catch (e) {
+      failed(e, 'CLIENTS_FILE', 'clients');
+    }
+  }
+  logger.info({ reloaded }, 'SIGHUP: reloaded');
+}
+
 async function worker(config: Config, logger: pino.Logger, tls: TlsMaterial | undefined): Promise<void> {
   const running = await composeService(config, logger);
   const metrics = cluster.isWorker ? undefined : await metricsListener(config, logger);
@@ -63,6 +114,9 @@ async function worker(config: Config, logger: pino.Logger, tls: TlsMaterial | un
   server.on('tlsClientError', (e: NodeJS.ErrnoException) => logger.debug({ code: e.code }, 'TLS handshake failed'));
   server.listen(config.port, config.host, () => {
     logger.info({ host: config.host, port: config.port, tls: tls !== undefined, clientCertificates: tls?.ca !== undefined, keys: running.keyManager.health().keys }, 'serving');
+    hangup.handler = () => reloadFiles(config, server, running.clients, logger);
+    if (hangup.pending) hangup.handler();
+    hangup.pending = false;
   });
   const stop = (): void => {
     metrics?.close();
@@ -72,6 +126,16 @@ async function worker(config: Config, logger: pino.Logger, tls: TlsMaterial | un
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
 }
+
+/**
+ * SIGHUP, handled from the start (its default action ends the process): one that comes before the
+ * process is ready for it is remembered and handled when it is.
+ */
+const hangup: { handler?: () => void; pending: boolean } = { pending: false };
+process.on('SIGHUP', () => {
+  if (hangup.handler) hangup.handler();
+  else hangup.pending = true;
+});
 
 export async function main(): Promise<void> {
   let config: Config;
