@@ -1,20 +1,21 @@
 import cluster from 'node:cluster';
 import type { Server } from 'node:http';
 import https from 'node:https';
-import { pino } from 'pino';
+import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { readTlsFiles, type TlsMaterial } from './config/tlsFiles.js';
 import { composeService } from './composeService.js';
 import { loadClients, type ClientRegistry } from './http/auth.js';
 import { createServer, secureContextOptions, type ApiServer } from './http/createServer.js';
 import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
+import { createLogger } from './logger.js';
 
 /**
  * Composition root. The primary forks WORKERS processes (each has its own PKCS#11 state: module,
  * login, session pool, key cache) and restarts any that dies; each worker serves HTTP.
  */
 /** Production's /metrics listener: in the primary of a cluster, else in the one serving process. */
-async function metricsListener(config: Config, logger: pino.Logger): Promise<Server | undefined> {
+async function metricsListener(config: Config, logger: Logger): Promise<Server | undefined> {
   const m = config.metricsListener;
   if (!m) return undefined;
   const server = await listenForMetrics(m.host, m.port, config.workers);
@@ -22,8 +23,12 @@ async function metricsListener(config: Config, logger: pino.Logger): Promise<Ser
   return server;
 }
 
-async function primary(config: Config, logger: pino.Logger): Promise<void> {
+async function primary(config: Config, logger: Logger): Promise<void> {
   serveClusterMetrics(config.workers);
+  // Workers get the PIN over the IPC channel, not in their environment (see pinFromPrimary).
+  cluster.on('message', (w, m: { type?: unknown }) => {
+    if (m?.type === PIN_REQUEST) w.send({ type: PIN_REPLY, pin: config.hsm.pin });
+  });
   const metrics = await metricsListener(config, logger).catch((e: unknown) => {
     logger.fatal({ err: (e as Error).message }, 'cannot serve /metrics on METRICS_HOST:METRICS_PORT');
     process.exit(1);
@@ -81,7 +86,7 @@ async function primary(config: Config, logger: pino.Logger): Promise<void> {
  * flight finish. A file that does not load leaves its predecessor in place, with one error line
  * naming the variable and the problem, never the content.
  */
-function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry | undefined, logger: pino.Logger): void {
+function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry | undefined, logger: Logger): void {
   const reloaded: string[] = [];
   const failed = (e: unknown, variable: string, kept: string): void => {
     const message = e instanceof ConfigError ? e.message : `${variable}: could not be applied (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
@@ -106,7 +111,7 @@ function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry 
   logger.info({ reloaded }, 'SIGHUP: reloaded');
 }
 
-async function worker(config: Config, logger: pino.Logger, tls: TlsMaterial | undefined): Promise<void> {
+async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefined): Promise<void> {
   const running = await composeService(config, logger);
   const metrics = cluster.isWorker ? undefined : await metricsListener(config, logger);
   const server = createServer(running.app, config.server, tls);
@@ -137,12 +142,45 @@ process.on('SIGHUP', () => {
   else hangup.pending = true;
 });
 
+const PIN_REQUEST = 'hsm-signer:pin-request';
+const PIN_REPLY = 'hsm-signer:pin';
+
+/**
+ * A cluster worker's PIN, asked of the primary over the IPC channel. The primary deletes HSM_PIN
+ * from its environment before it forks, so no worker's environment (/proc/<pid>/environ) holds it.
+ */
+function pinFromPrimary(timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      process.off('message', onMessage);
+    };
+    const onMessage = (m: { type?: unknown; pin?: unknown }): void => {
+      if (m?.type !== PIN_REPLY || typeof m.pin !== 'string') return;
+      done();
+      resolve(m.pin);
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new ConfigError('HSM_PIN: the cluster primary did not send the PIN'));
+    }, timeoutMs);
+    process.on('message', onMessage);
+    process.send!({ type: PIN_REQUEST });
+  });
+}
+
 export async function main(): Promise<void> {
   let config: Config;
   let tls: TlsMaterial | undefined;
-  const logger = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { pid: process.pid } });
+  // Until the configuration is read: a LOG_LEVEL it would refuse must not stop pino first.
+  const logger = createLogger(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(process.env.LOG_LEVEL ?? '') ? process.env.LOG_LEVEL! : 'info');
   try {
-    config = loadConfig();
+    const env = cluster.isWorker ? { ...process.env, HSM_PIN: await pinFromPrimary(), HSM_PIN_FILE: undefined } : process.env;
+    config = loadConfig(env);
+    // Read once, kept in config: out of the environment that workers, HSM threads and any later
+    // child would inherit. (A process started with HSM_PIN keeps it in its own /proc/<pid>/environ:
+    // the primary, or with WORKERS=1 the only process. HSM_PIN_FILE avoids even that.)
+    delete process.env.HSM_PIN;
     // Read and checked before forking: a bad file stops the service with exit 2, not workers in a restart loop.
     tls = config.tls ? readTlsFiles(config.tls) : undefined;
     if (config.clientsFile !== undefined) loadClients(config.clientsFile);
