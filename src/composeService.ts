@@ -1,7 +1,7 @@
 import type { Express } from 'express';
 import type { Logger } from 'pino';
 import type { Config } from './config/config.js';
-import { authenticate, loadClients } from './http/auth.js';
+import { authenticate, ClientRegistry } from './http/auth.js';
 import { createApp } from './http/createApp.js';
 import { pkiRouter } from './http/routes/pkiRouter.js';
 import { Pkcs11CertificateStore } from './hsm/pkcs11/Pkcs11CertificateStore.js';
@@ -17,13 +17,15 @@ export interface RunningService {
   readonly service: SigningService;
   readonly keyManager: Pkcs11KeyManager;
   readonly pki: PkiService;
+  /** Who may call /v1, when auth is on (a clients file, client certificates or both); reload() re-reads the file. */
+  readonly clients?: ClientRegistry;
   close(): Promise<void>;
 }
 
 /** One worker's object graph: HSM binding -> KeyManager -> resilience -> service -> HTTP app. */
 export async function composeService(config: Config, logger: Logger): Promise<RunningService> {
   // Read before touching the HSM, so a bad file fails fast.
-  const clients = config.clientsFile !== undefined ? loadClients(config.clientsFile) : undefined;
+  const clients = config.clientsFile !== undefined || config.tls?.clientCaFile !== undefined ? new ClientRegistry(config.clientsFile) : undefined;
   const p11 = await ThreadedPkcs11.start(config.hsm.modulePath, config.hsm.threads, (m) => logger.warn(m));
   let onRecovered = (): void => undefined;
   const keyManager = new Pkcs11KeyManager(p11, {
@@ -69,6 +71,7 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     service,
     keyManager,
     pki,
+    ...(clients ? { clients } : {}),
     async close() {
       breaker.shutdown();
       await keyManager.close();

@@ -1,16 +1,21 @@
 import cluster from 'node:cluster';
 import type { Server } from 'node:http';
-import { pino } from 'pino';
+import https from 'node:https';
+import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
+import { readTlsFiles, type TlsMaterial } from './config/tlsFiles.js';
 import { composeService } from './composeService.js';
+import { loadClients, type ClientRegistry } from './http/auth.js';
+import { createServer, secureContextOptions, type ApiServer } from './http/createServer.js';
 import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
+import { createLogger } from './logger.js';
 
 /**
  * Composition root. The primary forks WORKERS processes (each has its own PKCS#11 state: module,
  * login, session pool, key cache) and restarts any that dies; each worker serves HTTP.
  */
 /** Production's /metrics listener: in the primary of a cluster, else in the one serving process. */
-async function metricsListener(config: Config, logger: pino.Logger): Promise<Server | undefined> {
+async function metricsListener(config: Config, logger: Logger): Promise<Server | undefined> {
   const m = config.metricsListener;
   if (!m) return undefined;
   const server = await listenForMetrics(m.host, m.port, config.workers);
@@ -18,13 +23,35 @@ async function metricsListener(config: Config, logger: pino.Logger): Promise<Ser
   return server;
 }
 
-async function primary(config: Config, logger: pino.Logger): Promise<void> {
-  if (config.devMode) logger.warn({ host: config.host }, 'development mode: no CLIENTS_FILE, so no authentication; listening on loopback only');
+async function primary(config: Config, logger: Logger): Promise<void> {
   serveClusterMetrics(config.workers);
+  // Workers get the PIN over the IPC channel, not in their environment (see pinFromPrimary).
+  cluster.on('message', (w, m: { type?: unknown }) => {
+    if (m?.type === PIN_REQUEST) w.send({ type: PIN_REPLY, pin: config.hsm.pin });
+  });
   const metrics = await metricsListener(config, logger).catch((e: unknown) => {
     logger.fatal({ err: (e as Error).message }, 'cannot serve /metrics on METRICS_HOST:METRICS_PORT');
     process.exit(1);
   });
+  // Each worker holds its own TLS context and clients, and reloads them on its SIGHUP. A worker
+  // still starting (or restarted) when one comes gets it once it listens: it may have read the
+  // files before they changed.
+  let hangups = 0;
+  const seen = new Map<number, number>();
+  cluster.on('fork', (w) => seen.set(w.id, hangups));
+  cluster.on('listening', (w) => {
+    if (seen.get(w.id)! < hangups) w.process.kill('SIGHUP');
+    seen.set(w.id, Infinity);
+  });
+  cluster.on('exit', (w) => seen.delete(w.id));
+  hangup.handler = () => {
+    hangups++;
+    const listening = Object.values(cluster.workers ?? {}).filter((w) => w && seen.get(w.id) === Infinity);
+    logger.info({ workers: listening.length }, 'SIGHUP: reloading the TLS certificate and the clients in every worker');
+    for (const w of listening) w!.process.kill('SIGHUP');
+  };
+  if (hangup.pending) hangup.handler();
+  hangup.pending = false;
   let stopping = false;
   const fork = (): void => {
     cluster.fork();
@@ -53,13 +80,49 @@ async function primary(config: Config, logger: pino.Logger): Promise<void> {
   process.on('SIGINT', stop);
 }
 
-async function worker(config: Config, logger: pino.Logger): Promise<void> {
+/**
+ * SIGHUP: the server's certificate and key (and client CA) and the clients file, read again. New
+ * connections get the new certificate; connections already open keep theirs, and requests in
+ * flight finish. A file that does not load leaves its predecessor in place, with one error line
+ * naming the variable and the problem, never the content.
+ */
+function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry | undefined, logger: Logger): void {
+  const reloaded: string[] = [];
+  const failed = (e: unknown, variable: string, kept: string): void => {
+    const message = e instanceof ConfigError ? e.message : `${variable}: could not be applied (${(e as NodeJS.ErrnoException).code ?? 'error'})`;
+    logger.error(`SIGHUP: ${message}; kept the previous ${kept}`);
+  };
+  if (config.tls && server instanceof https.Server) {
+    try {
+      server.setSecureContext(secureContextOptions(readTlsFiles(config.tls)));
+      reloaded.push('TLS_CERT_FILE', 'TLS_KEY_FILE', ...(config.tls.clientCaFile !== undefined ? ['TLS_CLIENT_CA_FILE'] : []));
+    } catch (e) {
+      failed(e, 'TLS_CERT_FILE', 'TLS certificate, key and client CA');
+    }
+  }
+  if (clients?.file !== undefined) {
+    try {
+      clients.reload();
+      reloaded.push('CLIENTS_FILE');
+    } catch (e) {
+      failed(e, 'CLIENTS_FILE', 'clients');
+    }
+  }
+  logger.info({ reloaded }, 'SIGHUP: reloaded');
+}
+
+async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefined): Promise<void> {
   const running = await composeService(config, logger);
   const metrics = cluster.isWorker ? undefined : await metricsListener(config, logger);
-  const server: Server = running.app.listen(config.port, config.host, () => {
-    logger.info({ host: config.host, port: config.port, keys: running.keyManager.health().keys }, 'serving');
+  const server = createServer(running.app, config.server, tls);
+  // Refused handshakes (no, untrusted or expired client certificate) are the client's problem, and can be many.
+  server.on('tlsClientError', (e: NodeJS.ErrnoException) => logger.debug({ code: e.code }, 'TLS handshake failed'));
+  server.listen(config.port, config.host, () => {
+    logger.info({ host: config.host, port: config.port, tls: tls !== undefined, clientCertificates: tls?.ca !== undefined, keys: running.keyManager.health().keys }, 'serving');
+    hangup.handler = () => reloadFiles(config, server, running.clients, logger);
+    if (hangup.pending) hangup.handler();
+    hangup.pending = false;
   });
-  server.keepAliveTimeout = 65_000;
   const stop = (): void => {
     metrics?.close();
     server.close(() => void running.close().finally(() => process.exit(0)));
@@ -69,11 +132,58 @@ async function worker(config: Config, logger: pino.Logger): Promise<void> {
   process.on('SIGINT', stop);
 }
 
+/**
+ * SIGHUP, handled from the start (its default action ends the process): one that comes before the
+ * process is ready for it is remembered and handled when it is.
+ */
+const hangup: { handler?: () => void; pending: boolean } = { pending: false };
+process.on('SIGHUP', () => {
+  if (hangup.handler) hangup.handler();
+  else hangup.pending = true;
+});
+
+const PIN_REQUEST = 'hsm-signer:pin-request';
+const PIN_REPLY = 'hsm-signer:pin';
+
+/**
+ * A cluster worker's PIN, asked of the primary over the IPC channel. The primary deletes HSM_PIN
+ * from its environment before it forks, so no worker's environment (/proc/<pid>/environ) holds it.
+ */
+function pinFromPrimary(timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      process.off('message', onMessage);
+    };
+    const onMessage = (m: { type?: unknown; pin?: unknown }): void => {
+      if (m?.type !== PIN_REPLY || typeof m.pin !== 'string') return;
+      done();
+      resolve(m.pin);
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new ConfigError('HSM_PIN: the cluster primary did not send the PIN'));
+    }, timeoutMs);
+    process.on('message', onMessage);
+    process.send!({ type: PIN_REQUEST });
+  });
+}
+
 export async function main(): Promise<void> {
   let config: Config;
-  const logger = pino({ level: process.env.LOG_LEVEL ?? 'info', base: { pid: process.pid } });
+  let tls: TlsMaterial | undefined;
+  // Until the configuration is read: a LOG_LEVEL it would refuse must not stop pino first.
+  const logger = createLogger(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(process.env.LOG_LEVEL ?? '') ? process.env.LOG_LEVEL! : 'info');
   try {
-    config = loadConfig();
+    const env = cluster.isWorker ? { ...process.env, HSM_PIN: await pinFromPrimary(), HSM_PIN_FILE: undefined } : process.env;
+    config = loadConfig(env);
+    // Read once, kept in config: out of the environment that workers, HSM threads and any later
+    // child would inherit. (A process started with HSM_PIN keeps it in its own /proc/<pid>/environ:
+    // the primary, or with WORKERS=1 the only process. HSM_PIN_FILE avoids even that.)
+    delete process.env.HSM_PIN;
+    // Read and checked before forking: a bad file stops the service with exit 2, not workers in a restart loop.
+    tls = config.tls ? readTlsFiles(config.tls) : undefined;
+    if (config.clientsFile !== undefined) loadClients(config.clientsFile);
   } catch (e) {
     if (e instanceof ConfigError) {
       logger.fatal(e.message);
@@ -82,9 +192,11 @@ export async function main(): Promise<void> {
     throw e;
   }
   logger.level = config.logLevel;
+  // Once per service: by the primary, or by the only process.
+  if (cluster.isPrimary) for (const w of config.warnings) logger.warn(w);
   if (cluster.isPrimary && config.workers > 1) return primary(config, logger);
   try {
-    await worker(config, logger);
+    await worker(config, logger, tls);
   } catch (e) {
     logger.fatal({ err: (e as Error).message }, 'worker could not start');
     process.exit(1);

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { BlockList, isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
@@ -38,13 +39,42 @@ const schema = z
     BREAKER_VOLUME: int(1, 100_000).default(10),
     BREAKER_WINDOW_MS: int(100, 600_000).default(2000),
     CLIENTS_FILE: z.string().min(1).optional(),
+    TLS_CERT_FILE: z.string().min(1).optional(),
+    TLS_KEY_FILE: z.string().min(1).optional(),
+    TLS_CLIENT_CA_FILE: z.string().min(1).optional(),
+    ALLOW_PLAINTEXT: bool.default(false),
+    HEADERS_TIMEOUT_MS: int(100, 600_000).default(10_000),
+    REQUEST_TIMEOUT_MS: int(100, 3_600_000).default(30_000),
+    MAX_HEADER_BYTES: int(1024, 1024 * 1024).default(16 * 1024),
+    KEEP_ALIVE_TIMEOUT_MS: int(1000, 600_000).default(65_000),
+    MAX_REQUESTS_PER_SOCKET: int(0, 1_000_000_000).default(0),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ALLOW_REMOTE_DEV: bool.default(false),
     METRICS_HOST: z.string().min(1).default('127.0.0.1'),
     METRICS_PORT: int(1, 65_535).default(9464),
   })
   .refine((c) => c.HSM_PIN !== undefined || c.HSM_PIN_FILE !== undefined, { message: 'set HSM_PIN or HSM_PIN_FILE', path: ['HSM_PIN'] })
-  .refine((c) => c.RETRY_BASE_MS <= c.RETRY_CAP_MS, { message: 'must not exceed RETRY_CAP_MS', path: ['RETRY_BASE_MS'] });
+  .refine((c) => c.RETRY_BASE_MS <= c.RETRY_CAP_MS, { message: 'must not exceed RETRY_CAP_MS', path: ['RETRY_BASE_MS'] })
+  // node:http refuses a headers timeout longer than the whole request's.
+  .refine((c) => c.HEADERS_TIMEOUT_MS <= c.REQUEST_TIMEOUT_MS, { message: 'must not exceed REQUEST_TIMEOUT_MS', path: ['HEADERS_TIMEOUT_MS'] });
+
+/** Paths of the PEM files the API's TLS uses; read (and re-read on SIGHUP) by readTlsFiles. */
+export interface TlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
+  /** Client certificates are required and verified against these CAs. */
+  readonly clientCaFile?: string;
+}
+
+/** The node:http(s) server's own limits against slow or oversized requests and idle connections. */
+export interface ServerLimits {
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly maxHeaderBytes: number;
+  readonly keepAliveTimeoutMs: number;
+  /** 0: no limit. */
+  readonly maxRequestsPerSocket: number;
+}
 
 export interface Config {
   readonly env: string;
@@ -67,11 +97,15 @@ export interface Config {
   readonly retry: { readonly maxAttempts: number; readonly baseMs: number; readonly capMs: number; readonly budgetRatio: number };
   readonly breaker: { readonly errorThresholdPercentage: number; readonly resetTimeoutMs: number; readonly volumeThreshold: number; readonly rollingWindowMs: number };
   readonly clientsFile?: string;
+  readonly tls?: TlsConfig;
   /** Where /metrics is served in production (its own listener); undefined: on the API's port (development). */
   readonly metricsListener?: { readonly host: string; readonly port: number };
+  readonly server: ServerLimits;
   readonly logLevel: string;
-  /** Development mode: no clients file and not production, so no auth and loopback only. */
+  /** Development mode: not production and no way to identify callers, so no auth and loopback only. */
   readonly devMode: boolean;
+  /** What the operator should know at start (one log line each, logged once per service). */
+  readonly warnings: readonly string[];
 }
 
 export class ConfigError extends Error {
@@ -97,10 +131,37 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const pin = c.HSM_PIN_FILE !== undefined ? readPin(c.HSM_PIN_FILE) : c.HSM_PIN!;
   if (pin.length === 0) throw new ConfigError('HSM_PIN_FILE: the file is empty');
   const production = c.NODE_ENV === 'production';
-  const devMode = !production && c.CLIENTS_FILE === undefined;
+  if ((c.TLS_CERT_FILE === undefined) !== (c.TLS_KEY_FILE === undefined)) {
+    throw new ConfigError(`${c.TLS_CERT_FILE === undefined ? 'TLS_CERT_FILE' : 'TLS_KEY_FILE'}: TLS needs both TLS_CERT_FILE and TLS_KEY_FILE`);
+  }
+  if (c.TLS_CLIENT_CA_FILE !== undefined && c.TLS_CERT_FILE === undefined) {
+    throw new ConfigError('TLS_CERT_FILE: client certificates (TLS_CLIENT_CA_FILE) need TLS: set TLS_CERT_FILE and TLS_KEY_FILE');
+  }
+  const tls: TlsConfig | undefined =
+    c.TLS_CERT_FILE !== undefined && c.TLS_KEY_FILE !== undefined
+      ? { certFile: c.TLS_CERT_FILE, keyFile: c.TLS_KEY_FILE, ...(c.TLS_CLIENT_CA_FILE !== undefined ? { clientCaFile: c.TLS_CLIENT_CA_FILE } : {}) }
+      : undefined;
+  const identifiesCallers = c.CLIENTS_FILE !== undefined || c.TLS_CLIENT_CA_FILE !== undefined;
+  // Fail closed: a production service that cannot tell its callers apart would serve every one.
+  if (production && !identifiesCallers) {
+    throw new ConfigError('CLIENTS_FILE: NODE_ENV=production needs a way to identify callers: set CLIENTS_FILE (bearer tokens, certificate identities) or TLS_CLIENT_CA_FILE (client certificates)');
+  }
+  const devMode = !production && !identifiesCallers;
   const host = c.HOST ?? (devMode ? '127.0.0.1' : '0.0.0.0');
-  if (devMode && !c.ALLOW_REMOTE_DEV && !['127.0.0.1', 'localhost', '::1'].includes(host)) {
-    throw new ConfigError('HOST: development mode (no CLIENTS_FILE) has no authentication and listens on loopback only');
+  const loopback = isLoopback(host);
+  if (devMode && !c.ALLOW_REMOTE_DEV && !loopback) {
+    throw new ConfigError('HOST: development mode (no CLIENTS_FILE or TLS_CLIENT_CA_FILE) has no authentication and listens on loopback only');
+  }
+  if (production && !loopback && tls === undefined && !c.ALLOW_PLAINTEXT) {
+    throw new ConfigError('TLS_CERT_FILE: in production a non-loopback HOST needs TLS (TLS_CERT_FILE and TLS_KEY_FILE), or ALLOW_PLAINTEXT=true when a sidecar or mesh terminates TLS in front of the service');
+  }
+  const warnings: string[] = [];
+  if (devMode) warnings.push('development mode: no CLIENTS_FILE or TLS_CLIENT_CA_FILE, so no authentication; listening on loopback only');
+  if (production && !loopback && tls === undefined) {
+    warnings.push('ALLOW_PLAINTEXT=true: serving plain HTTP on a non-loopback address; TLS must be terminated in front of the service');
+  }
+  if (c.TLS_CLIENT_CA_FILE !== undefined && c.CLIENTS_FILE === undefined) {
+    warnings.push('TLS_CLIENT_CA_FILE without CLIENTS_FILE: every client certificate that CA issued may use every key for every operation');
   }
   return {
     env: c.NODE_ENV,
@@ -124,8 +185,30 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retry: { maxAttempts: c.RETRY_MAX_ATTEMPTS, baseMs: c.RETRY_BASE_MS, capMs: c.RETRY_CAP_MS, budgetRatio: c.RETRY_BUDGET_RATIO },
     breaker: { errorThresholdPercentage: c.BREAKER_ERROR_PERCENT, resetTimeoutMs: c.BREAKER_RESET_MS, volumeThreshold: c.BREAKER_VOLUME, rollingWindowMs: c.BREAKER_WINDOW_MS },
     ...(c.CLIENTS_FILE !== undefined ? { clientsFile: c.CLIENTS_FILE } : {}),
+    ...(tls ? { tls } : {}),
     ...(production ? { metricsListener: { host: c.METRICS_HOST, port: c.METRICS_PORT } } : {}),
+    server: {
+      headersTimeoutMs: c.HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: c.REQUEST_TIMEOUT_MS,
+      maxHeaderBytes: c.MAX_HEADER_BYTES,
+      keepAliveTimeoutMs: c.KEEP_ALIVE_TIMEOUT_MS,
+      maxRequestsPerSocket: c.MAX_REQUESTS_PER_SOCKET,
+    },
     logLevel: c.LOG_LEVEL,
     devMode,
+    warnings,
   };
+}
+
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+
+/** Whether `host` is a loopback address (127.0.0.0/8, ::1, an IPv4-mapped 127.x) or `localhost`. */
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(host)?.[1];
+  if (mapped !== undefined) return isIP(mapped) === 4 && LOOPBACK.check(mapped, 'ipv4');
+  const family = isIP(host);
+  return family !== 0 && LOOPBACK.check(host, family === 4 ? 'ipv4' : 'ipv6');
 }

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { notFound, ServiceError } from '../errors.js';
 import type { SigningService } from '../service/SigningService.js';
 import { errorHandler } from './errorHandler.js';
+import { jsonDepthExceeds, MAX_JSON_DEPTH } from './jsonDepth.js';
 import { metricsRouter, trackService } from './metrics.js';
 import { openapiRouter } from './openapi.js';
 import { requestContext } from './requestContext.js';
@@ -23,12 +24,26 @@ export interface AppDeps {
   readonly metricsOnApi?: boolean;
 }
 
+/** Thrown from body-parser's verify hook; errorHandler maps the type to the contract's error. */
+const bodyError = (type: string): Error => Object.assign(new Error(type), { type });
+
 /**
  * The JSON body of /v1 POSTs and PUTs. One that is not JSON (or has no body) is a 415, decided
- * here before anything reads it; the parser then does not check the type a second time.
+ * here before anything reads it; the parser then does not check the type a second time. Before
+ * JSON.parse sees the raw bytes, they must be UTF-8 (RFC 8259 §8.1) and nest no deeper than
+ * MAX_JSON_DEPTH. JSON.parse (no reviver) makes `__proto__` an own property, never a prototype,
+ * and the strict schemas refuse it as an unknown field.
  */
 function jsonBody(limit: number): RequestHandler {
-  const parse = express.json({ limit, strict: false, type: () => true });
+  const parse = express.json({
+    limit,
+    strict: false,
+    type: () => true,
+    verify: (_req, _res, buf, encoding) => {
+      if (encoding !== 'utf-8') throw bodyError('charset.unsupported');
+      if (jsonDepthExceeds(buf, MAX_JSON_DEPTH)) throw bodyError('entity.too.deep');
+    },
+  });
   return (req, res, next) => {
     if (req.method !== 'POST' && req.method !== 'PUT') return next();
     if (!req.is('application/json')) return next(new ServiceError('UNSUPPORTED_MEDIA_TYPE', 'body: Content-Type must be application/json'));

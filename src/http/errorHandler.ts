@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from 'pino';
 import { invalid, ServiceError, type ErrorCode } from '../errors.js';
+import { MAX_JSON_DEPTH } from './jsonDepth.js';
 
 export function sendError(res: Response, e: ServiceError): void {
   if (e.retryAfterSeconds !== undefined) res.setHeader('Retry-After', String(e.retryAfterSeconds));
@@ -10,6 +11,7 @@ export function sendError(res: Response, e: ServiceError): void {
 // body-parser's error types, mapped to the contract's codes.
 const BODY_ERRORS: Record<string, [ErrorCode, string]> = {
   'entity.parse.failed': ['INVALID_ARGUMENT', 'body: malformed JSON'],
+  'entity.too.deep': ['INVALID_ARGUMENT', `body: JSON nested deeper than ${MAX_JSON_DEPTH} levels`],
   'entity.too.large': ['PAYLOAD_TOO_LARGE', 'body: larger than the limit; send a digest instead of the message'],
   'encoding.unsupported': ['UNSUPPORTED_MEDIA_TYPE', 'body: unsupported content encoding'],
   'charset.unsupported': ['UNSUPPORTED_MEDIA_TYPE', 'body: unsupported charset; send UTF-8 JSON'],

@@ -32,7 +32,7 @@ export const OPENAPI_DOCUMENT = {
   openapi: '3.0.3',
   info: { title: 'hsm-signer', version: '1', description: 'Sign and verify with keys held in a PKCS#11 HSM; intermediate-CA operations on the HSM.' },
   components: {
-    securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'required on /v1 when a CLIENTS_FILE is configured' } },
+    securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'on /v1 when a CLIENTS_FILE is configured; or instead (or as well, naming the same client) a TLS client certificate verified against TLS_CLIENT_CA_FILE' } },
     schemas: {
       Error: {
         type: 'object',

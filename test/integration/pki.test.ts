@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import request from 'supertest';
 import type { KeySpec } from '../../src/crypto/algorithms.js';
-import { authenticate, loadClients } from '../../src/http/auth.js';
+import { authenticate, ClientRegistry } from '../../src/http/auth.js';
 import { createApp } from '../../src/http/createApp.js';
 import { pkiRouter } from '../../src/http/routes/pkiRouter.js';
 import { admin, dumpTokenObjects } from '../support/adminCli.js';
@@ -304,7 +304,7 @@ test("with auth on, each PKI route needs its own operation: csr, certificate (at
     logger: pino({ level: 'silent' }),
     bodyLimitBytes: svc.config.bodyLimitBytes,
     requestDeadlineMs: svc.config.requestDeadlineMs,
-    v1Guard: authenticate(loadClients(file)),
+    v1Guard: authenticate(new ClientRegistry(file)),
     extraRouters: [pkiRouter(svc.pki)],
   });
   const as = (token: string) => ({

@@ -99,13 +99,14 @@ export interface ServiceProcess {
 }
 
 /**
- * `node --import tsx src/main.ts` (or src/dev/start.ts) with `env`; resolves when /readyz answers 200. Its output goes
+ * `node --import tsx src/main.ts` (or src/dev/start.ts) with `env`; resolves when /readyz answers 200 (or `o.ready`, e.g. over
+ * TLS, says so). Its output goes
  * to a file, not a pipe: pino writes stdout synchronously, so a test process too busy to drain a
  * pipe would stall the service it is measuring.
  */
 export async function startServiceProcess(
   env: NodeJS.ProcessEnv,
-  o: { maxSockets?: number; readyTimeoutMs?: number; entry?: 'serve' | 'start' } = {},
+  o: { maxSockets?: number; readyTimeoutMs?: number; entry?: 'serve' | 'start'; ready?: (port: number) => Promise<boolean> } = {},
 ): Promise<ServiceProcess> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-svc-'));
@@ -148,8 +149,8 @@ export async function startServiceProcess(
   const deadline = Date.now() + (o.readyTimeoutMs ?? 30_000);
   for (;;) {
     if (!proc.alive()) throw new Error(`the service exited (${exit}) before it was ready:\n${logs().join('\n')}`);
-    const r = await proc.readyz().catch(() => undefined);
-    if (r?.status === 200) return proc;
+    const ready = o.ready ? await o.ready(port).catch(() => false) : (await proc.readyz().catch(() => undefined))?.status === 200;
+    if (ready) return proc;
     if (Date.now() > deadline) {
       await proc.stop();
       throw new Error(`the service was not ready in time:\n${logs().join('\n')}`);

@@ -36,13 +36,59 @@ test('HSM_PIN_FILE is read, trailing newline dropped; unreadable file names the 
   assert.throws(() => loadConfig({ HSM_PIN_FILE: `${f}.missing` }), /HSM_PIN_FILE/);
 });
 
-test('development mode refuses a non-loopback HOST; production does not', () => {
+test('development mode refuses a non-loopback HOST, and says so in one warning', () => {
   assert.throws(() => loadConfig({ ...base, HOST: '0.0.0.0' }), /HOST/);
-  assert.equal(loadConfig({ ...base, NODE_ENV: 'production' }).host, '0.0.0.0');
-  assert.equal(loadConfig({ ...base, NODE_ENV: 'production' }).devMode, false);
+  assert.deepEqual(loadConfig({ ...base }).warnings, ['development mode: no CLIENTS_FILE or TLS_CLIENT_CA_FILE, so no authentication; listening on loopback only']);
+  assert.equal(loadConfig({ ...base, HOST: '0.0.0.0', ALLOW_REMOTE_DEV: 'true' }).host, '0.0.0.0');
+});
+
+test('production fails closed: no way to identify callers is a ConfigError naming both settings', () => {
+  for (const env of [{ NODE_ENV: 'production' }, { NODE_ENV: 'production', HOST: '127.0.0.1' }, { NODE_ENV: 'production', TLS_CERT_FILE: '/c.pem', TLS_KEY_FILE: '/k.pem' }]) {
+    assert.throws(() => loadConfig({ ...base, ...env }), (e: Error) => e instanceof ConfigError && /^CLIENTS_FILE: /.test(e.message) && e.message.includes('TLS_CLIENT_CA_FILE'));
+  }
+  const c = loadConfig({ ...base, NODE_ENV: 'production', CLIENTS_FILE: '/clients.json', TLS_CERT_FILE: '/c.pem', TLS_KEY_FILE: '/k.pem' });
+  assert.equal(c.devMode, false);
+  assert.equal(c.host, '0.0.0.0');
+  assert.deepEqual(c.tls, { certFile: '/c.pem', keyFile: '/k.pem' });
+  assert.deepEqual(c.warnings, []);
+  // Client certificates alone identify callers.
+  const m = loadConfig({ ...base, NODE_ENV: 'production', TLS_CERT_FILE: '/c.pem', TLS_KEY_FILE: '/k.pem', TLS_CLIENT_CA_FILE: '/ca.pem' });
+  assert.deepEqual(m.tls, { certFile: '/c.pem', keyFile: '/k.pem', clientCaFile: '/ca.pem' });
+  assert.match(m.warnings.join(), /TLS_CLIENT_CA_FILE without CLIENTS_FILE/);
+  // Outside production, a way to identify callers turns development mode off (and auth on).
+  assert.equal(loadConfig({ ...base, CLIENTS_FILE: '/clients.json' }).devMode, false);
+});
+
+test('production on a non-loopback address needs TLS, unless ALLOW_PLAINTEXT=true (with one warning)', () => {
+  const prod = { ...base, NODE_ENV: 'production', CLIENTS_FILE: '/clients.json' };
+  for (const host of ['0.0.0.0', '::', '10.1.2.3', 'signer.internal']) {
+    assert.throws(() => loadConfig({ ...prod, HOST: host }), (e: Error) => e instanceof ConfigError && /^TLS_CERT_FILE: /.test(e.message) && e.message.includes('ALLOW_PLAINTEXT'), host);
+  }
+  assert.throws(() => loadConfig(prod), /TLS_CERT_FILE/, 'the default production HOST is 0.0.0.0');
+  for (const host of ['127.0.0.1', '127.0.0.2', '::1', 'localhost']) assert.deepEqual(loadConfig({ ...prod, HOST: host }).warnings, [], host);
+  const plain = loadConfig({ ...prod, ALLOW_PLAINTEXT: 'true' });
+  assert.equal(plain.tls, undefined);
+  assert.deepEqual(plain.warnings, ['ALLOW_PLAINTEXT=true: serving plain HTTP on a non-loopback address; TLS must be terminated in front of the service']);
+  assert.throws(() => loadConfig({ ...prod, ALLOW_PLAINTEXT: 'yes' }), /ALLOW_PLAINTEXT/);
+});
+
+test('TLS settings come together: a certificate without its key, or a client CA without TLS, names what is missing', () => {
+  assert.throws(() => loadConfig({ ...base, TLS_CERT_FILE: '/c.pem' }), /^ConfigError: TLS_KEY_FILE: /);
+  assert.throws(() => loadConfig({ ...base, TLS_KEY_FILE: '/k.pem' }), /^ConfigError: TLS_CERT_FILE: /);
+  assert.throws(() => loadConfig({ ...base, TLS_CLIENT_CA_FILE: '/ca.pem' }), /^ConfigError: TLS_CERT_FILE: /);
+  assert.deepEqual(loadConfig({ ...base, TLS_CERT_FILE: '/c.pem', TLS_KEY_FILE: '/k.pem' }).tls, { certFile: '/c.pem', keyFile: '/k.pem' });
 });
 
 test('threads never exceed sessions', () => {
   assert.equal(loadConfig({ ...base, HSM_SESSIONS: '2' }).hsm.threads, 2);
   assert.equal(loadConfig({ ...base, HSM_SESSIONS: '64', HSM_THREADS: '64' }).hsm.threads, 64);
+});
+
+test('server limits: documented defaults; out of range or a headers timeout above the request timeout names the variable', () => {
+  assert.deepEqual(loadConfig({ ...base }).server, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, maxHeaderBytes: 16_384, keepAliveTimeoutMs: 65_000, maxRequestsPerSocket: 0 });
+  const c = loadConfig({ ...base, HEADERS_TIMEOUT_MS: '2000', REQUEST_TIMEOUT_MS: '3000', MAX_HEADER_BYTES: '4096', KEEP_ALIVE_TIMEOUT_MS: '5000', MAX_REQUESTS_PER_SOCKET: '100' });
+  assert.deepEqual(c.server, { headersTimeoutMs: 2000, requestTimeoutMs: 3000, maxHeaderBytes: 4096, keepAliveTimeoutMs: 5000, maxRequestsPerSocket: 100 });
+  const bad: Record<string, string>[] = [{ HEADERS_TIMEOUT_MS: '10' }, { REQUEST_TIMEOUT_MS: 'soon' }, { MAX_HEADER_BYTES: '100' }, { KEEP_ALIVE_TIMEOUT_MS: '0' }, { MAX_REQUESTS_PER_SOCKET: '-1' }];
+  for (const env of bad) assert.throws(() => loadConfig({ ...base, ...env }), new RegExp(Object.keys(env)[0]!));
+  assert.throws(() => loadConfig({ ...base, HEADERS_TIMEOUT_MS: '40000' }), /HEADERS_TIMEOUT_MS: must not exceed REQUEST_TIMEOUT_MS/);
 });
