@@ -10,10 +10,6 @@ import { createServer, secureContextOptions, type ApiServer } from './http/creat
 import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
 import { createLogger } from './logger.js';
 
-/**
- * Composition root. The primary forks WORKERS processes (each has its own PKCS#11 state: module,
- * login, session pool, key cache) and restarts any that dies; each worker serves HTTP.
- */
 /** Production's /metrics listener: in the primary of a cluster, else in the one serving process. */
 async function metricsListener(config: Config, logger: Logger): Promise<Server | undefined> {
   const m = config.metricsListener;
@@ -23,6 +19,10 @@ async function metricsListener(config: Config, logger: Logger): Promise<Server |
   return server;
 }
 
+/**
+ * Composition root. The primary forks WORKERS processes (each has its own PKCS#11 state: module,
+ * login, session pool, key cache) and restarts any that dies; each worker serves HTTP.
+ */
 async function primary(config: Config, logger: Logger): Promise<void> {
   serveClusterMetrics(config.workers);
   // Workers get the PIN over the IPC channel, not in their environment (see pinFromPrimary).
