@@ -23,7 +23,7 @@ const d32 = Buffer.alloc(32, 7).toString('base64');
 
 interface Case {
   name: string;
-  method?: 'get' | 'post';
+  method?: 'get' | 'post' | 'options';
   path: string;
   body?: unknown;
   raw?: string;
@@ -81,6 +81,9 @@ const cases: Case[] = [
   { name: 'bad X-Deadline-Ms', path: SIGN, body: { algorithm: 'ECDSA_SHA_256', message: b64('x') }, headers: { 'X-Deadline-Ms': 'soon' }, status: 400, code: 'INVALID_ARGUMENT', field: 'X-Deadline-Ms' },
   { name: 'unknown route', method: 'get', path: '/v1/nothing-here', status: 404, code: 'NOT_FOUND' },
   { name: 'wrong method on a route', method: 'get', path: SIGN, status: 404, code: 'NOT_FOUND' },
+  // Found by fuzzing: Express answered OPTIONS on a nested Router's route itself, 200 text/plain "GET, HEAD".
+  { name: 'fuzz: OPTIONS /readyz', method: 'options', path: '/readyz', status: 404, code: 'NOT_FOUND' },
+  { name: 'fuzz: OPTIONS /v1/keys', method: 'options', path: '/v1/keys', status: 404, code: 'NOT_FOUND' },
 ];
 
 test(`${cases.length} bad requests: each a 4xx with the contract's body, never a 5xx`, async (t) => {
