@@ -85,6 +85,8 @@ const cases: Case[] = [
   // its Content-Encoding says were "request: malformed", naming nothing.
   { name: 'fuzz: overlong UTF-8 in the key name', path: '/v1/keys/ec%C0%AFv2/verify', body: { algorithm: 'ECDSA_SHA_512', message: b64('x'), signature: b64('y') }, status: 400, code: 'INVALID_ARGUMENT', field: 'path' },
   { name: 'fuzz: gzip Content-Encoding on a plain body', path: SIGN, raw: '{"algorithm":"ECDSA_SHA_256","message":"eA=="}', headers: { 'Content-Encoding': 'gzip' }, status: 400, code: 'INVALID_ARGUMENT', field: 'body' },
+  // Found by fuzzing: an unknown SAN key was put after "subjectAltNames." as it came (here a space), so the message did not start with a field.
+  { name: 'fuzz: SAN key that is a space', path: '/v1/keys/rsa/csr', body: { subject: 'CN=x', ca: {}, subjectAltNames: { ' ': {} } }, status: 400, code: 'INVALID_ARGUMENT', field: 'subjectAltNames: unknown key " "' },
   // Found by fuzzing: Express answered OPTIONS on a nested Router's route itself, 200 text/plain "GET, HEAD".
   { name: 'fuzz: OPTIONS /readyz', method: 'options', path: '/readyz', status: 404, code: 'NOT_FOUND' },
   { name: 'fuzz: OPTIONS /v1/keys', method: 'options', path: '/v1/keys', status: 404, code: 'NOT_FOUND' },
