@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { after, before, test } from 'node:test';
 import fc from 'fast-check';
+import request from 'supertest';
 import { algorithmInfo, algorithmsFor, SIGNING_ALGORITHMS, type KeySpec, type SigningAlgorithm } from '../../src/crypto/algorithms.js';
 import { isKeyName } from '../../src/hsm/keyLabel.js';
 import {
@@ -742,6 +743,29 @@ const headersArb = fc
 
 test('headers, content types, encodings and raw bodies: the contract holds', async (t) => {
   await fuzz(t, 'headers', headersArb, (c) => c, 0.1);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Regressions: what the properties found, as fixed cases.
+
+test('fuzz regression: overlapping attaches of one key version all succeed (were 503 CKR_OBJECT_HANDLE_INVALID)', async () => {
+  // Found by the headers property (seed 6): an attach whose X-Deadline-Ms passed (504) ran on to its end, and the next
+  // attach's C_DestroyObject met an object the first one had destroyed: 503 HSM_UNAVAILABLE.
+  const abandoned = await client.send(jsonReq('PUT', '/v1/keys/att/certificate', goodAttach, { 'X-Deadline-Ms': '1' }));
+  assert.ok(abandoned.status === 504 || abandoned.status === 204, abandoned.text);
+  const next = await client.send({ ...jsonReq('PUT', '/v1/keys/att/certificate', goodAttach), headers: { 'Content-Type': 'application/json; charset="utf-8"', 'Content-Encoding': 'gzip' }, body: gzipSync(jsonText(goodAttach)) });
+  assert.equal(next.status, 204, next.text);
+  // The same race, on purpose: replacements and reads of one version side by side.
+  const api = () => request(svc.app);
+  for (let round = 0; round < 3; round++) {
+    const answers = await Promise.all([
+      ...Array.from({ length: 4 }, () => api().put('/v1/keys/att/certificate').send(goodAttach as object)),
+      ...Array.from({ length: 2 }, () => api().get('/v1/keys/att/certificate')),
+    ]);
+    assert.deepEqual(answers.map((r) => r.status), [204, 204, 204, 204, 200, 200], JSON.stringify(answers.map((r) => r.body)));
+  }
+  const got = await api().get('/v1/keys/att/certificate').expect(200);
+  assert.equal(got.body.certificatePem, goodAttach.certificatePem);
 });
 
 test('fuzz totals', (t) => {

@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import type { CertificateObject, CertificateStore, CertificateStoreOptions, StoredCertificates } from '../CertificateStore.js';
+import { CKR, isPkcs11Failure } from '../errors.js';
 import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
 import type { KeyEntry } from './KeyCache.js';
@@ -20,6 +21,16 @@ const bytes = (attrs: Attribute[], type: number): Buffer => {
   const v = attrs.find((a) => a.type === type)?.value;
   return Buffer.isBuffer(v) ? v : Buffer.alloc(0);
 };
+
+/**
+ * Another session may destroy a certificate object between our finding it and using it: a
+ * replacement of the same key version running beside this one (another request, another worker,
+ * or one whose caller's deadline passed and which still runs to its end).
+ */
+const isGone = (e: unknown): boolean => isPkcs11Failure(e) && e.code === CKR.OBJECT_HANDLE_INVALID;
+
+/** How often a read starts over when objects vanish under it. */
+const READ_ATTEMPTS = 3;
 
 const chainLabel = (keyLabel: string, index: number): string => `${keyLabel}/chain/${index}`;
 
@@ -42,7 +53,18 @@ export class Pkcs11CertificateStore implements CertificateStore {
     private readonly p11: AsyncPkcs11,
   ) {}
 
+  /** The key's certificate objects; read again when one vanishes under the read (a replacement is under way). */
   private async read(s: Handle, entry: KeyEntry): Promise<TokenCertificate[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.readOnce(s, entry);
+      } catch (e) {
+        if (!isGone(e) || attempt >= READ_ATTEMPTS) throw e;
+      }
+    }
+  }
+
+  private async readOnce(s: Handle, entry: KeyEntry): Promise<TokenCertificate[]> {
     const handles = await this.p11.findObjects(s, [
       { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
       { type: P11.CKA_ID, value: entry.id },
@@ -109,7 +131,12 @@ export class Pkcs11CertificateStore implements CertificateStore {
           for (const h of created) await this.p11.destroyObject(s, h).catch(() => undefined);
           throw e;
         }
-        for (const h of old) await this.p11.destroyObject(s, h);
+        // One that is gone already was destroyed by a replacement beside this one: gone is what this wanted.
+        for (const h of old) {
+          await this.p11.destroyObject(s, h).catch((e: unknown) => {
+            if (!isGone(e)) throw e;
+          });
+        }
       },
       { signal: o.signal },
     );
