@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { constants, createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { after, before, test } from 'node:test';
@@ -31,7 +31,7 @@ import {
   type B64Variant,
   type SegmentEncoding,
 } from '../support/fuzzArbitraries.js';
-import { checkBatchResults, checkResponse, FuzzClient, Tally, type CheckContext, type FuzzRequest } from '../support/fuzzClient.js';
+import { checkBatchResults, checkResponse, deadlineOf, FuzzClient, Tally, type CheckContext, type FuzzRequest } from '../support/fuzzClient.js';
 import { certSpec, csrSpec, dnString, makeAttachParties, makeCertificate, makeCsr, makeSoftKeys, sanInput, type AttachParties, type CertSpec, type CsrSpec, type SoftKeys } from '../support/fuzzPki.js';
 import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
 import { INTERMEDIATE_EXT, makeRoot, signAsRoot, TempDir } from '../unit/pki/openssl.js';
@@ -76,6 +76,8 @@ const goodSignatures = new Map<string, Buffer>();
 const sigKey = (key: SignKey, alg: SigningAlgorithm, format: string | undefined): string => `${key}|${alg}|${format ?? 'der'}`;
 let goodCsrPem: string;
 let goodAttach: { certificatePem: string; chainPem: unknown };
+/** Each signing key's public key, from GET /v1/keys/{name}: a 200 signature must verify with it. */
+const publicKeys = new Map<string, KeyObject>();
 const totals = new Map<string, number>();
 
 before(async () => {
@@ -111,6 +113,7 @@ before(async () => {
   parties = await makeAttachParties((att.versions as { publicKeyPem: string }[])[0]!.publicKeyPem, rootPem);
   goodCsrPem = await makeCsr(soft, BASE_CSR);
   goodAttach = await makeCertificate(parties, BASE_CERT);
+  for (const key of SIGN_KEYS) publicKeys.set(key, createPublicKey(((await ok({ method: 'GET', path: `/v1/keys/${key}` })).versions as { publicKeyPem: string }[])[0]!.publicKeyPem));
 });
 
 after(async () => {
@@ -157,7 +160,7 @@ const invalidArg = (field: string | readonly string[]): Expect => ({ status: 400
 /** Sends the case, checks the contract, then the oracle. */
 async function exchange(c: Case, tally: Tally): Promise<void> {
   const res = await client.send(c.req);
-  tally.add(res.status);
+  tally.add(res.status, res.ms, deadlineOf(c.req, ctx.defaultDeadlineMs));
   const body = checkResponse(c.req, res, ctx) as Record<string, unknown> | undefined;
   const e = c.expect;
   if (e) {
@@ -205,7 +208,7 @@ async function fuzz<T>(t: { diagnostic(m: string): void }, name: keyof typeof SH
   const ready = await client.send({ method: 'GET', path: '/readyz' });
   assert.equal(ready.status, 200, `/readyz after the ${name} property: ${ready.text}`);
   totals.set(name, tally.total);
-  t.diagnostic(`${name}: seed ${seed}, ${runsOf(name)} runs, ${tally.total} requests in ${((performance.now() - start) / 1000).toFixed(1)} s; statuses ${tally}`);
+  t.diagnostic(`${name}: seed ${seed}, ${runsOf(name)} runs, ${tally.total} requests in ${((performance.now() - start) / 1000).toFixed(1)} s; statuses ${tally}; slowest answer ${tally.slowestMs.toFixed(0)} ms, least slack ${tally.leastSlackMs.toFixed(0)} ms before its deadline`);
   // Near-valid requests must get through validation often enough to exercise what lies behind it.
   assert.ok(tally.count((s) => s >= 200 && s < 300) >= Math.floor(minOk * tally.total), `${name}: too few successes (${tally}) - the fuzzing no longer reaches the deep paths`);
   return tally;
@@ -434,8 +437,24 @@ function nearValid(kind: 'sign' | 'verify' | 'item', base: SignBase, m: Mutation
       break;
     }
   }
+  if (kind === 'sign' && expect === ok) expect = { status: 200, body: signedBy(base, body) };
   return { body, expect, keyName, seg };
 }
+
+/** The value JSON.parse keeps: the last member of that name. */
+const lastMember = (o: JsonObject, key: string): unknown => o.members.filter(([k]) => k === key).at(-1)?.[1];
+
+/** A sign answer for `body` on `base`'s key: its fields, and a signature that verifies (node:crypto, with the key's public key). */
+const signedBy = (base: SignBase, body: JsonObject) => (answer: Record<string, unknown>): void => {
+  const alg = lastMember(body, 'algorithm') as SigningAlgorithm;
+  assert.deepEqual([answer.keyName, answer.keyVersion, answer.algorithm], [base.key, 1, alg], JSON.stringify(answer));
+  assert.ok(isStdBase64(answer.signature), 'signature is standard base64');
+  const message = lastMember(body, 'message');
+  if (typeof message !== 'string') return; // a digest: node:crypto cannot verify a prehashed PSS or ECDSA signature
+  const info = algorithmInfo(alg);
+  const key = { key: publicKeys.get(base.key)!, ...(info.padding === 'PSS' ? { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: info.digestLength } : {}), dsaEncoding: lastMember(body, 'signatureFormat') === 'raw' ? ('ieee-p1363' as const) : ('der' as const) };
+  assert.ok(cryptoVerify(info.hash, Buffer.from(message, 'base64'), key, Buffer.from(answer.signature as string, 'base64')), `the ${alg} signature does not verify: ${JSON.stringify(answer)}`);
+};
 
 /** Batch-level changes: none (items decide), or one that fails the whole request. */
 type BatchMutation = 'none' | 'empty' | 'too-many' | 'not-array' | 'missing' | 'unknown-field' | 'non-objects' | 'many-valid';

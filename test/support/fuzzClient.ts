@@ -181,9 +181,14 @@ export function checkBatchResults(body: unknown, items: number): readonly Record
 export class Tally {
   private readonly counts = new Map<number, number>();
   total = 0;
+  /** The slowest answer, in ms, and the least time any answer had left before its deadline. */
+  slowestMs = 0;
+  leastSlackMs = Infinity;
 
-  add(status: number): void {
+  add(status: number, ms = 0, deadlineMs = Infinity): void {
     this.total++;
+    this.slowestMs = Math.max(this.slowestMs, ms);
+    this.leastSlackMs = Math.min(this.leastSlackMs, deadlineMs - ms);
     this.counts.set(status, (this.counts.get(status) ?? 0) + 1);
   }
 
