@@ -6,6 +6,7 @@ import { parseKeyLabel } from '../keyLabel.js';
 import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
 import { ecPublicKey, rsaPublicKey } from './publicKey.js';
+import { ReadWriteLock } from './ReadWriteLock.js';
 
 export interface KeyEntry extends KeyVersion {
   readonly name: string;
@@ -56,6 +57,8 @@ export class KeyCache {
   /** Bumped by clear(): a scan or relookup begun before it found handles of a finalized module. */
   private epoch = 0;
   loaded = false;
+  /** The token's certificate objects: read (by the scan, the certificate store) apart from their replacement. */
+  readonly objectLock = new ReadWriteLock();
 
   private readonly missRescanMs: number;
   private readonly now: () => number;
@@ -100,7 +103,7 @@ export class KeyCache {
     const epoch = this.epoch;
     this.lastScanAt = this.now();
     const seen = new Map<string, { label: string | undefined; id: string; entry: KeyEntry | undefined }>();
-    const found = await this.withSession(async (s) => {
+    const found = await this.objectLock.read(() => this.withSession(async (s) => {
       const handles = await this.p11.findObjects(s, [
         { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
         { type: P11.CKA_SIGN, value: true },
@@ -124,7 +127,7 @@ export class KeyCache {
         ),
       );
       return entries.map((e) => ({ ...e, hasCertificate: certIds.has(e.id.toString('hex')) }));
-    });
+    }));
     const next = new Map<string, Map<number, KeyEntry>>();
     for (const e of found) {
       const versions = next.get(e.name) ?? new Map<number, KeyEntry>();

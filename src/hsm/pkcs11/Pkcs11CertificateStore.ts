@@ -23,9 +23,8 @@ const bytes = (attrs: Attribute[], type: number): Buffer => {
 };
 
 /**
- * Another session may destroy a certificate object between our finding it and using it: a
- * replacement of the same key version running beside this one (another request, another worker,
- * or one whose caller's deadline passed and which still runs to its end).
+ * Another process (a worker, the admin CLI) may destroy a certificate object between our finding
+ * it and using it; in this process, readers and replacements take turns (KeyCache.objectLock).
  */
 const isGone = (e: unknown): boolean => isPkcs11Failure(e) && e.code === CKR.OBJECT_HANDLE_INVALID;
 
@@ -79,7 +78,7 @@ export class Pkcs11CertificateStore implements CertificateStore {
 
   async getCertificates(name: string, version: number, o: CertificateStoreOptions = {}): Promise<StoredCertificates | undefined> {
     const entry = await this.keys.resolveKey(name, version);
-    const found = (await this.keys.withSession((s) => this.read(s, entry), { signal: o.signal })).filter((c) => c.der.length > 0);
+    const found = (await this.keys.keys.objectLock.read(() => this.keys.withSession((s) => this.read(s, entry), { signal: o.signal }))).filter((c) => c.der.length > 0);
     const chainPattern = new RegExp(`^${entry.label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/chain/([1-9][0-9]{0,2})$`);
     const chainIndex = (c: TokenCertificate): number | undefined => {
       const m = chainPattern.exec(c.label);
@@ -116,30 +115,29 @@ export class Pkcs11CertificateStore implements CertificateStore {
     o: CertificateStoreOptions = {},
   ): Promise<void> {
     const entry = await this.keys.resolveKey(name, version);
-    await this.keys.withSession(
-      async (s) => {
-        const old = await this.p11.findObjects(s, [
-          { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
-          { type: P11.CKA_ID, value: entry.id },
-        ]);
-        const created: Handle[] = [];
-        try {
-          created.push(await this.p11.createObject(s, template(entry, entry.label, certificate)));
-          for (const [i, c] of chain.entries()) created.push(await this.p11.createObject(s, template(entry, chainLabel(entry.label, i + 1), c)));
-        } catch (e) {
-          // Leave the old set as the only one rather than half of a new one beside it.
-          for (const h of created) await this.p11.destroyObject(s, h).catch(() => undefined);
-          throw e;
-        }
-        // One that is gone already was destroyed by a replacement beside this one: gone is what this wanted.
-        for (const h of old) {
-          await this.p11.destroyObject(s, h).catch((e: unknown) => {
-            if (!isGone(e)) throw e;
-          });
-        }
-      },
-      { signal: o.signal },
-    );
+    const replace = async (s: Handle): Promise<void> => {
+      const old = await this.p11.findObjects(s, [
+        { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
+        { type: P11.CKA_ID, value: entry.id },
+      ]);
+      const created: Handle[] = [];
+      try {
+        created.push(await this.p11.createObject(s, template(entry, entry.label, certificate)));
+        for (const [i, c] of chain.entries()) created.push(await this.p11.createObject(s, template(entry, chainLabel(entry.label, i + 1), c)));
+      } catch (e) {
+        // Leave the old set as the only one rather than half of a new one beside it.
+        for (const h of created) await this.p11.destroyObject(s, h).catch(() => undefined);
+        throw e;
+      }
+      // One that is gone already was destroyed by a replacement in another process: gone is what this wanted.
+      for (const h of old) {
+        await this.p11.destroyObject(s, h).catch((e: unknown) => {
+          if (!isGone(e)) throw e;
+        });
+      }
+    };
+    // This process's readers of the certificate objects (requests, the key scan) wait while they change.
+    await this.keys.keys.objectLock.write(() => this.keys.withSession(replace, { signal: o.signal }));
     // hasCertificate comes from the key cache; a scan already under way may have missed the new
     // object. The certificate is stored either way: a failed rescan is left to the periodic one.
     const cache = this.keys.keys;
