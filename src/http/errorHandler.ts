@@ -1,4 +1,4 @@
-import type { ErrorRequestHandler, Response } from 'express';
+import type { ErrorRequestHandler, Request, Response } from 'express';
 import type { Logger } from 'pino';
 import { invalid, ServiceError, type ErrorCode } from '../errors.js';
 import { MAX_JSON_DEPTH } from './jsonDepth.js';
@@ -20,9 +20,21 @@ const BODY_ERRORS: Record<string, [ErrorCode, string]> = {
   'stream.encoding.set': ['INTERNAL', 'internal error'],
 };
 
+/**
+ * What an untyped 4xx from Express or body-parser was about, named like any other field: the
+ * router's URIError for a path parameter that does not percent-decode, zlib's for a body that is
+ * not what its Content-Encoding says.
+ */
+function clientErrorMessage(err: unknown, req: Request): string {
+  if (err instanceof URIError) return 'path: malformed percent-encoding';
+  const encoding = req.headers['content-encoding'];
+  if (encoding !== undefined && encoding.toLowerCase() !== 'identity') return `body: cannot be decoded as Content-Encoding ${JSON.stringify(encoding.slice(0, 32))}`;
+  return 'request: malformed';
+}
+
 /** The one place where an error becomes a response. No stack, no secret, ever. */
 export function errorHandler(logger: Logger): ErrorRequestHandler {
-  return (err: unknown, _req, res, next) => {
+  return (err: unknown, req, res, next) => {
     if (res.headersSent) return next(err);
     if (err instanceof ServiceError) {
       // 503/504 are expected while the HSM is down or busy (thousands a second in an outage, and
@@ -36,7 +48,7 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
     if (mapped) return sendError(res, new ServiceError(mapped[0], mapped[1]));
     const status = (err as { status?: number }).status;
     if (typeof status === 'number' && status >= 400 && status < 500) {
-      return sendError(res, invalid('request: malformed'));
+      return sendError(res, invalid(clientErrorMessage(err, req)));
     }
     logger.error({ requestId: res.locals.requestId, err }, 'unexpected error');
     return sendError(res, new ServiceError('INTERNAL', 'internal error; the request id identifies it in the logs'));

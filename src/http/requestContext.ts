@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type { Logger } from 'pino';
-import { invalid } from '../errors.js';
+import { invalid, notFound } from '../errors.js';
 import { recordRequest } from './metrics.js';
 
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -44,6 +44,8 @@ export function requestContext(defaultDeadlineMs: number, logger: Logger): Reque
       budget = Math.min(n, defaultDeadlineMs);
     }
     res.locals.deadline = Date.now() + budget;
+    // The API has no OPTIONS; left to Express, a nested Router would answer it with 200 text/plain "GET, HEAD".
+    if (req.method === 'OPTIONS') return next(notFound(`no route for OPTIONS ${req.path.slice(0, 200)}`));
     next();
   };
 }

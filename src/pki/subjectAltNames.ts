@@ -130,7 +130,9 @@ export function parseSubjectAltNames(input: unknown, field = 'subjectAltNames'):
   }
   for (const key of Object.keys(input)) {
     if (!(KINDS as readonly string[]).includes(key)) {
-      throw invalid(`${field}.${key}: unknown key (allowed: ${KINDS.join(', ')})`);
+      // A key that is not a plain word ('', ' ', 'a: b', 100 KB) is quoted and cut, so the message still starts with the field.
+      const allowed = `(allowed: ${KINDS.join(', ')})`;
+      throw invalid(/^[A-Za-z0-9_-]{1,32}$/.test(key) ? `${field}.${key}: unknown key ${allowed}` : `${field}: unknown key ${JSON.stringify(key.slice(0, 32))} ${allowed}`);
     }
   }
   const out: Record<Kind, string[]> = { dns: [], ip: [], email: [], uri: [] };

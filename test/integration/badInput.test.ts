@@ -23,7 +23,7 @@ const d32 = Buffer.alloc(32, 7).toString('base64');
 
 interface Case {
   name: string;
-  method?: 'get' | 'post';
+  method?: 'get' | 'post' | 'options';
   path: string;
   body?: unknown;
   raw?: string;
@@ -69,7 +69,7 @@ const cases: Case[] = [
   { name: 'name with encoded ../', method: 'get', path: '/v1/keys/..%2F..%2Fetc', status: 400, code: 'INVALID_ARGUMENT', field: 'name' },
   { name: 'unicode name', path: `/v1/keys/${encodeURIComponent('clé-é')}/sign`, body: { algorithm: 'ECDSA_SHA_256', message: b64('x') }, status: 400, code: 'INVALID_ARGUMENT', field: 'name' },
   { name: '1,000-character name', method: 'get', path: `/v1/keys/${'a'.repeat(1000)}`, status: 400, code: 'INVALID_ARGUMENT', field: 'name' },
-  { name: 'malformed percent-encoding', method: 'get', path: '/v1/keys/%E0%A4%A', status: 400, code: 'INVALID_ARGUMENT' },
+  { name: 'malformed percent-encoding', method: 'get', path: '/v1/keys/%E0%A4%A', status: 400, code: 'INVALID_ARGUMENT', field: 'path' },
   { name: 'body over the limit', path: SIGN, body: { algorithm: 'ECDSA_SHA_256', message: Buffer.alloc(100 * 1024).toString('base64') }, status: 413, code: 'PAYLOAD_TOO_LARGE' },
   { name: 'non-JSON content type', path: SIGN, raw: 'algorithm=ECDSA_SHA_256', contentType: 'application/x-www-form-urlencoded', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' },
   { name: 'text/plain JSON', path: SIGN, raw: '{"algorithm":"ECDSA_SHA_256","message":"eA=="}', contentType: 'text/plain', status: 415, code: 'UNSUPPORTED_MEDIA_TYPE' },
@@ -81,6 +81,15 @@ const cases: Case[] = [
   { name: 'bad X-Deadline-Ms', path: SIGN, body: { algorithm: 'ECDSA_SHA_256', message: b64('x') }, headers: { 'X-Deadline-Ms': 'soon' }, status: 400, code: 'INVALID_ARGUMENT', field: 'X-Deadline-Ms' },
   { name: 'unknown route', method: 'get', path: '/v1/nothing-here', status: 404, code: 'NOT_FOUND' },
   { name: 'wrong method on a route', method: 'get', path: SIGN, status: 404, code: 'NOT_FOUND' },
+  // Found by fuzzing: a path parameter that does not percent-decode (here an overlong '/') and a body that is not what
+  // its Content-Encoding says were "request: malformed", naming nothing.
+  { name: 'fuzz: overlong UTF-8 in the key name', path: '/v1/keys/ec%C0%AFv2/verify', body: { algorithm: 'ECDSA_SHA_512', message: b64('x'), signature: b64('y') }, status: 400, code: 'INVALID_ARGUMENT', field: 'path' },
+  { name: 'fuzz: gzip Content-Encoding on a plain body', path: SIGN, raw: '{"algorithm":"ECDSA_SHA_256","message":"eA=="}', headers: { 'Content-Encoding': 'gzip' }, status: 400, code: 'INVALID_ARGUMENT', field: 'body' },
+  // Found by fuzzing: an unknown SAN key was put after "subjectAltNames." as it came (here a space), so the message did not start with a field.
+  { name: 'fuzz: SAN key that is a space', path: '/v1/keys/rsa/csr', body: { subject: 'CN=x', ca: {}, subjectAltNames: { ' ': {} } }, status: 400, code: 'INVALID_ARGUMENT', field: 'subjectAltNames: unknown key " "' },
+  // Found by fuzzing: Express answered OPTIONS on a nested Router's route itself, 200 text/plain "GET, HEAD".
+  { name: 'fuzz: OPTIONS /readyz', method: 'options', path: '/readyz', status: 404, code: 'NOT_FOUND' },
+  { name: 'fuzz: OPTIONS /v1/keys', method: 'options', path: '/v1/keys', status: 404, code: 'NOT_FOUND' },
 ];
 
 test(`${cases.length} bad requests: each a 4xx with the contract's body, never a 5xx`, async (t) => {

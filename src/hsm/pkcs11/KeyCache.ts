@@ -6,6 +6,7 @@ import { parseKeyLabel } from '../keyLabel.js';
 import type { AsyncPkcs11, Attribute, FoundObject, Handle, ObjectQuery } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
 import { ecPublicKey, rsaPublicKey } from './publicKey.js';
+import { ReadWriteLock } from './ReadWriteLock.js';
 
 export interface KeyEntry extends KeyVersion {
   readonly name: string;
@@ -67,6 +68,8 @@ export class KeyCache {
   /** Bumped by clear(): a scan or relookup begun before it found handles of a finalized module. */
   private epoch = 0;
   loaded = false;
+  /** The token's certificate objects: read (by the scan, the certificate store) apart from their replacement. */
+  readonly objectLock = new ReadWriteLock();
 
   private readonly missRescanMs: number;
   private readonly now: () => number;
@@ -115,7 +118,7 @@ export class KeyCache {
     const epoch = this.epoch;
     this.lastScanAt = this.now();
     const seen = new Map<string, Seen>();
-    const found = await this.withSession(async (s) => {
+    const found = await this.objectLock.read(() => this.withSession(async (s) => {
       const [privates = [], certificates = []] = await this.p11.findAndRead(s, [
         { template: [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_SIGN, value: true }], types: [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE] },
         { template: [{ type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE }], types: [P11.CKA_ID] },
@@ -139,7 +142,7 @@ export class KeyCache {
       }
       const certIds = new Set(certificates.map((c) => attr(c.attributes, P11.CKA_ID)?.toString('hex')));
       return entries.map((e) => ({ ...e, hasCertificate: certIds.has(e.id.toString('hex')) }));
-    });
+    }));
     const next = new Map<string, Map<number, KeyEntry>>();
     for (const e of found) {
       const versions = next.get(e.name) ?? new Map<number, KeyEntry>();

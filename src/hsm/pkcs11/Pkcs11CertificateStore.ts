@@ -1,5 +1,6 @@
 import { X509Certificate } from 'node:crypto';
 import type { CertificateObject, CertificateStore, CertificateStoreOptions, StoredCertificates } from '../CertificateStore.js';
+import { CKR, isPkcs11Failure } from '../errors.js';
 import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
 import type { KeyEntry } from './KeyCache.js';
@@ -20,6 +21,15 @@ const bytes = (attrs: Attribute[], type: number): Buffer => {
   const v = attrs.find((a) => a.type === type)?.value;
   return Buffer.isBuffer(v) ? v : Buffer.alloc(0);
 };
+
+/**
+ * Another process (a worker, the admin CLI) may destroy a certificate object between our finding
+ * it and using it; in this process, readers and replacements take turns (KeyCache.objectLock).
+ */
+const isGone = (e: unknown): boolean => isPkcs11Failure(e) && e.code === CKR.OBJECT_HANDLE_INVALID;
+
+/** How often a read starts over when objects vanish under it. */
+const READ_ATTEMPTS = 3;
 
 const chainLabel = (keyLabel: string, index: number): string => `${keyLabel}/chain/${index}`;
 
@@ -42,7 +52,18 @@ export class Pkcs11CertificateStore implements CertificateStore {
     private readonly p11: AsyncPkcs11,
   ) {}
 
+  /** The key's certificate objects; read again when one vanishes under the read (a replacement is under way). */
   private async read(s: Handle, entry: KeyEntry): Promise<TokenCertificate[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.readOnce(s, entry);
+      } catch (e) {
+        if (!isGone(e) || attempt >= READ_ATTEMPTS) throw e;
+      }
+    }
+  }
+
+  private async readOnce(s: Handle, entry: KeyEntry): Promise<TokenCertificate[]> {
     const handles = await this.p11.findObjects(s, [
       { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
       { type: P11.CKA_ID, value: entry.id },
@@ -57,7 +78,7 @@ export class Pkcs11CertificateStore implements CertificateStore {
 
   async getCertificates(name: string, version: number, o: CertificateStoreOptions = {}): Promise<StoredCertificates | undefined> {
     const entry = await this.keys.resolveKey(name, version);
-    const found = (await this.keys.withSession((s) => this.read(s, entry), { signal: o.signal })).filter((c) => c.der.length > 0);
+    const found = (await this.keys.keys.objectLock.read(() => this.keys.withSession((s) => this.read(s, entry), { signal: o.signal }))).filter((c) => c.der.length > 0);
     const chainPattern = new RegExp(`^${entry.label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/chain/([1-9][0-9]{0,2})$`);
     const chainIndex = (c: TokenCertificate): number | undefined => {
       const m = chainPattern.exec(c.label);
@@ -94,25 +115,29 @@ export class Pkcs11CertificateStore implements CertificateStore {
     o: CertificateStoreOptions = {},
   ): Promise<void> {
     const entry = await this.keys.resolveKey(name, version);
-    await this.keys.withSession(
-      async (s) => {
-        const old = await this.p11.findObjects(s, [
-          { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
-          { type: P11.CKA_ID, value: entry.id },
-        ]);
-        const created: Handle[] = [];
-        try {
-          created.push(await this.p11.createObject(s, template(entry, entry.label, certificate)));
-          for (const [i, c] of chain.entries()) created.push(await this.p11.createObject(s, template(entry, chainLabel(entry.label, i + 1), c)));
-        } catch (e) {
-          // Leave the old set as the only one rather than half of a new one beside it.
-          for (const h of created) await this.p11.destroyObject(s, h).catch(() => undefined);
-          throw e;
-        }
-        for (const h of old) await this.p11.destroyObject(s, h);
-      },
-      { signal: o.signal },
-    );
+    const replace = async (s: Handle): Promise<void> => {
+      const old = await this.p11.findObjects(s, [
+        { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
+        { type: P11.CKA_ID, value: entry.id },
+      ]);
+      const created: Handle[] = [];
+      try {
+        created.push(await this.p11.createObject(s, template(entry, entry.label, certificate)));
+        for (const [i, c] of chain.entries()) created.push(await this.p11.createObject(s, template(entry, chainLabel(entry.label, i + 1), c)));
+      } catch (e) {
+        // Leave the old set as the only one rather than half of a new one beside it.
+        for (const h of created) await this.p11.destroyObject(s, h).catch(() => undefined);
+        throw e;
+      }
+      // One that is gone already was destroyed by a replacement in another process: gone is what this wanted.
+      for (const h of old) {
+        await this.p11.destroyObject(s, h).catch((e: unknown) => {
+          if (!isGone(e)) throw e;
+        });
+      }
+    };
+    // This process's readers of the certificate objects (requests, the key scan) wait while they change.
+    await this.keys.keys.objectLock.write(() => this.keys.withSession(replace, { signal: o.signal }));
     // hasCertificate comes from the key cache; a scan already under way may have missed the new
     // object. The certificate is stored either way: a failed rescan is left to the periodic one.
     const cache = this.keys.keys;

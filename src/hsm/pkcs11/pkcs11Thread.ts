@@ -115,7 +115,15 @@ type CallError = { code: number; method: string; message: string; operationOpen:
 /** A thrown pkcs11js error as a value that crosses the thread boundary (no arguments, no stack). */
 function callError(e: unknown, method: string, operationOpen: boolean): CallError {
   const err = e as { code?: number; method?: string; message?: string };
-  return { code: typeof err.code === 'number' ? err.code : NOT_A_CKR_BINDING_ERROR, method: err.method ?? method, message: String(err.message ?? e), operationOpen };
+  let code = err.code;
+  // pkcs11js 2.1 throws the failures of C_CreateObject (and of C_SetAttributeValue and C_CopyObject,
+  // which bypass its error wrapper) as a plain Error "CKR_TEMPLATE_INCONSISTENT:209", without the
+  // code: its own Pkcs11Error reads the code out of that text, as it does for every other call.
+  if (typeof code !== 'number' && e instanceof Error && !(e instanceof TypeError)) {
+    const parsed = new pkcs11js.Pkcs11Error(e.message).code;
+    if (parsed !== 0) code = parsed;
+  }
+  return { code: typeof code === 'number' ? code : NOT_A_CKR_BINDING_ERROR, method: err.method ?? method, message: String(err.message ?? e), operationOpen };
 }
 
 /**

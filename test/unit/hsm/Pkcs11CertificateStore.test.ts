@@ -6,6 +6,7 @@ import type { AsyncPkcs11, Attribute, Handle } from '../../../src/hsm/pkcs11/Asy
 import { P11 } from '../../../src/hsm/pkcs11/constants.js';
 import type { KeyEntry } from '../../../src/hsm/pkcs11/KeyCache.js';
 import { Pkcs11CertificateStore, type CertificateStoreKeys } from '../../../src/hsm/pkcs11/Pkcs11CertificateStore.js';
+import { ReadWriteLock } from '../../../src/hsm/pkcs11/ReadWriteLock.js';
 import { issueCertificate } from '../../../src/pki/issueCertificate.js';
 import { parseCertificatePem } from '../../../src/pki/parsePem.js';
 import { makeCa, type CaFixture } from '../pki/caFixture.js';
@@ -57,7 +58,7 @@ let refreshes = 0;
 const keys = {
   withSession: <T>(fn: (s: Handle) => Promise<T>) => fn(Buffer.from('01', 'hex')),
   resolveKey: async () => entry,
-  keys: { refresh: async () => void refreshes++, info: () => undefined },
+  keys: { refresh: async () => void refreshes++, info: () => undefined, objectLock: new ReadWriteLock() },
 } as unknown as CertificateStoreKeys;
 
 let dir: TempDir;

@@ -73,6 +73,7 @@ test('malformed names are INVALID_ARGUMENT naming the exact element', async () =
     [{ uri: ['/relative/path'] }, /^subjectAltNames\.uri\[0\]: .*not an absolute URI/],
     [{ uri: ['https://example.com/ü'] }, /^subjectAltNames\.uri\[0\]: .*ASCII/],
     [{ dns: ['a.example'], foo: ['x'] }, /^subjectAltNames\.foo: unknown key \(allowed: dns, ip, email, uri\)/],
+    [{ ' ': {} }, /^subjectAltNames: unknown key " " \(allowed: dns, ip, email, uri\)/],
     [{ dns: Array.from({ length: 101 }, (_, i) => `h${i}.example`) }, /^subjectAltNames\.dns: more than 100 entries/],
     [['a.example'], /^subjectAltNames: must be an object/],
     [null, /^subjectAltNames: must be an object/],
