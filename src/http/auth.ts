@@ -185,7 +185,8 @@ export function authenticate(registry: ClientRegistry): RequestHandler {
     const header = req.get('authorization');
     let fromToken: Client | undefined;
     if (header !== undefined) {
-      const m = /^Bearer ([\x21-\x7e]{1,512})$/.exec(header);
+      // The scheme name is case-insensitive (RFC 7235 section 2.1).
+      const m = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header);
       if (!m) return next(unauthenticated('Authorization: must be "Bearer <token>"'));
       fromToken = registry.byToken(m[1]!);
       if (!fromToken) return next(unauthenticated('Authorization: unknown token'));

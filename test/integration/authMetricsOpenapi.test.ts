@@ -46,6 +46,8 @@ test('auth: 401 without or with an unknown token; 403 outside the grant; allowed
   const unknown = await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', 'Bearer nope').send(body).expect(401);
   assert.ok(!unknown.text.includes('nope'), 'the token is not echoed');
   await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', `Bearer ${PAY}`).send(body).expect(200);
+  // The scheme name is case-insensitive (RFC 7235).
+  await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', `bearer ${PAY}`).send(body).expect(200);
   const denied = await request(svc.app).post('/v1/keys/other-ec/sign').set('Authorization', `Bearer ${PAY}`).send(body).expect(403);
   assert.equal(denied.body.error.code, 'PERMISSION_DENIED');
   await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', `Bearer ${RO}`).send(body).expect(403);
