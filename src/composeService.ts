@@ -1,5 +1,6 @@
 import type { Express } from 'express';
 import type { Logger } from 'pino';
+import { AuditLog } from './audit/AuditLog.js';
 import type { Config } from './config/config.js';
 import { authenticate, loadClients } from './http/auth.js';
 import { createApp } from './http/createApp.js';
@@ -17,13 +18,32 @@ export interface RunningService {
   readonly service: SigningService;
   readonly keyManager: Pkcs11KeyManager;
   readonly pki: PkiService;
+  readonly audit?: AuditLog;
+  /** Log rotation (SIGUSR2, SIGHUP): open the audit log's path again. */
+  reopenAuditLog(): void;
   close(): Promise<void>;
+}
+
+/** Throws AuditOpenError (naming AUDIT_LOG and the errno code) if it cannot be opened. */
+function openAuditLog(target: string, stallMs: number, logger: Logger): AuditLog {
+  return AuditLog.open(target, {
+      // A write slower than a request's whole deadline is a disk in trouble: refuse rather than hang.
+      stallMs,
+      onEvent: (e) => {
+        if (e.type === 'unavailable') logger.error({ auditLog: target, reason: e.reason }, 'audit log cannot be written: audited operations answer 503 AUDIT_UNAVAILABLE');
+        else if (e.type === 'available') logger.warn({ auditLog: target, since: e.since, refused: e.refused }, 'audit log writable again');
+        else if (e.type === 'reopen-failed') logger.error({ auditLog: target, reason: e.reason }, 'audit log not reopened; still writing to the old file');
+        else logger.info({ auditLog: target }, 'audit log reopened');
+      },
+    });
 }
 
 /** One worker's object graph: HSM binding -> KeyManager -> resilience -> service -> HTTP app. */
 export async function composeService(config: Config, logger: Logger): Promise<RunningService> {
   // Read before touching the HSM, so a bad file fails fast.
   const clients = config.clientsFile !== undefined ? loadClients(config.clientsFile) : undefined;
+  // So does an audit log that cannot be opened: without it no audited operation could be answered.
+  const audit = config.auditLog !== undefined ? openAuditLog(config.auditLog, config.requestDeadlineMs, logger) : undefined;
   const p11 = await ThreadedPkcs11.start(config.hsm.modulePath, config.hsm.threads, (m) => logger.warn(m));
   let onRecovered = (): void => undefined;
   const keyManager = new Pkcs11KeyManager(p11, {
@@ -40,6 +60,7 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     await keyManager.start();
   } catch (e) {
     await keyManager.close().catch(() => undefined);
+    await audit?.close();
     throw e;
   }
   const breaker = createHsmBreaker(config.breaker);
@@ -60,17 +81,21 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     logger,
     bodyLimitBytes: config.bodyLimitBytes,
     requestDeadlineMs: config.requestDeadlineMs,
-    extraRouters: [pkiRouter(pki)],
+    extraRouters: [pkiRouter(pki, audit)],
     ...(clients ? { v1Guard: authenticate(clients) } : {}),
+    ...(audit ? { audit } : {}),
   });
   return {
     app,
     service,
     keyManager,
     pki,
+    ...(audit ? { audit } : {}),
+    reopenAuditLog: () => audit?.reopen(),
     async close() {
       breaker.shutdown();
       await keyManager.close();
+      await audit?.close();
     },
   };
 }

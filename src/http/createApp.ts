@@ -1,5 +1,6 @@
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
+import type { AuditLog } from '../audit/AuditLog.js';
 import { notFound, ServiceError } from '../errors.js';
 import type { SigningService } from '../service/SigningService.js';
 import { errorHandler } from './errorHandler.js';
@@ -19,6 +20,8 @@ export interface AppDeps {
   readonly extraRouters?: readonly express.Router[];
   /** Runs before every /v1 route (authentication). */
   readonly v1Guard?: RequestHandler;
+  /** AUDIT_LOG: sign, verify and the PKI operations answer only once their record is written. */
+  readonly audit?: AuditLog;
 }
 
 /**
@@ -44,10 +47,10 @@ export function createApp(deps: AppDeps): Express {
   app.use('/v1', jsonBody(deps.bodyLimitBytes));
   // Express tries every route in order: the hot path (sign, verify) comes first, on the app itself
   // (a nested Router costs each request a pass through its own dispatch), the rare GETs last.
-  addSigningRoutes(app, deps.service);
+  addSigningRoutes(app, deps.service, deps.audit);
   app.use(keysRouter(deps.service));
   for (const r of deps.extraRouters ?? []) app.use(r);
-  app.use(healthRouter(deps.service));
+  app.use(healthRouter(deps.service, deps.audit));
   app.use(metricsRouter(deps.service));
   app.use(openapiRouter());
   app.use((req, _res, next) => next(notFound(`no route for ${req.method} ${req.path.slice(0, 200)}`)));

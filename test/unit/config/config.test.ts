@@ -46,3 +46,10 @@ test('threads never exceed sessions', () => {
   assert.equal(loadConfig({ ...base, HSM_SESSIONS: '2' }).hsm.threads, 2);
   assert.equal(loadConfig({ ...base, HSM_SESSIONS: '64', HSM_THREADS: '64' }).hsm.threads, 64);
 });
+
+test('AUDIT_LOG: off by default; a path or stdout; empty is refused by name', () => {
+  assert.equal(loadConfig({ ...base }).auditLog, undefined);
+  assert.equal(loadConfig({ ...base, AUDIT_LOG: '/var/log/hsm-signer/audit.log' }).auditLog, '/var/log/hsm-signer/audit.log');
+  assert.equal(loadConfig({ ...base, AUDIT_LOG: 'stdout' }).auditLog, 'stdout');
+  assert.throws(() => loadConfig({ ...base, AUDIT_LOG: '' }), (e: Error) => e instanceof ConfigError && e.message.includes('AUDIT_LOG'));
+});
