@@ -37,10 +37,20 @@ function primary(config: Config, logger: pino.Logger): void {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Log rotation: every worker reopens its audit log (SIGUSR2 or SIGHUP; see worker()).
+  for (const signal of ['SIGUSR2', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill(signal);
+    });
+  }
 }
 
 async function worker(config: Config, logger: pino.Logger): Promise<void> {
+  // Log rotation: reopen the audit log. Listening from the start, so a signal during start-up does not end the worker.
+  let reopenAuditLog = (): void => undefined;
+  for (const signal of ['SIGUSR2', 'SIGHUP'] as const) process.on(signal, () => reopenAuditLog());
   const running = await composeService(config, logger);
+  reopenAuditLog = running.reopenAuditLog;
   const server: Server = running.app.listen(config.port, config.host, () => {
     logger.info({ host: config.host, port: config.port, keys: running.keyManager.health().keys }, 'serving');
   });
