@@ -6,10 +6,12 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
 import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import request from 'supertest';
+import { runAdmin } from '../support/adminCli.js';
 import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
 import { TempDir, makeRoot, opensslCsr, signAsRoot } from '../unit/pki/openssl.js';
 
@@ -386,5 +388,48 @@ describe('when the audit log cannot be written', () => {
       await svc.close();
       cat.kill('SIGKILL');
     }
+  });
+});
+
+describe('the admin CLI', () => {
+  test('create, rotate and retire leave records with who ran them, a refused create its code; never the PIN', async () => {
+    const file = join(token.dir, 'admin-audit.log');
+    const run = (...args: string[]) => runAdmin(token, args, { AUDIT_LOG: file });
+    assert.equal((await run('keys', 'create', '--name', 'audited-key', '--spec', 'ECC_NIST_P256')).code, 0);
+    assert.equal((await run('keys', 'create', '--name', 'audited-key', '--spec', 'RSA_2048')).code, 1);
+    assert.equal((await run('keys', 'rotate', '--name', 'audited-key')).code, 0);
+    assert.equal((await run('keys', 'retire', '--name', 'audited-key', '--version', '1')).code, 2, 'not confirmed: nothing done, nothing recorded');
+    assert.equal((await run('keys', 'retire', '--name', 'audited-key', '--version', '1', '--confirm')).code, 0);
+    assert.equal((await run('keys', 'list')).code, 0);
+    const recs = lines(file);
+    assert.deepEqual(
+      recs.map((r) => [r.operation, r.keyName, r.keyVersion, r.keySpec, r.outcome]),
+      [
+        ['create', 'audited-key', 1, 'ECC_NIST_P256', 'ok'],
+        ['create', 'audited-key', undefined, 'RSA_2048', 'CONFLICT'],
+        ['rotate', 'audited-key', 2, 'ECC_NIST_P256', 'ok'],
+        ['retire', 'audited-key', 1, 'ECC_NIST_P256', 'ok'],
+      ],
+    );
+    for (const r of recs) {
+      assert.match(String(r.time), TIME);
+      assert.equal(r.client, 'hsm-signer-admin');
+      assert.equal(r.osUser, userInfo().username);
+      assert.equal(r.host, hostname());
+      assert.equal(typeof r.pid, 'number');
+      assert.ok(!('requestId' in r) && !('source' in r));
+    }
+    assert.ok(!readFileSync(file, 'utf8').includes(token.pin));
+  });
+
+  test('a log it cannot open stops it before the HSM is touched; one it cannot write to is reported, naming what was done', async () => {
+    const missing = await runAdmin(token, ['keys', 'create', '--name', 'never-made', '--spec', 'ECC_NIST_P256'], { AUDIT_LOG: join(token.dir, 'no-such-dir', 'audit.log') });
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /AUDIT_LOG: cannot open .*no-such-dir\/audit\.log for appending \(ENOENT\)/);
+    assert.ok(!(await runAdmin(token, ['keys', 'list'])).stdout.includes('never-made'), 'no key was created');
+    const full = await runAdmin(token, ['keys', 'create', '--name', 'made-unrecorded', '--spec', 'ECC_NIST_P256'], { AUDIT_LOG: '/dev/full' });
+    assert.equal(full.code, 1);
+    assert.match(full.stderr, /create of 'made-unrecorded' version 1 is done, but AUDIT_LOG: the record could not be written \(ENOSPC\)/);
+    assert.ok(!full.stderr.includes(token.pin));
   });
 });
