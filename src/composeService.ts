@@ -82,7 +82,11 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     bodyLimitBytes: config.bodyLimitBytes,
     requestDeadlineMs: config.requestDeadlineMs,
     extraRouters: [pkiRouter(pki, audit)],
-    ...(clients ? { v1Guard: authenticate(clients) } : {}),
+    // The per-client limit needs identities, so it applies only with a clients file. Development mode
+    // has none (every caller is anonymous, on loopback): one limit over all of them would cap the whole
+    // service at CLIENT_MAX_IN_FLIGHT per worker, and the load harness (up to 150 connections) would
+    // measure 429s; by remote address it would be the same (all 127.0.0.1), by connection never reached.
+    ...(clients ? { v1Guard: authenticate(clients), clientMaxInFlight: config.clientMaxInFlight } : {}),
     ...(audit ? { audit } : {}),
   });
   return {

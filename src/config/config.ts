@@ -38,6 +38,7 @@ const schema = z
     BREAKER_VOLUME: int(1, 100_000).default(10),
     BREAKER_WINDOW_MS: int(100, 600_000).default(2000),
     CLIENTS_FILE: z.string().min(1).optional(),
+    CLIENT_MAX_IN_FLIGHT: int(0, 1_000_000).default(64),
     AUDIT_LOG: z.string().min(1).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ALLOW_REMOTE_DEV: bool.default(false),
@@ -66,6 +67,8 @@ export interface Config {
   readonly retry: { readonly maxAttempts: number; readonly baseMs: number; readonly capMs: number; readonly budgetRatio: number };
   readonly breaker: { readonly errorThresholdPercentage: number; readonly resetTimeoutMs: number; readonly volumeThreshold: number; readonly rollingWindowMs: number };
   readonly clientsFile?: string;
+  /** Requests in flight per client and worker (0: no limit); applies only when clients authenticate. */
+  readonly clientMaxInFlight: number;
   /** A path, or `stdout`; absent: no audit trail. */
   readonly auditLog?: string;
   readonly logLevel: string;
@@ -123,6 +126,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     retry: { maxAttempts: c.RETRY_MAX_ATTEMPTS, baseMs: c.RETRY_BASE_MS, capMs: c.RETRY_CAP_MS, budgetRatio: c.RETRY_BUDGET_RATIO },
     breaker: { errorThresholdPercentage: c.BREAKER_ERROR_PERCENT, resetTimeoutMs: c.BREAKER_RESET_MS, volumeThreshold: c.BREAKER_VOLUME, rollingWindowMs: c.BREAKER_WINDOW_MS },
     ...(c.CLIENTS_FILE !== undefined ? { clientsFile: c.CLIENTS_FILE } : {}),
+    clientMaxInFlight: c.CLIENT_MAX_IN_FLIGHT,
     ...(c.AUDIT_LOG !== undefined ? { auditLog: c.AUDIT_LOG } : {}),
     logLevel: c.LOG_LEVEL,
     devMode,

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/AuditLog.js';
 import { notFound, ServiceError } from '../errors.js';
 import type { SigningService } from '../service/SigningService.js';
+import { clientLimit } from './clientLimit.js';
 import { errorHandler } from './errorHandler.js';
 import { metricsRouter } from './metrics.js';
 import { openapiRouter } from './openapi.js';
@@ -20,6 +21,8 @@ export interface AppDeps {
   readonly extraRouters?: readonly express.Router[];
   /** Runs before every /v1 route (authentication). */
   readonly v1Guard?: RequestHandler;
+  /** CLIENT_MAX_IN_FLIGHT, per authenticated client; absent or 0: no limit (development mode has no clients). */
+  readonly clientMaxInFlight?: number;
   /** AUDIT_LOG: sign, verify and the PKI operations answer only once their record is written. */
   readonly audit?: AuditLog;
 }
@@ -44,6 +47,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('query parser', 'simple');
   app.use(requestContext(deps.requestDeadlineMs, deps.logger));
   if (deps.v1Guard) app.use('/v1', deps.v1Guard);
+  if (deps.clientMaxInFlight) app.use('/v1', clientLimit(deps.clientMaxInFlight));
   app.use('/v1', jsonBody(deps.bodyLimitBytes));
   // Express tries every route in order: the hot path (sign, verify) comes first, on the app itself
   // (a nested Router costs each request a pass through its own dispatch), the rare GETs last.

@@ -53,3 +53,11 @@ test('AUDIT_LOG: off by default; a path or stdout; empty is refused by name', ()
   assert.equal(loadConfig({ ...base, AUDIT_LOG: 'stdout' }).auditLog, 'stdout');
   assert.throws(() => loadConfig({ ...base, AUDIT_LOG: '' }), (e: Error) => e instanceof ConfigError && e.message.includes('AUDIT_LOG'));
 });
+
+test('CLIENT_MAX_IN_FLIGHT: 64 by default, 0 = no limit, a bad value refused by name', () => {
+  assert.equal(loadConfig({ ...base }).clientMaxInFlight, 64);
+  assert.equal(loadConfig({ ...base, CLIENT_MAX_IN_FLIGHT: '0' }).clientMaxInFlight, 0);
+  for (const v of ['-1', 'many', '1.5']) {
+    assert.throws(() => loadConfig({ ...base, CLIENT_MAX_IN_FLIGHT: v }), (e: Error) => e instanceof ConfigError && e.message.includes('CLIENT_MAX_IN_FLIGHT') && !e.message.includes('s3cret-pin'), v);
+  }
+});
