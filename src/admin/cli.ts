@@ -110,7 +110,12 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
     try {
       r = await work();
     } catch (e) {
-      audit.write(operation, facts, e instanceof ServiceError ? e.code : 'INTERNAL');
+      // The command's own failure is what the operator must see first; a record that cannot be written is said too.
+      try {
+        audit.write(operation, facts, e instanceof ServiceError ? e.code : 'INTERNAL');
+      } catch (w) {
+        console.error(`hsm-signer-admin: ${(w as Error).message}`);
+      }
       throw e;
     }
     try {

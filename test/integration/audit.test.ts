@@ -431,5 +431,10 @@ describe('the admin CLI', () => {
     assert.equal(full.code, 1);
     assert.match(full.stderr, /create of 'made-unrecorded' version 1 is done, but AUDIT_LOG: the record could not be written \(ENOSPC\)/);
     assert.ok(!full.stderr.includes(token.pin));
+    // A command that fails and cannot record it: its own error first, the audit failure beside it.
+    const both = await runAdmin(token, ['keys', 'create', '--name', 'made-unrecorded', '--spec', 'ECC_NIST_P256'], { AUDIT_LOG: '/dev/full' });
+    assert.equal(both.code, 1);
+    assert.match(both.stderr, /AUDIT_LOG: the record could not be written \(ENOSPC\)/);
+    assert.match(both.stderr, /key 'made-unrecorded' exists/);
   });
 });
