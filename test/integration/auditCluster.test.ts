@@ -103,3 +103,25 @@ test('the service with two workers: one whole line per request; SIGUSR2 and SIGH
   }
   assert.ok(s.alive(), 'the service survived both signals');
 });
+
+test('AUDIT_LOG=stdout: the records go to standard output with the log lines, every line whole', { timeout: 60_000 }, async (t) => {
+  const s = await startServiceProcess(token.env({ WORKERS: '2', AUDIT_LOG: 'stdout', LOG_LEVEL: 'info' }), { maxSockets: 16 });
+  try {
+    const ids = new Set<string>();
+    let n = 0;
+    await closedLoops(16, () => n < 400, async () => {
+      const id = `stdout-${n++}`;
+      const r = await s.driver.request('POST', '/v1/keys/cluster-ec/sign', { algorithm: 'ECDSA_SHA_256', message: 'YQ==' }, { 'x-request-id': id });
+      assert.equal(r.status, 200, r.text);
+      ids.add(id);
+    });
+    // The service's stdout (and stderr) is a file here: pino's lines and the audit records, each line one JSON object.
+    const all = s.logs().map((l) => JSON.parse(l) as Record<string, unknown>);
+    const records = all.filter((l) => l.operation === 'sign');
+    t.diagnostic(`${records.length} records among ${all.length} lines of standard output`);
+    assert.deepEqual(new Set(records.map((r) => r.requestId)), ids);
+    assert.ok(all.some((l) => l.msg === 'serving'), 'the log lines are there too');
+  } finally {
+    await s.stop();
+  }
+});
