@@ -2,8 +2,8 @@
  * Issue 12: several processes append to one audit log without interleaving lines, and the cluster
  * primary hands log rotation's signals (SIGUSR2, SIGHUP) to every worker.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, renameSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -42,11 +42,24 @@ function parseAll(file: string): Record<string, unknown>[] {
 
 test('two processes appending batches of 130 KB at once: every line whole, none lost', { timeout: 60_000 }, async (t) => {
   const file = join(token.dir, 'two-writers.log');
-  const writer = (tag: string): Promise<string> =>
-    new Promise((resolve, reject) =>
-      execFile(process.execPath, ['--import', 'tsx', 'test/support/auditWriter.ts', file, tag, '40', '100'], { cwd: REPO_ROOT }, (e, stdout) => (e ? reject(e) : resolve(stdout))),
-    );
-  const done = await Promise.all([writer('writer-a'), writer('writer-b')]);
+  const go = join(token.dir, 'two-writers.go');
+  // Both started, both ready, then both released at once: their writes overlap whatever their start-up took.
+  const writer = (tag: string): { ready: Promise<void>; done: Promise<string> } => {
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/auditWriter.ts', file, tag, '40', '100', go], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    let signal: () => void;
+    const ready = new Promise<void>((r) => (signal = r));
+    child.stdout.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      if (out.startsWith('ready\n')) signal();
+    });
+    const done = new Promise<string>((resolve, reject) => child.on('exit', (code) => (code === 0 ? resolve(out.slice('ready\n'.length)) : reject(new Error(`writer ${tag} exited ${code}`)))));
+    return { ready, done };
+  };
+  const writers = [writer('writer-a'), writer('writer-b')];
+  await Promise.all(writers.map((w) => w.ready));
+  writeFileSync(go, '');
+  const done = await Promise.all(writers.map((w) => w.done));
   assert.deepEqual(done, ['done 4000\n', 'done 4000\n']);
   const records = parseAll(file);
   const seen = (tag: string): number[] => records.filter((r) => r.client === tag).map((r) => r.keyVersion as number);
