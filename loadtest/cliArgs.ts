@@ -42,6 +42,7 @@ Local service (when no --url):
   --hsm-latency 1ms     also run every scenario through a PKCS#11 module that adds this delay to each
                         networked call (a simulated network HSM), beside the plain run
   --token-objects N     also run every scenario on a token holding N other objects
+  --audit-log           also run every scenario with the audit trail on (AUDIT_LOG to a file), beside the plain run
   --no-ceiling          skip the direct-PKCS#11 and bare-HTTP ceilings
   --ceiling-duration 5s / --ceiling-connections 100
   --cpu-prof DIR        write V8 CPU profiles of the service processes to DIR
@@ -128,6 +129,7 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
         hsms: { type: 'string' },
         'hsm-latency': { type: 'string' },
         'token-objects': { type: 'string' },
+        'audit-log': { type: 'boolean' },
         workers: { type: 'string' },
         'hsm-sessions': { type: 'string' },
         'hsm-threads': { type: 'string' },
@@ -230,6 +232,7 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
     ...(v['hsm-threads'] !== undefined ? { hsmThreads: positiveInt('--hsm-threads', v['hsm-threads']) } : {}),
     ...(hsmLatencyUs !== undefined ? { hsmLatencyUs } : {}),
     ...(v['token-objects'] !== undefined ? { tokenObjects: positiveInt('--token-objects', v['token-objects']) } : {}),
+    ...(v['audit-log'] ? { auditLog: true } : {}),
     ceilings: v['no-ceiling'] !== true,
     ceilingDurationSec: v['ceiling-duration'] !== undefined ? parseSeconds('--ceiling-duration', v['ceiling-duration']) : quick ? 1 : DEFAULTS.ceilingDurationSec,
     ceilingConnections: v['ceiling-connections'] !== undefined ? positiveInt('--ceiling-connections', v['ceiling-connections']) : quick ? 8 : DEFAULTS.ceilingConnections,

@@ -116,6 +116,8 @@ export const TARGETS = Object.freeze({
   rss: Object.freeze({ max: 0.1, minDurationSec: 300 }),
   /** Sign throughput with that many other objects on the token ÷ without. */
   tokenObjects: Object.freeze({ min: 0.95, objects: 1000 }),
+  /** Issue 12: sign throughput with the audit trail on (AUDIT_LOG to a file) ÷ off, same run, at these connections. */
+  auditLog: Object.freeze({ min: 0.9, connections: 64, scenario: 'sign:ECC_NIST_P256:ECDSA_SHA_256' }),
 });
 
 /**

@@ -5,6 +5,8 @@
  * progress.ts turns events into a live line.
  */
 import { EventEmitter } from 'node:events';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { availableParallelism, cpus, loadavg, platform, arch, totalmem } from 'node:os';
 import { KEY_SPEC_INFO, type KeySpec } from '../src/crypto/algorithms.js';
 import { SOFTHSM_MODULE, type LocalToken } from '../src/dev/softHsm.js';
@@ -40,7 +42,7 @@ import { ServiceClient, pickKey } from './serviceClient.js';
 import { ServiceProbe } from './serviceProbe.js';
 import { runStep, type StepProgress } from './stepRunner.js';
 import { evaluateTargets } from './targets.js';
-import { latencyVariant, tokenObjectsVariant } from './variants.js';
+import { AUDIT_LOG_VARIANT, latencyVariant, tokenObjectsVariant } from './variants.js';
 
 export interface PlanOptions {
   readonly targetOpsPerSec: number;
@@ -81,6 +83,8 @@ export interface LoadTestOptions {
   readonly hsmLatencyUs?: number;
   /** Adds a run of every scenario on a token holding this many other objects. */
   readonly tokenObjects?: number;
+  /** Adds a run of every scenario with the audit trail on: AUDIT_LOG to a file beside the harness token, new each round. */
+  readonly auditLog?: boolean;
   readonly ceilings: boolean;
   readonly ceilingDurationSec: number;
   readonly ceilingConnections: number;
@@ -129,6 +133,8 @@ interface Variant {
   readonly sessions?: number;
   readonly threads?: number;
   readonly latencyUs: number;
+  /** AUDIT_LOG of this set-up: removed before each start, checked after each stop. */
+  readonly auditLog?: string;
 }
 
 interface RunningVariant {
@@ -281,6 +287,11 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
         await ensureFillerObjects(crowded, n, (done, total) => this.phase(`creating other objects: ${done}/${total}`));
         variants.push({ label: tokenObjectsVariant(n), token: crowded, modulePath: SOFTHSM_MODULE, env: { SOFTHSM2_CONF: crowded.conf }, ...this.sessionSettings(), latencyUs: 0 });
       }
+      if (this.o.auditLog) {
+        // The plain set-up plus AUDIT_LOG: the two differ in nothing else, and the rounds interleave them.
+        const auditLog = resolve(`${this.o.tokenDir}-audit`, 'audit.log');
+        variants.push({ label: AUDIT_LOG_VARIANT, token, modulePath: SOFTHSM_MODULE, env: { ...env, AUDIT_LOG: auditLog }, ...this.sessionSettings(), latencyUs: 0, auditLog });
+      }
       if (this.o.hsmLatencyUs !== undefined && this.o.hsmLatencyUs > 0) {
         const shim = latencyModule(SOFTHSM_MODULE, this.o.hsmLatencyUs);
         variants.push({
@@ -296,6 +307,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     } else {
       if (this.o.hsmLatencyUs) this.note('--hsm-latency applies only when the harness starts the service; ignored with --url.');
       if (this.o.tokenObjects) this.note('--token-objects applies only when the harness starts the service; ignored with --url.');
+      if (this.o.auditLog) this.note('--audit-log applies only when the harness starts the service; ignored with --url.');
       this.note('Remote target: ceilings and worker RSS need the service and HSM on this machine, so they are not measured.');
       variants.push({ modulePath: 'remote', env: {}, latencyUs: 0 });
     }
@@ -346,6 +358,34 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     };
   }
 
+  /**
+   * What the audit set-up wrote in one round: every line must be one whole JSON record (the workers
+   * append to one file). The count is every sign answered, warm-up included, so it exceeds the steps' total.
+   */
+  private checkAuditLog(file: string, round: number): void {
+    let text = '';
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      this.note(`Audit set-up, round ${round + 1}: no audit log at ${file} (${(e as NodeJS.ErrnoException).code ?? 'error'}).`);
+      return;
+    }
+    const lines = text.split('\n').filter((l) => l !== '');
+    let broken = 0;
+    for (const l of lines) {
+      try {
+        JSON.parse(l);
+      } catch {
+        broken++;
+      }
+    }
+    this.note(
+      `Audit set-up, round ${round + 1}: ${formatInt(lines.length)} records (${formatNumber(text.length / 2 ** 20, 1)} MiB) in ${file}` +
+        (broken > 0 ? `; ${formatInt(broken)} line(s) are NOT whole JSON records.` : ', every line a whole JSON record.'),
+    );
+    rmSync(file, { force: true });
+  }
+
   private note(text: string): void {
     this.notes.push(text);
     this.emitEvent({ type: 'note', text });
@@ -379,7 +419,10 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
       );
       for (const v of variants) {
         const settings = `HSM_SESSIONS=${v.sessions ?? 'default (16)'}, HSM_THREADS=${v.threads ?? 'default (min(sessions, 4))'}`;
-        n.push(`Service set-up ${v.label ?? '(plain)'}: WORKERS=${this.o.workers}, ${settings}${v.latencyUs > 0 ? `, ${formatLatency(v.latencyUs)} added before every networked PKCS#11 call by the p11shim module` : ''}.`);
+        n.push(
+          `Service set-up ${v.label ?? '(plain)'}: WORKERS=${this.o.workers}, ${settings}${v.latencyUs > 0 ? `, ${formatLatency(v.latencyUs)} added before every networked PKCS#11 call by the p11shim module` : ''}` +
+            `${v.auditLog ? `, AUDIT_LOG=${v.auditLog} (a new file each round)` : ''}.`,
+        );
       }
     }
     if (this.bad > 0) n.unshift(`FAILED: ${this.bad} sampled signature(s) did not verify. Throughput with wrong signatures is worthless.`);
@@ -476,6 +519,11 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     let service: LocalService | undefined;
     let urls = [...this.o.urls];
     if (this.local) {
+      if (v.auditLog) {
+        // A new file each round: what it holds is then this round's records only (checkAuditLog).
+        mkdirSync(dirname(v.auditLog), { recursive: true });
+        rmSync(v.auditLog, { force: true });
+      }
       this.phase(`starting the service${v.label ? ` (${v.label})` : ''}: ${this.o.workers} worker(s)`);
       service = await startLocalService({
         env: {
@@ -541,6 +589,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
         } finally {
           await r.service?.stop();
         }
+        if (v.auditLog) this.checkAuditLog(v.auditLog, round);
       }
     }
     if (ceilingToken) this.finishCeilings(ceilingRounds);

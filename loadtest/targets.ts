@@ -15,7 +15,7 @@ import {
   type StepResult,
   type TargetCheck,
 } from './results.js';
-import { latencyVariant, tokenObjectsVariant } from './variants.js';
+import { AUDIT_LOG_VARIANT, latencyVariant, tokenObjectsVariant } from './variants.js';
 
 const stepAt = (steps: readonly StepResult[], scenario: string, connections: number): StepResult | undefined =>
   steps.find((s) => s.scenario === scenario && s.connections === connections);
@@ -69,6 +69,16 @@ function latencyCheck(r: LoadTestReport): TargetCheck {
   if (!base || !slow) return check('hsm-latency', description, t.min, 'min', undefined, 'the run did not hold both steps (needs --hsm-latency 1ms and 100 connections)');
   return check('hsm-latency', description, t.min, 'min', slow.signaturesPerSec / base.signaturesPerSec,
     `${formatRate(slow.signaturesPerSec)} sig/s with the latency, ${formatRate(base.signaturesPerSec)} without`);
+}
+
+function auditLogCheck(r: LoadTestReport): TargetCheck {
+  const t = TARGETS.auditLog;
+  const description = `${t.scenario} with the audit trail on, ${t.connections} connections: at least ${formatPercent(t.min, 0)} of the same run with it off`;
+  const off = stepAt(r.steps, t.scenario, t.connections);
+  const on = stepAt(r.steps, withVariant(t.scenario, AUDIT_LOG_VARIANT), t.connections);
+  if (!off || !on) return check('audit-log', description, t.min, 'min', undefined, `the run did not hold both steps (needs --audit-log and ${t.connections} connections)`);
+  return check('audit-log', description, t.min, 'min', on.signaturesPerSec / off.signaturesPerSec,
+    `${formatRate(on.signaturesPerSec)} sig/s with the audit trail, ${formatRate(off.signaturesPerSec)} without`);
 }
 
 function tokenObjectsChecks(r: LoadTestReport): TargetCheck[] {
@@ -147,5 +157,5 @@ function rssChecks(r: LoadTestReport): TargetCheck[] {
 }
 
 export function evaluateTargets(r: LoadTestReport): TargetCheck[] {
-  return [...efficiencyChecks(r), batchCheck(r), latencyCheck(r), ...tokenObjectsChecks(r), ...rssChecks(r)];
+  return [...efficiencyChecks(r), batchCheck(r), latencyCheck(r), ...tokenObjectsChecks(r), auditLogCheck(r), ...rssChecks(r)];
 }

@@ -4,3 +4,5 @@
  */
 export const latencyVariant = (latencyUs: number): string => `hsm-latency=${latencyUs}us`;
 export const tokenObjectsVariant = (objects: number): string => `token-objects=${objects}`;
+/** The service with its audit trail on (AUDIT_LOG to a file). */
+export const AUDIT_LOG_VARIANT = 'audit-log=on';

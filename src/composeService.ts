@@ -1,5 +1,6 @@
 import type { Express } from 'express';
 import type { Logger } from 'pino';
+import { AuditLog } from './audit/AuditLog.js';
 import type { Config } from './config/config.js';
 import { authenticate, ClientRegistry } from './http/auth.js';
 import { createApp } from './http/createApp.js';
@@ -19,13 +20,32 @@ export interface RunningService {
   readonly pki: PkiService;
   /** Who may call /v1, when auth is on (a clients file, client certificates or both); reload() re-reads the file. */
   readonly clients?: ClientRegistry;
+  readonly audit?: AuditLog;
+  /** Log rotation (SIGUSR2, SIGHUP): open the audit log's path again. */
+  reopenAuditLog(): void;
   close(): Promise<void>;
+}
+
+/** Throws AuditOpenError (naming AUDIT_LOG and the errno code) if it cannot be opened. */
+function openAuditLog(target: string, stallMs: number, logger: Logger): AuditLog {
+  return AuditLog.open(target, {
+      // A write slower than a request's whole deadline is a disk in trouble: refuse rather than hang.
+      stallMs,
+      onEvent: (e) => {
+        if (e.type === 'unavailable') logger.error({ auditLog: target, reason: e.reason }, 'audit log cannot be written: audited operations answer 503 AUDIT_UNAVAILABLE');
+        else if (e.type === 'available') logger.warn({ auditLog: target, since: e.since, refused: e.refused }, 'audit log writable again');
+        else if (e.type === 'reopen-failed') logger.error({ auditLog: target, reason: e.reason }, 'audit log not reopened; still writing to the old file');
+        else logger.info({ auditLog: target }, 'audit log reopened');
+      },
+    });
 }
 
 /** One worker's object graph: HSM binding -> KeyManager -> resilience -> service -> HTTP app. */
 export async function composeService(config: Config, logger: Logger): Promise<RunningService> {
   // Read before touching the HSM, so a bad file fails fast.
   const clients = config.clientsFile !== undefined || config.tls?.clientCaFile !== undefined ? new ClientRegistry(config.clientsFile) : undefined;
+  // So does an audit log that cannot be opened: without it no audited operation could be answered.
+  const audit = config.auditLog !== undefined ? openAuditLog(config.auditLog, config.requestDeadlineMs, logger) : undefined;
   const p11 = await ThreadedPkcs11.start(config.hsm.modulePath, config.hsm.threads, (m) => logger.warn(m));
   let onRecovered = (): void => undefined;
   const keyManager = new Pkcs11KeyManager(p11, {
@@ -42,6 +62,7 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     await keyManager.start();
   } catch (e) {
     await keyManager.close().catch(() => undefined);
+    await audit?.close();
     throw e;
   }
   const breaker = createHsmBreaker(config.breaker);
@@ -62,9 +83,14 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     logger,
     bodyLimitBytes: config.bodyLimitBytes,
     requestDeadlineMs: config.requestDeadlineMs,
-    extraRouters: [pkiRouter(pki)],
+    extraRouters: [pkiRouter(pki, audit)],
     metricsOnApi: config.metricsListener === undefined,
-    ...(clients ? { v1Guard: authenticate(clients) } : {}),
+    // The per-client limit needs identities, so it applies only when callers are identified. Development mode
+    // has none (every caller is anonymous, on loopback): one limit over all of them would cap the whole
+    // service at CLIENT_MAX_IN_FLIGHT per worker, and the load harness (up to 150 connections) would
+    // measure 429s; by remote address it would be the same (all 127.0.0.1), by connection never reached.
+    ...(clients ? { v1Guard: authenticate(clients), clientMaxInFlight: config.clientMaxInFlight } : {}),
+    ...(audit ? { audit } : {}),
   });
   return {
     app,
@@ -72,9 +98,12 @@ export async function composeService(config: Config, logger: Logger): Promise<Ru
     keyManager,
     pki,
     ...(clients ? { clients } : {}),
+    ...(audit ? { audit } : {}),
+    reopenAuditLog: () => audit?.reopen(),
     async close() {
       breaker.shutdown();
       await keyManager.close();
+      await audit?.close();
     },
   };
 }

@@ -11,7 +11,9 @@ export const ERROR_CODES = {
   CONFLICT: { status: 409, description: 'The request conflicts with the key, e.g. a certificate that does not match it.' },
   PAYLOAD_TOO_LARGE: { status: 413, description: 'The body is over the limit; send a digest instead of the message.' },
   UNSUPPORTED_MEDIA_TYPE: { status: 415, description: 'The body is not JSON.' },
+  RESOURCE_EXHAUSTED: { status: 429, description: 'This client has too many requests in flight (CLIENT_MAX_IN_FLIGHT, per worker); retry after Retry-After seconds.' },
   HSM_UNAVAILABLE: { status: 503, description: 'The HSM is down, the circuit breaker is open, or the service is recovering; retry after Retry-After seconds.' },
+  AUDIT_UNAVAILABLE: { status: 503, description: 'The audit log (AUDIT_LOG) cannot be written, so no audited operation is answered; retry after Retry-After seconds.' },
   OVERLOADED: { status: 503, description: 'Too many requests are waiting for an HSM session; retry after Retry-After seconds.' },
   DEADLINE_EXCEEDED: { status: 504, description: "The request's deadline passed (default 2 s; X-Deadline-Ms may lower it)." },
   INTERNAL: { status: 500, description: 'A bug in the service; never caused by bad input.' },
@@ -24,7 +26,7 @@ export class ServiceError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    /** For 503s: how long the caller should wait, in seconds. */
+    /** For 429s and 503s: how long the caller should wait, in seconds. */
     readonly retryAfterSeconds?: number,
   ) {
     super(message);

@@ -78,10 +78,15 @@ async function primary(config: Config, logger: Logger): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Log rotation: every worker reopens its audit log on SIGUSR2 (SIGHUP, forwarded above, does it too).
+  process.on('SIGUSR2', () => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGUSR2');
+  });
 }
 
 /**
- * SIGHUP: the server's certificate and key (and client CA) and the clients file, read again. New
+ * SIGHUP: the server's certificate and key (and client CA) and the clients file, read again (and
+ * the audit log reopened, as on SIGUSR2). New
  * connections get the new certificate; connections already open keep theirs, and requests in
  * flight finish. A file that does not load leaves its predecessor in place, with one error line
  * naming the variable and the problem, never the content.
@@ -112,14 +117,21 @@ function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry 
 }
 
 async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefined): Promise<void> {
+  // Log rotation: SIGUSR2 reopens the audit log. Listening from the start, so one during start-up does not end the worker.
+  let reopenAuditLog = (): void => undefined;
+  process.on('SIGUSR2', () => reopenAuditLog());
   const running = await composeService(config, logger);
+  reopenAuditLog = running.reopenAuditLog;
   const metrics = cluster.isWorker ? undefined : await metricsListener(config, logger);
   const server = createServer(running.app, config.server, tls);
   // Refused handshakes (no, untrusted or expired client certificate) are the client's problem, and can be many.
   server.on('tlsClientError', (e: NodeJS.ErrnoException) => logger.debug({ code: e.code }, 'TLS handshake failed'));
   server.listen(config.port, config.host, () => {
     logger.info({ host: config.host, port: config.port, tls: tls !== undefined, clientCertificates: tls?.ca !== undefined, keys: running.keyManager.health().keys }, 'serving');
-    hangup.handler = () => reloadFiles(config, server, running.clients, logger);
+    hangup.handler = () => {
+      running.reopenAuditLog();
+      reloadFiles(config, server, running.clients, logger);
+    };
     if (hangup.pending) hangup.handler();
     hangup.pending = false;
   });

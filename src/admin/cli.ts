@@ -17,6 +17,8 @@ import { ServiceError } from '../errors.js';
 import { isKeyName } from '../hsm/keyLabel.js';
 import { Pkcs11KeyAdmin } from '../hsm/pkcs11/Pkcs11KeyAdmin.js';
 import { isMainModule } from '../isMainModule.js';
+import { AuditOpenError } from '../audit/AuditLog.js';
+import { AdminAudit, type AdminOperation } from './adminAudit.js';
 import { AdminLock } from './AdminLock.js';
 import { DEFAULT_HSM_MODULE } from '../config/config.js';
 
@@ -25,7 +27,8 @@ const USAGE = `usage: hsm-signer-admin keys <create|rotate|list|retire> [options
   keys rotate --name N
   keys list [--json]
   keys retire --name N --version V --confirm
-environment: HSM_MODULE, HSM_TOKEN_LABEL or HSM_SLOT, HSM_ADMIN_PIN or HSM_ADMIN_PIN_FILE`;
+environment: HSM_MODULE, HSM_TOKEN_LABEL or HSM_SLOT, HSM_ADMIN_PIN or HSM_ADMIN_PIN_FILE,
+  AUDIT_LOG (a file, or stdout: one record per create, rotate and retire)`;
 
 class UsageError extends Error {}
 
@@ -95,6 +98,33 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
   const slot = env.HSM_SLOT !== undefined ? { slotIndex: Number(env.HSM_SLOT) } : { tokenLabel: env.HSM_TOKEN_LABEL ?? 'hsm-signer' };
   const modulePath = env.HSM_MODULE ?? DEFAULT_HSM_MODULE;
   const pin = adminPin(env);
+  // Before the HSM is touched: a command that changes keys does not run if its record cannot be written.
+  const audit = env.AUDIT_LOG && command !== 'list' ? openAdminAudit(env.AUDIT_LOG, env) : undefined;
+  const audited = async <T extends { version: number; keySpec: string }>(
+    operation: AdminOperation,
+    facts: { keyName: string; keyVersion?: number; keySpec?: string },
+    work: () => Promise<T>,
+  ): Promise<T> => {
+    if (!audit) return work();
+    let r: T;
+    try {
+      r = await work();
+    } catch (e) {
+      // The command's own failure is what the operator must see first; a record that cannot be written is said too.
+      try {
+        audit.write(operation, facts, e instanceof ServiceError ? e.code : 'INTERNAL');
+      } catch (w) {
+        console.error(`hsm-signer-admin: ${(w as Error).message}`);
+      }
+      throw e;
+    }
+    try {
+      audit.write(operation, { ...facts, keyVersion: r.version, keySpec: r.keySpec }, 'ok');
+    } catch (e) {
+      throw new Error(`${operation} of '${facts.keyName}' version ${r.version} is done, but ${(e as Error).message}`);
+    }
+    return r;
+  };
   const lock = await AdminLock.acquire(AdminLock.fileFor({ modulePath, ...slot, ...(env.SOFTHSM2_CONF ? { softhsmConf: env.SOFTHSM2_CONF } : {}) }), {
     onWait: (pid) => console.error(`waiting for another hsm-signer-admin (pid ${pid}) to finish: admin commands run one at a time`),
   });
@@ -103,17 +133,19 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
     admin = await Pkcs11KeyAdmin.open({ modulePath, ...slot, pin });
   } catch (e) {
     lock.release();
+    audit?.close();
     throw e;
   }
   try {
     switch (command) {
       case 'create': {
-        const k = await admin.createKey(name(), values.spec as (typeof KEY_SPECS)[number]);
+        const spec = values.spec as (typeof KEY_SPECS)[number];
+        const k = await audited('create', { keyName: name(), keySpec: spec }, () => admin.createKey(name(), spec));
         console.log(`created ${k.name} version ${k.version} (${k.keySpec}), CKA_ID ${k.id}`);
         break;
       }
       case 'rotate': {
-        const k = await admin.rotateKey(name());
+        const k = await audited('rotate', { keyName: name() }, () => admin.rotateKey(name()));
         console.log(`rotated ${k.name}: version ${k.version} (${k.keySpec}) is now current, CKA_ID ${k.id}`);
         break;
       }
@@ -133,7 +165,10 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
           console.error(`would retire ${what}: its key pair${target.hasCertificate ? ' and certificates' : ''} would be destroyed, and signatures by it could no longer be made; add --confirm to do it`);
           return 2;
         }
-        const r = await admin.retireKey(target.name, version);
+        const r = await audited('retire', { keyName: target.name, keyVersion: version, keySpec: target.keySpec }, async () => {
+          const done = await admin.retireKey(target.name, version);
+          return { ...done, version, keySpec: target.keySpec };
+        });
         console.log(`retired ${what}; destroyed ${r.objects.length} object(s):`);
         for (const o of r.objects) console.log(`  ${o.kind}\t${o.label}`);
         break;
@@ -143,6 +178,16 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
   } finally {
     await admin.close();
     lock.release();
+    audit?.close();
+  }
+}
+
+function openAdminAudit(target: string, env: NodeJS.ProcessEnv): AdminAudit {
+  try {
+    return AdminAudit.open(target, env);
+  } catch (e) {
+    if (e instanceof AuditOpenError) throw new UsageError(e.message);
+    throw e;
   }
 }
 

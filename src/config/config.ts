@@ -48,6 +48,8 @@ const schema = z
     MAX_HEADER_BYTES: int(1024, 1024 * 1024).default(16 * 1024),
     KEEP_ALIVE_TIMEOUT_MS: int(1000, 600_000).default(65_000),
     MAX_REQUESTS_PER_SOCKET: int(0, 1_000_000_000).default(0),
+    CLIENT_MAX_IN_FLIGHT: int(0, 1_000_000).default(64),
+    AUDIT_LOG: z.string().min(1).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ALLOW_REMOTE_DEV: bool.default(false),
     METRICS_HOST: z.string().min(1).default('127.0.0.1'),
@@ -101,6 +103,10 @@ export interface Config {
   /** Where /metrics is served in production (its own listener); undefined: on the API's port (development). */
   readonly metricsListener?: { readonly host: string; readonly port: number };
   readonly server: ServerLimits;
+  /** Requests in flight per client and worker (0: no limit); applies only when clients authenticate. */
+  readonly clientMaxInFlight: number;
+  /** A path, or `stdout`; absent: no audit trail. */
+  readonly auditLog?: string;
   readonly logLevel: string;
   /** Development mode: not production and no way to identify callers, so no auth and loopback only. */
   readonly devMode: boolean;
@@ -194,6 +200,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       keepAliveTimeoutMs: c.KEEP_ALIVE_TIMEOUT_MS,
       maxRequestsPerSocket: c.MAX_REQUESTS_PER_SOCKET,
     },
+    clientMaxInFlight: c.CLIENT_MAX_IN_FLIGHT,
+    ...(c.AUDIT_LOG !== undefined ? { auditLog: c.AUDIT_LOG } : {}),
     logLevel: c.LOG_LEVEL,
     devMode,
     warnings,

@@ -1,7 +1,9 @@
 import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
+import type { AuditLog } from '../audit/AuditLog.js';
 import { notFound, ServiceError } from '../errors.js';
 import type { SigningService } from '../service/SigningService.js';
+import { clientLimit } from './clientLimit.js';
 import { errorHandler } from './errorHandler.js';
 import { jsonDepthExceeds, MAX_JSON_DEPTH } from './jsonDepth.js';
 import { metricsRouter, trackService } from './metrics.js';
@@ -22,6 +24,10 @@ export interface AppDeps {
   readonly v1Guard?: RequestHandler;
   /** GET /metrics on this app (development); in production it has a listener of its own. Default true. */
   readonly metricsOnApi?: boolean;
+  /** CLIENT_MAX_IN_FLIGHT, per authenticated client; absent or 0: no limit (development mode has no clients). */
+  readonly clientMaxInFlight?: number;
+  /** AUDIT_LOG: sign, verify and the PKI operations answer only once their record is written. */
+  readonly audit?: AuditLog;
 }
 
 /** Thrown from body-parser's verify hook; errorHandler maps the type to the contract's error. */
@@ -58,13 +64,14 @@ export function createApp(deps: AppDeps): Express {
   app.set('query parser', 'simple');
   app.use(requestContext(deps.requestDeadlineMs, deps.logger));
   if (deps.v1Guard) app.use('/v1', deps.v1Guard);
+  if (deps.clientMaxInFlight) app.use('/v1', clientLimit(deps.clientMaxInFlight));
   app.use('/v1', jsonBody(deps.bodyLimitBytes));
   // Express tries every route in order: the hot path (sign, verify) comes first, on the app itself
   // (a nested Router costs each request a pass through its own dispatch), the rare GETs last.
-  addSigningRoutes(app, deps.service);
+  addSigningRoutes(app, deps.service, deps.audit);
   app.use(keysRouter(deps.service));
   for (const r of deps.extraRouters ?? []) app.use(r);
-  app.use(healthRouter(deps.service));
+  app.use(healthRouter(deps.service, deps.audit));
   trackService(deps.service);
   if (deps.metricsOnApi !== false) app.use(metricsRouter());
   app.use(openapiRouter());

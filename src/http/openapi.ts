@@ -18,7 +18,9 @@ const errorResponses = (...codes: (keyof typeof ERROR_CODES)[]) =>
   );
 const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } };
 const versionQuery = { name: 'keyVersion', in: 'query', required: false, schema: { type: 'integer', minimum: 1 } };
-const hsmErrors = ['INVALID_ARGUMENT', 'UNAUTHENTICATED', 'PERMISSION_DENIED', 'NOT_FOUND', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'HSM_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] as const;
+const hsmErrors = ['INVALID_ARGUMENT', 'UNAUTHENTICATED', 'PERMISSION_DENIED', 'NOT_FOUND', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RESOURCE_EXHAUSTED', 'HSM_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] as const;
+/** Operations that leave an audit record (AUDIT_LOG): answered only once it is written. */
+const audited = [...hsmErrors, 'AUDIT_UNAVAILABLE'] as const;
 
 const signFields = {
   algorithm: { type: 'string', enum: SIGNING_ALGORITHMS },
@@ -110,21 +112,21 @@ export const OPENAPI_DOCUMENT = {
   security: [{ bearer: [] }],
   paths: {
     '/healthz': { get: { summary: 'liveness', security: [], responses: { 200: { description: 'the process serves' } } } },
-    '/readyz': { get: { summary: 'readiness: HSM answers, sessions available, breaker not open', security: [], responses: { 200: { description: 'ready' }, 503: { description: 'unavailable, with a reason' } } } },
+    '/readyz': { get: { summary: 'readiness: HSM answers, sessions available, breaker not open, audit log (if any) writable', security: [], responses: { 200: { description: 'ready' }, 503: { description: 'unavailable, with a reason' } } } },
     '/metrics': { get: { summary: 'Prometheus metrics (all workers); in production on its own listener (METRICS_HOST:METRICS_PORT), not this port', security: [], responses: { 200: { description: 'text format' } } } },
     '/openapi.json': { get: { summary: 'this document', security: [], responses: { 200: { description: 'OpenAPI 3' } } } },
     '/v1/keys': { get: { summary: 'list keys', responses: { 200: { description: 'keys', ...json({ type: 'object', properties: { keys: { type: 'array', items: ref('KeyInfo') } } }) }, ...errorResponses(...hsmErrors) } } },
     '/v1/keys/{name}': { get: { summary: 'one key', parameters: [nameParam], responses: { 200: { description: 'key', ...json(ref('KeyInfo')) }, ...errorResponses(...hsmErrors) } } },
     '/v1/keys/{name}/jwks': { get: { summary: 'public keys as JWKs, kid = name/vN', parameters: [nameParam], responses: { 200: { description: 'JWK set' }, ...errorResponses(...hsmErrors) } } },
-    '/v1/keys/{name}/sign': { post: { summary: 'sign a message or digest', parameters: [nameParam], requestBody: json(ref('SignRequest')), responses: { 200: { description: 'signature', ...json(ref('SignResponse')) }, ...errorResponses(...hsmErrors, 'OVERLOADED') } } },
-    '/v1/keys/{name}/verify': { post: { summary: 'verify a signature (a wrong one is valid:false)', parameters: [nameParam], requestBody: json(ref('VerifyRequest')), responses: { 200: { description: 'result', ...json({ type: 'object', properties: { valid: { type: 'boolean' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...hsmErrors, 'OVERLOADED') } } },
-    '/v1/sign/batch': { post: { summary: 'sign 1 to 256 items; each result is a signature or that item\'s error', requestBody: json(ref('BatchRequest')), responses: { 200: { description: 'results in request order' }, ...errorResponses(...hsmErrors) } } },
+    '/v1/keys/{name}/sign': { post: { summary: 'sign a message or digest', parameters: [nameParam], requestBody: json(ref('SignRequest')), responses: { 200: { description: 'signature', ...json(ref('SignResponse')) }, ...errorResponses(...audited, 'OVERLOADED') } } },
+    '/v1/keys/{name}/verify': { post: { summary: 'verify a signature (a wrong one is valid:false)', parameters: [nameParam], requestBody: json(ref('VerifyRequest')), responses: { 200: { description: 'result', ...json({ type: 'object', properties: { valid: { type: 'boolean' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...audited, 'OVERLOADED') } } },
+    '/v1/sign/batch': { post: { summary: 'sign 1 to 256 items; each result is a signature or that item\'s error', requestBody: json(ref('BatchRequest')), responses: { 200: { description: 'results in request order' }, ...errorResponses(...audited) } } },
     '/v1/keys/{name}/csr': {
       post: {
         summary: 'PKCS#10 CSR signed by the key on the HSM',
         parameters: [nameParam],
         requestBody: json(ref('CsrRequest')),
-        responses: { 200: { description: 'the CSR', ...json({ type: 'object', properties: { csrPem: { type: 'string' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...hsmErrors) },
+        responses: { 200: { description: 'the CSR', ...json({ type: 'object', properties: { csrPem: { type: 'string' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...audited) },
       },
     },
     '/v1/keys/{name}/certificate': {
@@ -132,7 +134,7 @@ export const OPENAPI_DOCUMENT = {
         summary: "attach the key version's CA certificate and chain (stored on the token)",
         parameters: [nameParam],
         requestBody: json(ref('AttachRequest')),
-        responses: { 204: { description: 'stored on the token' }, ...errorResponses(...hsmErrors, 'CONFLICT') },
+        responses: { 204: { description: 'stored on the token' }, ...errorResponses(...audited, 'CONFLICT') },
       },
       get: {
         summary: "the key version's certificate and chain",
@@ -145,7 +147,7 @@ export const OPENAPI_DOCUMENT = {
         summary: 'issue a certificate from a CSR with a profile, signed by the newest key version that has a certificate',
         parameters: [nameParam],
         requestBody: json(ref('IssueRequest')),
-        responses: { 201: { description: 'the certificate', ...json(ref('IssueResponse')) }, ...errorResponses(...hsmErrors, 'CONFLICT') },
+        responses: { 201: { description: 'the certificate', ...json(ref('IssueResponse')) }, ...errorResponses(...audited, 'CONFLICT') },
       },
     },
   },

@@ -1,9 +1,11 @@
+import type { SigningAlgorithm } from '../crypto/algorithms.js';
 import type { CancelSignal, KeyVersion } from '../hsm/KeyManager.js';
 import type { CertificateObject, CertificateStore, StoredCertificates } from '../hsm/CertificateStore.js';
 import { ServiceError, conflict, notFound } from '../errors.js';
 import {
   checkIssuerCertificate,
   createCsr,
+  formatDistinguishedName,
   issueCertificate,
   parseCsrPem,
   parseSubjectAltNames,
@@ -50,6 +52,20 @@ export interface IssueOutput extends IssuedCertificate {
   readonly issuerKeyVersion: number;
 }
 
+/**
+ * What a PKI operation learns for the audit trail, reported as it becomes known (an operation that
+ * fails half-way has reported what it knew): the key version, what the HSM signed, the certificate.
+ */
+export interface PkiFacts {
+  readonly keyVersion?: number;
+  readonly algorithm?: SigningAlgorithm;
+  readonly digest?: Buffer;
+  readonly serialNumber?: string;
+  readonly subject?: string;
+}
+export type PkiObserver = (facts: PkiFacts) => void;
+const ignore: PkiObserver = () => undefined;
+
 /** The token attributes of a certificate, cut out of its DER by the ASN.1 library. */
 function certificateObject(c: ParsedCertificate): CertificateObject {
   const tbs = sequenceElements(Buffer.from(c.asn.tbsCertificateRaw!));
@@ -78,11 +94,14 @@ export class PkiService {
     return pickVersion(await this.signing.getKey(name, deadline, keyVersion), keyVersion);
   }
 
-  private signer(name: string, v: KeyVersion, deadline: number): PkiSigner {
+  private signer(name: string, v: KeyVersion, deadline: number, observe: PkiObserver): PkiSigner {
     return {
       keySpec: v.keySpec,
       publicKey: v.publicKey,
-      sign: async (algorithm, digest) => (await this.signing.sign({ keyName: name, keyVersion: v.version, algorithm, digest }, deadline)).signature,
+      sign: async (algorithm, digest) => {
+        observe({ algorithm, digest });
+        return (await this.signing.sign({ keyName: name, keyVersion: v.version, algorithm, digest }, deadline)).signature;
+      },
     };
   }
 
@@ -92,9 +111,10 @@ export class PkiService {
     return withDeadline(op(cancel), deadline, { cancel });
   }
 
-  async csr(name: string, input: CsrInput, deadline: number): Promise<{ keyVersion: number; csrPem: string }> {
+  async csr(name: string, input: CsrInput, deadline: number, observe: PkiObserver = ignore): Promise<{ keyVersion: number; csrPem: string }> {
     const v = await this.version(name, input.keyVersion, deadline);
-    const csrPem = await createCsr(this.signer(name, v, deadline), {
+    observe({ keyVersion: v.version });
+    const csrPem = await createCsr(this.signer(name, v, deadline, observe), {
       subject: input.subject,
       ...(input.ca !== undefined ? { ca: input.ca } : {}),
       ...(input.subjectAltNames !== undefined ? { subjectAltNames: input.subjectAltNames } : {}),
@@ -103,12 +123,14 @@ export class PkiService {
   }
 
   /** Checks the certificate against the key version (409 if it does not fit) and stores it with its chain on the token. */
-  async attach(name: string, input: AttachInput, deadline: number): Promise<{ keyVersion: number }> {
+  async attach(name: string, input: AttachInput, deadline: number, observe: PkiObserver = ignore): Promise<{ keyVersion: number }> {
     const v = await this.version(name, input.keyVersion, deadline);
+    observe({ keyVersion: v.version });
     const facts = checkIssuerCertificate(v.publicKey, {
       certificatePem: input.certificatePem,
       ...(input.chainPem !== undefined ? { chainPem: input.chainPem } : {}),
     });
+    observe({ serialNumber: facts.certificate.x509.serialNumber, subject: facts.subjectText });
     await this.bounded(
       (signal) => this.store.putCertificates(name, v.version, certificateObject(facts.certificate), facts.chain.map(certificateObject), { signal }),
       deadline,
@@ -124,9 +146,10 @@ export class PkiService {
   }
 
   /** Issued by the newest version of the key that has a certificate. */
-  async issue(name: string, input: IssueInput, deadline: number): Promise<IssueOutput> {
+  async issue(name: string, input: IssueInput, deadline: number, observe: PkiObserver = ignore): Promise<IssueOutput> {
     // The caller's input first: a bad CSR or SAN is a 400 whatever the state of the CA.
-    parseCsrPem(input.csrPem, 'csrPem');
+    const csr = parseCsrPem(input.csrPem, 'csrPem');
+    observe({ subject: formatDistinguishedName(csr.subject) });
     if (input.subjectAltNames !== undefined) parseSubjectAltNames(input.subjectAltNames, 'subjectAltNames');
     const key = await this.signing.getKey(name, deadline);
     // The token, not this process's key cache, says which versions have a certificate: another
@@ -141,6 +164,7 @@ export class PkiService {
     }
     if (!issuer) throw conflict(`key '${name}' has no version with a CA certificate attached; attach one first (PUT /v1/keys/${name}/certificate)`);
     const { v, stored } = issuer;
+    observe({ keyVersion: v.version });
     const issuerInput = pemOf(stored);
     try {
       checkIssuerCertificate(v.publicKey, issuerInput);
@@ -149,12 +173,13 @@ export class PkiService {
       if (e instanceof ServiceError) throw conflict(`the certificate attached to '${name}' version ${v.version} cannot issue: ${e.message}`);
       throw e;
     }
-    const issued = await issueCertificate(this.signer(name, v, deadline), issuerInput, {
+    const issued = await issueCertificate(this.signer(name, v, deadline, observe), issuerInput, {
       csrPem: input.csrPem,
       profile: input.profile,
       validityDays: input.validityDays,
       ...(input.subjectAltNames !== undefined ? { subjectAltNames: input.subjectAltNames } : {}),
     });
+    observe({ serialNumber: issued.serialNumber });
     return { ...issued, issuerKeyVersion: v.version };
   }
 }

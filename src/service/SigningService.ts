@@ -27,6 +27,8 @@ export interface SignOutput {
   readonly keyVersion: number;
   readonly algorithm: SigningAlgorithm;
   readonly signature: Buffer;
+  /** The digest the HSM signed, for the audit trail (never sent to the caller). */
+  readonly digest: Buffer;
 }
 
 export interface VerifyInput extends SignInput {
@@ -113,7 +115,7 @@ export class SigningService {
     SigningService.checkFormat(input);
     const digest = this.digestOf(input);
     const r = await this.guarded((signal) => this.keys.sign({ ...signRequest(input, digest), signal }), deadline);
-    return this.output(input, r);
+    return this.output(input, r, digest);
   }
 
   /**
@@ -143,9 +145,9 @@ export class SigningService {
     await Promise.all(
       chunks.map(async (chunk) => {
         const outcomes = await this.signChunk(chunk, deadline);
-        chunk.forEach(({ index, input }, j) => {
+        chunk.forEach(({ index, input, digest }, j) => {
           const o = outcomes[j]!;
-          results[index] = o instanceof ServiceError ? o : this.output(input, o);
+          results[index] = o instanceof ServiceError ? o : this.output(input, o, digest);
         });
       }),
     );
@@ -178,10 +180,10 @@ export class SigningService {
     return outcomes as (SignResult | ServiceError)[];
   }
 
-  private output(input: SignInput, r: SignResult): SignOutput {
+  private output(input: SignInput, r: SignResult, digest: Buffer): SignOutput {
     const ecdsa = algorithmInfo(input.algorithm).padding === 'ECDSA';
     const signature = ecdsa && input.signatureFormat !== 'raw' ? ecdsaRawToDer(r.signature) : r.signature;
-    return { keyName: r.name, keyVersion: r.version, algorithm: input.algorithm, signature };
+    return { keyName: r.name, keyVersion: r.version, algorithm: input.algorithm, signature, digest };
   }
 
   async verify(input: VerifyInput, deadline: number): Promise<{ valid: boolean; keyVersion: number }> {
@@ -229,6 +231,11 @@ export class SigningService {
   health(): ServiceHealth {
     return { ...this.keys.health(), breaker: breakerState(this.resilience.breaker) };
   }
+}
+
+/** The digest a sign or verify input stands for: the one sent, or the message's hash (for the audit trail; unchecked). */
+export function digestOfInput(input: SignInput): Buffer {
+  return input.digest ?? hash(algorithmInfo(input.algorithm).hash, input.message!);
 }
 
 /** What the KeyManager needs to sign `input`'s digest. */

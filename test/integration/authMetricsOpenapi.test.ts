@@ -116,4 +116,12 @@ test('openapi: documents every error code and the v1 paths', async () => {
   assert.equal(res.body.openapi, '3.0.3');
   for (const p of ['/v1/keys', '/v1/keys/{name}', '/v1/keys/{name}/sign', '/v1/keys/{name}/verify', '/v1/sign/batch', '/v1/keys/{name}/jwks', '/readyz', '/healthz']) assert.ok(res.body.paths[p], p);
   assert.deepEqual(res.body.components.schemas.Error.properties.error.properties.code.enum, Object.keys(ERROR_CODES));
+  // Every /v1 route may meet the per-client limit; the operations that leave an audit record may meet an unwritable log.
+  for (const [path, method] of [['/v1/keys', 'get'], ['/v1/keys/{name}/sign', 'post'], ['/v1/sign/batch', 'post']] as const) {
+    assert.match(res.body.paths[path][method].responses['429'].description, /RESOURCE_EXHAUSTED/, path);
+  }
+  for (const [path, method] of [['/v1/keys/{name}/sign', 'post'], ['/v1/keys/{name}/verify', 'post'], ['/v1/sign/batch', 'post'], ['/v1/keys/{name}/csr', 'post'], ['/v1/keys/{name}/certificate', 'put'], ['/v1/keys/{name}/certificates', 'post']] as const) {
+    assert.match(res.body.paths[path][method].responses['503'].description, /AUDIT_UNAVAILABLE/, path);
+  }
+  assert.doesNotMatch(res.body.paths['/v1/keys'].get.responses['503'].description, /AUDIT_UNAVAILABLE/, 'reads are not audited');
 });

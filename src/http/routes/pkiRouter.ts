@@ -2,8 +2,10 @@ import { Router, type Request } from 'express';
 import { z } from 'zod';
 import { CERTIFICATE_PROFILES, MAX_VALIDITY_DAYS, type SubjectAltNamesInput } from '../../pki/index.js';
 import { MAX_PATH_LENGTH } from '../../pki/createCsr.js';
+import type { AuditLog } from '../../audit/AuditLog.js';
 import type { PkiService } from '../../service/PkiService.js';
 import { permit } from '../auth.js';
+import { auditorFor } from '../requestAudit.js';
 import { deadlineOf } from '../requestContext.js';
 import { keyName, keyVersion, parseBody, parseKeyVersionQuery } from '../validation.js';
 
@@ -37,19 +39,29 @@ const withSans = <T extends { subjectAltNames?: unknown }>(b: T): Omit<T, 'subje
   return subjectAltNames === undefined ? rest : { ...rest, subjectAltNames: subjectAltNames as SubjectAltNamesInput };
 };
 
-/** The contract's PKI section: an intermediate CA whose key stays on the HSM. */
-export function pkiRouter(pki: PkiService): Router {
+/**
+ * The contract's PKI section: an intermediate CA whose key stays on the HSM. With an audit log,
+ * a CSR or certificate is returned only after its record is written (requestAudit.ts).
+ */
+export function pkiRouter(pki: PkiService, audit?: AuditLog): Router {
   const r = Router();
   r.post('/v1/keys/:name/csr', async (req: Request<{ name: string }>, res) => {
-    const name = keyName(req.params.name);
-    permit(res, 'csr', name);
-    const body = withSans(parseBody(csrBody, req.body));
-    res.json(await pki.csr(name, body, deadlineOf(res)));
+    const out = await auditorFor(audit, req, res).run('csr', async (facts) => {
+      const name = keyName(req.params.name);
+      facts.keyName = name;
+      permit(res, 'csr', name);
+      const body = withSans(parseBody(csrBody, req.body));
+      return pki.csr(name, body, deadlineOf(res), (f) => Object.assign(facts, f));
+    });
+    res.json(out);
   });
   r.put('/v1/keys/:name/certificate', async (req: Request<{ name: string }>, res) => {
-    const name = keyName(req.params.name);
-    permit(res, 'certificate', name);
-    await pki.attach(name, parseBody(attachBody, req.body), deadlineOf(res));
+    await auditorFor(audit, req, res).run('certificate', async (facts) => {
+      const name = keyName(req.params.name);
+      facts.keyName = name;
+      permit(res, 'certificate', name);
+      await pki.attach(name, parseBody(attachBody, req.body), deadlineOf(res), (f) => Object.assign(facts, f));
+    });
     res.status(204).end();
   });
   r.get('/v1/keys/:name/certificate', async (req: Request<{ name: string }>, res) => {
@@ -58,10 +70,15 @@ export function pkiRouter(pki: PkiService): Router {
     res.json(await pki.getCertificate(name, parseKeyVersionQuery(req.query.keyVersion), deadlineOf(res)));
   });
   r.post('/v1/keys/:name/certificates', async (req: Request<{ name: string }>, res) => {
-    const name = keyName(req.params.name);
-    permit(res, 'issue', name);
-    const body = withSans(parseBody(issueBody, req.body));
-    res.status(201).json(await pki.issue(name, body, deadlineOf(res)));
+    const out = await auditorFor(audit, req, res).run('issue', async (facts) => {
+      const name = keyName(req.params.name);
+      facts.keyName = name;
+      permit(res, 'issue', name);
+      const body = withSans(parseBody(issueBody, req.body));
+      facts.profile = body.profile;
+      return pki.issue(name, body, deadlineOf(res), (f) => Object.assign(facts, f));
+    });
+    res.status(201).json(out);
   });
   return r;
 }

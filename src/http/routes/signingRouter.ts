@@ -1,7 +1,9 @@
 import type { IRouter, Request } from 'express';
+import type { AuditLog } from '../../audit/AuditLog.js';
 import { ServiceError } from '../../errors.js';
-import type { SignOutput, SigningService } from '../../service/SigningService.js';
+import { digestOfInput, type SignInput, type SignOutput, type SigningService } from '../../service/SigningService.js';
 import { allowed, permit } from '../auth.js';
+import { auditorFor, type AuditFacts } from '../requestAudit.js';
 import { deadlineOf } from '../requestContext.js';
 import { keyName, parseBatch, parseSign, parseVerify } from '../validation.js';
 
@@ -12,27 +14,84 @@ const signJson = (r: SignOutput): object => ({
   signature: r.signature.toString('base64'),
 });
 
-/** Sign, verify and batch sign, added to the app itself: the hot path skips a nested Router's dispatch. */
-export function addSigningRoutes(r: IRouter, service: SigningService): void {
+/**
+ * Sign, verify and batch sign, added to the app itself: the hot path skips a nested Router's dispatch.
+ * With an audit log, each answer waits for its record (requestAudit.ts).
+ */
+export function addSigningRoutes(r: IRouter, service: SigningService, audit?: AuditLog): void {
   r.post('/v1/keys/:name/sign', async (req: Request<{ name: string }>, res) => {
-    const name = keyName(req.params.name);
-    permit(res, 'sign', name);
-    const input = parseSign(name, req.body);
-    res.json(signJson(await service.sign(input, deadlineOf(res))));
+    const out = await auditorFor(audit, req, res).run('sign', async (facts) => {
+      const name = keyName(req.params.name);
+      facts.keyName = name;
+      permit(res, 'sign', name);
+      const input = parseSign(name, req.body);
+      Object.assign(facts, requested(input));
+      const o = await service.sign(input, deadlineOf(res));
+      facts.keyVersion = o.keyVersion;
+      facts.digest = o.digest;
+      return o;
+    });
+    res.json(signJson(out));
   });
   r.post('/v1/keys/:name/verify', async (req: Request<{ name: string }>, res) => {
-    const name = keyName(req.params.name);
-    permit(res, 'verify', name);
-    const input = parseVerify(name, req.body);
-    res.json(await service.verify(input, deadlineOf(res)));
+    const out = await auditorFor(audit, req, res).run('verify', async (facts) => {
+      const name = keyName(req.params.name);
+      facts.keyName = name;
+      permit(res, 'verify', name);
+      const input = parseVerify(name, req.body);
+      Object.assign(facts, requested(input));
+      // Hashed only if a record is written.
+      facts.digest = () => digestOfInput(input);
+      const v = await service.verify(input, deadlineOf(res));
+      facts.keyVersion = v.keyVersion;
+      facts.valid = v.valid;
+      return v;
+    });
+    res.json({ valid: out.valid, keyVersion: out.keyVersion });
   });
   r.post('/v1/sign/batch', async (req, res) => {
-    const items = parseBatch(req.body).map((item) =>
-      item instanceof ServiceError || allowed(res, 'sign', item.keyName) ? item : new ServiceError('PERMISSION_DENIED', `the client may not sign with key '${item.keyName}'`),
-    );
-    const results = await service.signBatch(items, deadlineOf(res));
+    const auditor = auditorFor(audit, req, res);
+    auditor.assertAvailable();
+    let facts: AuditFacts[] | undefined;
+    let results;
+    try {
+      const parsed = parseBatch(req.body);
+      // What each item asked for; a malformed item is known by its position (and its key name, if that is well formed).
+      if (audit) facts = parsed.map((item, i) => (item instanceof ServiceError ? batchItemKeyName(req.body, i) : requested(item)));
+      const items = parsed.map((item) =>
+        item instanceof ServiceError || allowed(res, 'sign', item.keyName) ? item : new ServiceError('PERMISSION_DENIED', `the client may not sign with key '${item.keyName}'`),
+      );
+      results = await service.signBatch(items, deadlineOf(res));
+    } catch (e) {
+      await auditor.writeFailure(facts, e);
+      throw e;
+    }
+    const done = facts;
+    if (done) {
+      await auditor.writeItems(
+        results.map((x, i) => (x instanceof ServiceError ? done[i]! : { ...done[i]!, keyVersion: x.keyVersion, digest: x.digest })),
+        results.map((x) => (x instanceof ServiceError ? x : undefined)),
+      );
+    }
     res.json({
       results: results.map((x) => (x instanceof ServiceError ? { error: { code: x.code, message: x.message } } : signJson(x))),
     });
   });
+}
+
+/** What a parsed request asked for. */
+const requested = (input: SignInput): AuditFacts => ({
+  keyName: input.keyName,
+  algorithm: input.algorithm,
+  ...(input.keyVersion !== undefined ? { keyVersion: input.keyVersion } : {}),
+});
+
+/** A malformed batch item's key name, if that is well formed (the item may hold anything). */
+function batchItemKeyName(body: unknown, i: number): AuditFacts {
+  const item = (body as { requests?: unknown[] }).requests?.[i] as { keyName?: unknown } | undefined;
+  try {
+    return { keyName: keyName(item?.keyName) };
+  } catch {
+    return {};
+  }
 }

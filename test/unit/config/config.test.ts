@@ -92,3 +92,18 @@ test('server limits: documented defaults; out of range or a headers timeout abov
   for (const env of bad) assert.throws(() => loadConfig({ ...base, ...env }), new RegExp(Object.keys(env)[0]!));
   assert.throws(() => loadConfig({ ...base, HEADERS_TIMEOUT_MS: '40000' }), /HEADERS_TIMEOUT_MS: must not exceed REQUEST_TIMEOUT_MS/);
 });
+
+test('AUDIT_LOG: off by default; a path or stdout; empty is refused by name', () => {
+  assert.equal(loadConfig({ ...base }).auditLog, undefined);
+  assert.equal(loadConfig({ ...base, AUDIT_LOG: '/var/log/hsm-signer/audit.log' }).auditLog, '/var/log/hsm-signer/audit.log');
+  assert.equal(loadConfig({ ...base, AUDIT_LOG: 'stdout' }).auditLog, 'stdout');
+  assert.throws(() => loadConfig({ ...base, AUDIT_LOG: '' }), (e: Error) => e instanceof ConfigError && e.message.includes('AUDIT_LOG'));
+});
+
+test('CLIENT_MAX_IN_FLIGHT: 64 by default, 0 = no limit, a bad value refused by name', () => {
+  assert.equal(loadConfig({ ...base }).clientMaxInFlight, 64);
+  assert.equal(loadConfig({ ...base, CLIENT_MAX_IN_FLIGHT: '0' }).clientMaxInFlight, 0);
+  for (const v of ['-1', 'many', '1.5']) {
+    assert.throws(() => loadConfig({ ...base, CLIENT_MAX_IN_FLIGHT: v }), (e: Error) => e instanceof ConfigError && e.message.includes('CLIENT_MAX_IN_FLIGHT') && !e.message.includes('s3cret-pin'), v);
+  }
+});

@@ -27,6 +27,7 @@ test('no arguments: the issue\'s sweep, both key types, on a local service, with
   assert.equal(options.workers, availableParallelism());
   assert.equal(options.ceilings, true);
   assert.equal(options.hsmLatencyUs, undefined);
+  assert.equal(options.auditLog, undefined, 'the audit set-up only when asked');
   assert.equal(outDir, 'reports');
   assert.equal(options.command, 'npm run loadtest');
 });
@@ -37,7 +38,7 @@ test('flags override the defaults one by one', () => {
     '--scenario', 'sign:RSA_2048', '--scenario', 'batch:ECC_NIST_P256,verify:ECC_NIST_P256',
     '--connections', '64,100', '--batch-connections', '2,4', '--duration', '5s', '--warmup', '500ms', '--out', 'x',
     '--target-ops', '5000', '--zones', '2', '--spare-hsms', '0', '--max-utilization', '0.7', '--hsms', '3',
-    '--hsm-latency', '1ms', '--token-objects', '1000', '--workers', '3', '--hsm-threads', '32', '--hsm-sessions', '48',
+    '--hsm-latency', '1ms', '--token-objects', '1000', '--audit-log', '--workers', '3', '--hsm-threads', '32', '--hsm-sessions', '48',
     '--sample-rate', '0.05', '--compare', 'old.json', '--no-ceiling', '--cpu-prof', '/tmp/prof',
   ], { LOADTEST_AUTH_TOKEN: 'secret' });
   assert.deepEqual(options.urls, ['http://a:1', 'http://b:2', 'https://c/signer']);
@@ -51,6 +52,7 @@ test('flags override the defaults one by one', () => {
   assert.deepEqual(options.plan, { targetOpsPerSec: 5000, zones: 2, spareHsms: 0, maxUtilization: 0.7, hsms: 3 });
   assert.equal(options.hsmLatencyUs, 1000);
   assert.equal(options.tokenObjects, 1000);
+  assert.equal(options.auditLog, true);
   assert.equal(options.workers, 3);
   assert.equal(options.hsmThreads, 32);
   assert.equal(options.hsmSessions, 48);

@@ -61,6 +61,7 @@ test('every target is judged from the steps it needs, met or missed, with the nu
       step(`${RSA}@hsm-latency=1000us`, 100, 1300),
       step(`${RSA}@token-objects=1000`, 64, 1750),
       step(`${RSA}@token-objects=1000`, 100, 1500),
+      step(`${EC}@audit-log=on`, 64, 2760),
       step(EC, 8, 500, { durationSec: 300, service: { rssByWorker: { '11': [100, 104, 105, 100, 102], '12': [100, 130, 120, 125, 128] } } }),
     ],
     [ceiling(RSA, 2500, 6000, 2000), ceiling(EC, 25000, 4000, 3400), ceiling(BATCH, 20000, 600, 13000)],
@@ -83,6 +84,11 @@ test('every target is judged from the steps it needs, met or missed, with the nu
   const objects = byId.get(`token-objects:${RSA}`)!;
   assert.ok(Math.abs(objects.measured! - 3250 / 3400) < 1e-12);
   assert.equal(objects.met, true);
+  // Audit on ÷ off, ECDSA at 64 connections: 2,760 / 3,000 = 92%.
+  const audit = byId.get('audit-log')!;
+  assert.equal(audit.measured, 0.92);
+  assert.equal(audit.met, true);
+  assert.match(audit.detail, /2,760 sig\/s with the audit trail, 3,000 without/);
   const rss = byId.get(`rss:${EC}@8`)!;
   assert.equal(rss.measured, 0.3);
   assert.equal(rss.met, false);
