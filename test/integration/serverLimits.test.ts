@@ -147,3 +147,37 @@ test('keep-alive: an idle connection is closed after KEEP_ALIVE_TIMEOUT_MS; one 
   const idleFor = (await Promise.race([idleClosed, sleep(5000).then(() => Infinity)])) - answeredAt;
   assert.ok(idleFor >= 1000 && idleFor < 1000 + 1000 + 1000, `closed ${idleFor.toFixed(0)} ms after going idle`);
 });
+
+/** Sends raw bytes on a new connection and returns everything the service wrote before it closed. */
+async function raw(port: number, bytes: Buffer): Promise<string> {
+  const socket = connect(port, '127.0.0.1');
+  await new Promise<void>((resolve) => socket.once('connect', resolve));
+  let received = '';
+  socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  socket.on('error', () => undefined);
+  socket.write(bytes);
+  await Promise.race([closed, sleep(5000)]);
+  socket.destroy();
+  return received;
+}
+
+test("what Node's HTTP parser refuses is answered in the contract's JSON, with an X-Request-Id", async () => {
+  const cases: [string, Buffer, number, string][] = [
+    ['raw bytes outside ASCII in the path', Buffer.concat([Buffer.from('GET /v1/keys/'), Buffer.from([0xc3, 0xa9, 0x01]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]), 400, 'INVALID_ARGUMENT'],
+    ['a header line that is not a header', Buffer.from('GET /v1/keys HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n'), 400, 'INVALID_ARGUMENT'],
+    ['headers over MAX_HEADER_BYTES', Buffer.from(`GET /v1/keys HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(5000)}\r\n\r\n`), 431, 'HEADERS_TOO_LARGE'],
+  ];
+  for (const [what, bytes, status, code] of cases) {
+    const received = await raw(svc.port, bytes);
+    const [head = '', body = ''] = received.split('\r\n\r\n');
+    assert.ok(head.startsWith(`HTTP/1.1 ${status} `), `${what}: ${head.split('\r\n')[0]}`);
+    assert.match(head, /\r\ncontent-type: application\/json/i, what);
+    const id = /\r\nx-request-id: ([^\r]+)/i.exec(head)?.[1];
+    const parsed = JSON.parse(body) as { error: { code: string; message: string; requestId: string } };
+    assert.equal(parsed.error.code, code, what);
+    assert.equal(parsed.error.requestId, id, `${what}: the body's requestId is the header's`);
+    assert.ok(!parsed.error.message.includes('aaaa'), `${what}: the request's bytes are not echoed`);
+  }
+  assert.equal((await svc.driver.request('GET', '/v1/keys')).status, 200, 'the service still answers');
+});
