@@ -29,10 +29,6 @@ async function primary(config: Config, logger: Logger): Promise<void> {
   cluster.on('message', (w, m: { type?: unknown }) => {
     if (m?.type === PIN_REQUEST) w.send({ type: PIN_REPLY, pin: config.hsm.pin });
   });
-  const metrics = await metricsListener(config, logger).catch((e: unknown) => {
-    logger.fatal({ err: (e as Error).message }, 'cannot serve /metrics on METRICS_HOST:METRICS_PORT');
-    process.exit(1);
-  });
   // Each worker holds its own TLS context and clients, and reloads them on its SIGHUP. A worker
   // still starting (or restarted) when one comes gets it once it listens: it may have read the
   // files before they changed.
@@ -67,20 +63,30 @@ async function primary(config: Config, logger: Logger): Promise<void> {
     // A worker that cannot start (wrong PIN, no token) would die in a tight loop: slow down.
     setTimeout(fork, recentDeaths.length > config.workers * 3 ? 5000 : 100);
   });
+  let metrics: Server | undefined;
+  let exitCode = 0;
   const stop = (): void => {
+    if (stopping) return;
     stopping = true;
     metrics?.close();
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    setTimeout(() => process.exit(0), 5000).unref();
+    setTimeout(() => process.exit(exitCode), 5000).unref();
     cluster.on('exit', () => {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(exitCode);
     });
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  // Log rotation: every worker reopens its audit log on SIGUSR2 (SIGHUP, forwarded above, does it too).
-  process.on('SIGUSR2', () => {
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGUSR2');
+  // Log rotation: every worker reopens its audit log on SIGUSR2 (SIGHUP, forwarded above, does it
+  // too). Only to workers that listen: one still starting has not opened its log yet.
+  rotate.handler = () => {
+    for (const w of Object.values(cluster.workers ?? {})) if (w && seen.get(w.id) === Infinity) w.process.kill('SIGUSR2');
+  };
+  metrics = await metricsListener(config, logger).catch((e: unknown) => {
+    logger.fatal({ err: (e as Error).message }, 'cannot serve /metrics on METRICS_HOST:METRICS_PORT');
+    exitCode = 1;
+    stop();
+    return undefined;
   });
 }
 
@@ -117,12 +123,15 @@ function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry 
 }
 
 async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefined): Promise<void> {
-  // Log rotation: SIGUSR2 reopens the audit log. Listening from the start, so one during start-up does not end the worker.
-  let reopenAuditLog = (): void => undefined;
-  process.on('SIGUSR2', () => reopenAuditLog());
   const running = await composeService(config, logger);
-  reopenAuditLog = running.reopenAuditLog;
-  const metrics = cluster.isWorker ? undefined : await metricsListener(config, logger);
+  rotate.handler = running.reopenAuditLog;
+  const metrics = cluster.isWorker
+    ? undefined
+    : await metricsListener(config, logger).catch(async (e: unknown) => {
+        // Logged out, finalized and the audit log flushed before main() reports it and exits.
+        await running.close().catch(() => undefined);
+        throw e;
+      });
   const server = createServer(running.app, config.server, tls);
   // Refused handshakes (no, untrusted or expired client certificate) are the client's problem, and can be many.
   server.on('tlsClientError', (e: NodeJS.ErrnoException) => logger.debug({ code: e.code }, 'TLS handshake failed'));
@@ -135,7 +144,11 @@ async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefin
     if (hangup.pending) hangup.handler();
     hangup.pending = false;
   });
+  // A worker can get the signal twice (from the primary, and from a terminal or systemd signalling the group).
+  let stopping = false;
   const stop = (): void => {
+    if (stopping) return;
+    stopping = true;
     metrics?.close();
     server.close(() => void running.close().finally(() => process.exit(0)));
     setTimeout(() => process.exit(0), 5000).unref();
@@ -153,6 +166,10 @@ process.on('SIGHUP', () => {
   if (hangup.handler) hangup.handler();
   else hangup.pending = true;
 });
+
+/** SIGUSR2 (log rotation: reopen the audit log), likewise handled from the start: its default action ends the process too. */
+const rotate: { handler?: () => void } = {};
+process.on('SIGUSR2', () => rotate.handler?.());
 
 const PIN_REQUEST = 'hsm-signer:pin-request';
 const PIN_REPLY = 'hsm-signer:pin';

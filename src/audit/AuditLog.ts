@@ -189,6 +189,7 @@ export class AuditLog {
 
   /** Waits (up to the stall time) for queued records to be written, then closes the file. */
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
     clearInterval(this.timer);
     const end = Date.now() + this.stallMs;
