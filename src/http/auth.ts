@@ -81,8 +81,12 @@ export function loadClients(file: string): Client[] {
   }
   const tokens = new Map<string, number>();
   const certificates = new Map<string, number>();
+  const names = new Map<string, number>();
   return parsed.data.clients.map((c, i) => {
     const field = `clients.${i}`;
+    // The in-flight limit and the audit trail know a client by its name: two entries must not share one.
+    if (names.has(c.name)) throw new ConfigError(`CLIENTS_FILE: ${field}.name: the same as clients.${names.get(c.name)}'s`);
+    names.set(c.name, i);
     // Two entries with one credential would make the client a request acts as depend on file order.
     if (c.tokenSha256 !== undefined) {
       const h = c.tokenSha256.toLowerCase();

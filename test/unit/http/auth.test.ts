@@ -58,6 +58,8 @@ test('clients file: each problem is a ConfigError naming CLIENTS_FILE and the en
   refused([{ name: 'bad-uri', certificate: { san: 'http://[bad' }, allow }], /^CLIENTS_FILE: clients\.0\.certificate\.san: is neither a URI nor a DNS name$/);
   refused([{ name: 'a', tokenSha256: HASH, allow }, { name: 'b', tokenSha256: HASH.toUpperCase(), allow }], /^CLIENTS_FILE: clients\.1\.tokenSha256: the same as clients\.0's$/);
   refused([{ name: 'a', certificate: { subject: 'CN=x,O=y' }, allow }, { name: 'b', certificate: { subject: 'cn=x, o=y' }, allow }], /^CLIENTS_FILE: clients\.1\.certificate: the same as clients\.0's$/);
+  // The per-client limit and the audit trail know a client by its name.
+  refused([{ name: 'a', tokenSha256: HASH, allow }, { name: 'a', certificate: { subject: 'CN=x,O=y' }, allow }], /^CLIENTS_FILE: clients\.1\.name: the same as clients\.0's$/);
   refused([{ name: 'short', tokenSha256: 'abc', allow }], /^CLIENTS_FILE: clients\.0\.tokenSha256: must be 64 hex characters$/);
   const broken = join(dir, 'broken.json');
   writeFileSync(broken, `{"clients": [{"name": "x", "tokenSha256": "${HASH}"`);
