@@ -114,25 +114,34 @@ function coverage(expected: number, answered: number, missing: readonly number[]
   return `${lines.join('\n')}\n`;
 }
 
+/** In the primary: the collections under way, by id; one 'message' listener serves them all. */
+const collections = new Map<number, (worker: Worker, metrics: CollectMessage['metrics']) => void>();
+let collecting = false;
+
 /** In the primary: asks every worker for its registry, waits at most WORKER_ANSWER_MS, merges what came. */
 export async function collectClusterMetrics(expectedWorkers: number): Promise<string> {
+  if (!collecting) {
+    collecting = true;
+    cluster.on('message', (w: Worker, m: CollectMessage) => {
+      if (m?.type === COLLECT) collections.get(m.id)?.(w, m.metrics);
+    });
+  }
   const id = nextId++;
   const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w.isConnected());
   const parts = new Map<number, CollectMessage['metrics']>();
   await new Promise<void>((resolve) => {
     if (workers.length === 0) return resolve();
-    const onMessage = (w: Worker, m: CollectMessage): void => {
-      if (m?.type !== COLLECT || m.id !== id || !workers.includes(w)) return;
-      parts.set(w.id, m.metrics);
-      if (parts.size === workers.length) finish();
-    };
-    const timer = setTimeout(() => finish(), WORKER_ANSWER_MS);
     const finish = (): void => {
       clearTimeout(timer);
-      cluster.off('message', onMessage);
+      collections.delete(id);
       resolve();
     };
-    cluster.on('message', onMessage);
+    const timer = setTimeout(finish, WORKER_ANSWER_MS);
+    collections.set(id, (w, metrics) => {
+      if (!workers.includes(w)) return;
+      parts.set(w.id, metrics);
+      if (parts.size === workers.length) finish();
+    });
     for (const w of workers) {
       try {
         w.send({ type: COLLECT, id });
