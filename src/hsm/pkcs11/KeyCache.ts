@@ -3,7 +3,7 @@ import type { KeySpec } from '../../crypto/algorithms.js';
 import { notFound } from '../../errors.js';
 import type { KeyInfo, KeyVersion } from '../KeyManager.js';
 import { parseKeyLabel } from '../keyLabel.js';
-import type { AsyncPkcs11, Attribute, FoundObject, Handle, ObjectQuery } from './AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, FoundObject, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
 import { ecPublicKey, rsaPublicKey } from './publicKey.js';
 import { ReadWriteLock } from './ReadWriteLock.js';
@@ -112,7 +112,8 @@ export class KeyCache {
 
   /**
    * Two HSM calls whatever the number of keys: every signing private key (label, id, type) and
-   * every certificate's id in one; the public keys of the keys not seen before in the other.
+   * every certificate's id in one; the public keys of the keys not seen before in the other (and
+   * a third only for RSA keys without a public-key object).
    */
   private async scan(): Promise<void> {
     const epoch = this.epoch;
@@ -158,35 +159,40 @@ export class KeyCache {
 
   /**
    * For each private key that may be served (a key name as label, a CKA_ID, RSA or EC): its
-   * public-key object (same CKA_ID and key type) with the attributes that make the public key,
-   * and for RSA also the private key's own modulus and exponent (public attributes even on a
-   * sensitive key), used when there is no public-key object. One HSM call for all of them.
+   * public-key object (same CKA_ID and key type) with the attributes that make the public key, in
+   * one HSM call for all of them. An RSA key without a public-key object is read from the private
+   * key itself (modulus and exponent are public attributes even on a sensitive key), in a second
+   * call made only when there is such a key.
    */
   private async readPublicKeys(s: Handle, privates: readonly FoundObject[]): Promise<Map<string, { pub?: FoundObject; own?: FoundObject }>> {
-    const queries: ObjectQuery[] = [];
-    const wanted: { handle: string; own: boolean }[] = [];
+    const wanted: { handle: string; label: string; id: Buffer; keyType: number; types: number[] }[] = [];
     for (const o of privates) {
       const label = attr(o.attributes, P11.CKA_LABEL)?.toString('utf8');
       const id = attr(o.attributes, P11.CKA_ID);
       const keyType = keyTypeOf(o.attributes);
       if (label === undefined || !parseKeyLabel(label) || !id?.length || (keyType !== P11.CKK_RSA && keyType !== P11.CKK_EC)) continue;
       const types = keyType === P11.CKK_RSA ? [P11.CKA_MODULUS, P11.CKA_PUBLIC_EXPONENT] : [P11.CKA_EC_PARAMS, P11.CKA_EC_POINT];
-      const handle = o.handle.toString('hex');
-      queries.push({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY }, { type: P11.CKA_KEY_TYPE, value: keyType }, { type: P11.CKA_ID, value: id }], types, max: 1 });
-      wanted.push({ handle, own: false });
-      if (keyType === P11.CKK_RSA) {
-        queries.push({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_LABEL, value: label }, { type: P11.CKA_ID, value: id }], types, max: 1 });
-        wanted.push({ handle, own: true });
-      }
+      wanted.push({ handle: o.handle.toString('hex'), label, id, keyType, types });
     }
     const byHandle = new Map<string, { pub?: FoundObject; own?: FoundObject }>();
-    if (queries.length === 0) return byHandle;
-    const results = await this.p11.findAndRead(s, queries);
+    if (wanted.length === 0) return byHandle;
+    const pubs = await this.p11.findAndRead(
+      s,
+      wanted.map((w) => ({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY }, { type: P11.CKA_KEY_TYPE, value: w.keyType }, { type: P11.CKA_ID, value: w.id }], types: w.types, max: 1 })),
+    );
     wanted.forEach((w, i) => {
-      const [first] = results[i] ?? [];
-      const entry = byHandle.get(w.handle) ?? {};
-      if (first) byHandle.set(w.handle, w.own ? { ...entry, own: first } : { ...entry, pub: first });
-      else byHandle.set(w.handle, entry);
+      const [pub] = pubs[i] ?? [];
+      byHandle.set(w.handle, pub ? { pub } : {});
+    });
+    const ownNeeded = wanted.filter((w) => w.keyType === P11.CKK_RSA && !byHandle.get(w.handle)?.pub);
+    if (ownNeeded.length === 0) return byHandle;
+    const owns = await this.p11.findAndRead(
+      s,
+      ownNeeded.map((w) => ({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_LABEL, value: w.label }, { type: P11.CKA_ID, value: w.id }], types: w.types, max: 1 })),
+    );
+    ownNeeded.forEach((w, i) => {
+      const [own] = owns[i] ?? [];
+      if (own) byHandle.set(w.handle, { own });
     });
     return byHandle;
   }
