@@ -19,7 +19,7 @@ function read(variable: string, file: string): Buffer {
   }
 }
 
-/** Every block of the file must be a certificate; returns how many there are. */
+/** Every block of the file must be a certificate. */
 function checkCertificates(variable: string, pem: Buffer): void {
   let blocks;
   try {

@@ -66,7 +66,6 @@ export interface FoundObject {
 
 export interface AsyncPkcs11 {
   /** (Re-)initialize the module in this process; tolerates "already initialized". */
-  initialize(): Promise<void>;
   /**
    * [C_Finalize,] C_Initialize, find the token, open a session and log in on it (already logged
    * in is fine), open `sessions` more: as one call, so a recovery does not wait an event-loop turn

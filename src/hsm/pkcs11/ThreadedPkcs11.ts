@@ -272,10 +272,6 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     return this.callOn(best, op, args);
   }
 
-  async initialize(): Promise<void> {
-    await this.call('initialize', []);
-  }
-
   async finalize(): Promise<void> {
     await this.call('finalize', []);
   }
