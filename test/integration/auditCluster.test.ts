@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { REPO_ROOT } from '../../loadtest/localService.js';
+import { childPids } from '../../loadtest/serviceProbe.js';
 import { closedLoops, eventually, startServiceProcess, type ServiceProcess } from '../support/faultService.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 
@@ -136,5 +137,48 @@ test('AUDIT_LOG=stdout: the records go to standard output with the log lines, ev
     assert.ok(all.some((l) => l.msg === 'serving'), 'the log lines are there too');
   } finally {
     await s.stop();
+  }
+});
+
+test('SIGUSR2 to the primary while its workers are still starting: no worker dies (logrotate may signal at any time)', { timeout: 90_000 }, async (t) => {
+  const auditFile = join(token.dir, 'rotate-at-start.log');
+  const workerPids = (primary: number): number[] =>
+    childPids(primary).filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, 'latin1').includes('NODE_UNIQUE_ID=');
+      } catch {
+        return false;
+      }
+    });
+  let signalled = 0;
+  let sending: Promise<void> | undefined;
+  const svc = await startServiceProcess(token.env({ WORKERS: '2', AUDIT_LOG: auditFile, LOG_LEVEL: 'info' }), {
+    // As soon as the primary has forked its workers (its handlers are installed by then), and
+    // while they load, log in and read the keys: a signal every 50 ms until the service is ready.
+    onSpawn: (primary) => {
+      sending = (async () => {
+        for (const end = Date.now() + 20_000; Date.now() < end && workerPids(primary).length < 2; ) await sleep(5);
+        for (let i = 0; i < 40; i++) {
+          try {
+            process.kill(primary, 'SIGUSR2');
+            signalled++;
+          } catch {
+            return;
+          }
+          await sleep(50);
+        }
+      })();
+    },
+  });
+  try {
+    await sending;
+    const died = svc.logs().filter((l) => l.includes('worker died'));
+    t.diagnostic(`${signalled} SIGUSR2 sent to the primary from its workers' start on; 'worker died' lines: ${died.length}`);
+    assert.ok(signalled > 0);
+    assert.deepEqual(died, [], 'no worker died');
+    assert.equal((await svc.driver.request('POST', '/v1/keys/cluster-ec/sign', { algorithm: 'ECDSA_SHA_256', message: 'eA==' })).status, 200);
+    assert.ok(svc.alive());
+  } finally {
+    await svc.stop();
   }
 });

@@ -106,7 +106,7 @@ export interface ServiceProcess {
  */
 export async function startServiceProcess(
   env: NodeJS.ProcessEnv,
-  o: { maxSockets?: number; readyTimeoutMs?: number; entry?: 'serve' | 'start'; ready?: (port: number) => Promise<boolean> } = {},
+  o: { maxSockets?: number; readyTimeoutMs?: number; entry?: 'serve' | 'start'; ready?: (port: number) => Promise<boolean>; onSpawn?: (pid: number) => void } = {},
 ): Promise<ServiceProcess> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-svc-'));
@@ -120,6 +120,7 @@ export async function startServiceProcess(
     stdio: ['ignore', fd, fd],
   });
   closeSync(fd);
+  o.onSpawn?.(child.pid!);
   let exit: number | null | undefined;
   child.on('exit', (code) => {
     exit = code;
