@@ -95,14 +95,11 @@ export class SigningService {
   }
 
   private digestOf(input: SignInput): Buffer {
-    const info = algorithmInfo(input.algorithm);
-    if (input.digest !== undefined) {
-      if (input.digest.length !== info.digestLength) {
-        throw invalid(`digest: must be ${info.digestLength} bytes for ${input.algorithm}, got ${input.digest.length}`);
-      }
-      return input.digest;
+    const { digestLength } = algorithmInfo(input.algorithm);
+    if (input.digest !== undefined && input.digest.length !== digestLength) {
+      throw invalid(`digest: must be ${digestLength} bytes for ${input.algorithm}, got ${input.digest.length}`);
     }
-    return hash(info.hash, input.message!);
+    return digestOfInput(input);
   }
 
   private static checkFormat(input: SignInput): void {
