@@ -108,14 +108,13 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   private readonly progressAt: number[] = [];
   private closed = false;
 
-  /** Threads asked for, threads running, and why they differ. */
-  private threadsInfo: ThreadsInfo;
+  /** Why fewer threads run than were configured, when they do. */
+  private fewerThreadsReason: string | undefined;
 
   private constructor(
     private readonly modulePath: string,
-    configured: number,
+    private readonly configured: number,
   ) {
-    this.threadsInfo = { configured, running: 0 };
     this.addThread();
   }
 
@@ -125,7 +124,6 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     this.load.push(0);
     this.outbox.push([]);
     this.progressAt.push(0);
-    this.threadsInfo = { ...this.threadsInfo, running: this.threads.length };
     return i;
   }
 
@@ -167,7 +165,7 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
         p.outbox.splice(second);
         p.progressAt.splice(second);
         const reason = 'the PKCS#11 module keeps separate state per loaded instance (e.g. p11-kit\'s client): one HSM thread per worker; more workers, not more threads, add HSM calls in flight';
-        p.threadsInfo = { configured: threadCount, running: 1, reason };
+        p.fewerThreadsReason = reason;
         onWarning?.(`the PKCS#11 module ${modulePath} keeps separate state per loaded instance (e.g. p11-kit's client): using 1 HSM thread instead of ${threadCount}`);
         return p;
       }
@@ -182,7 +180,8 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   }
 
   get threadCounts(): ThreadsInfo {
-    return this.threadsInfo;
+    const running = { configured: this.configured, running: this.threads.length };
+    return this.fewerThreadsReason === undefined ? running : { ...running, reason: this.fewerThreadsReason };
   }
 
   get inFlight(): number {
