@@ -48,8 +48,10 @@ test('the records of one turn of the event loop go out in one write(2), and each
   const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { keyVersion: number });
   assert.equal(lines.length, 501, 'every record is in the file once its promise resolves');
   assert.deepEqual(lines.slice(1).map((l) => l.keyVersion), Array.from({ length: 500 }, (_, i) => i));
-  // One write for the 500 records; the count also takes in this process's other writes meanwhile (the test runner's reports).
-  assert.ok(syscalls <= 5, `500 records took ${syscalls} write system calls`);
+  // One write for the 500 records. The count is the whole process's (/proc/self/io), so it also
+  // takes in the test runner's own reports meanwhile (10 seen on a clean CI run): 50 leaves room
+  // for those while one write per record (500) still fails.
+  assert.ok(syscalls <= 50, `500 records took ${syscalls} write system calls`);
   await log.close();
 });
 
