@@ -20,7 +20,7 @@ import { DEFAULTS } from './defaults.js';
 import { typicalSignatureBytes } from './engine.js';
 import { prepareToken, serviceEnvFor } from './harnessToken.js';
 import { createCeilingApp } from './httpCeilingServer.js';
-import { REPO_ROOT } from './localService.js';
+import { REPO_ROOT } from '../testkit/repoRoot.js';
 
 const { values } = parseArgs({ options: { bare: { type: 'boolean' }, top: { type: 'string' } } });
 const top = Number(values.top ?? '25');

@@ -21,22 +21,8 @@ import { startLocalService, type LocalService } from './localService.js';
 import { planCapacity } from './plan.js';
 import { fixturesFor } from './pkiFixtures.js';
 import { buildTemplates, type KeyUnderTest } from './requests.js';
-import {
-  ceilingFor,
-  combinedCeiling,
-  formatInt,
-  formatNumber,
-  formatRate,
-  splitVariant,
-  stepsOf,
-  withVariant,
-  type CapacityPlan,
-  type CeilingResult,
-  type LoadTestReport,
-  type MachineFacts,
-  type PracticeResult,
-  type StepResult,
-} from './results.js';
+import { ceilingFor, combinedCeiling, splitVariant, stepsOf, withVariant, type CapacityPlan, type CeilingResult, type LoadTestReport, type MachineFacts, type PracticeResult, type StepResult } from './results.js';
+import { formatInt, formatNumber, formatRate } from './format.js';
 import { isCeilingScenario, parseScenario, type ScenarioSpec } from './scenarios.js';
 import { ServiceClient, pickKey } from './serviceClient.js';
 import { ServiceProbe } from './serviceProbe.js';

@@ -17,7 +17,7 @@ import { ThreadedPkcs11 } from '../src/hsm/pkcs11/ThreadedPkcs11.js';
 import { DEFAULTS } from './defaults.js';
 import { DirectToken } from './directToken.js';
 import { prepareToken } from './harnessToken.js';
-import { cpuSecondsOf } from './serviceProbe.js';
+import { cpuSecondsOf } from '../testkit/processProbe.js';
 
 const [mode = '4', perRound = '40000'] = process.argv.slice(2);
 if (process.argv.length > 4) throw new Error('usage: hsmThreadCost.ts [threads | plain] [signatures per round]');

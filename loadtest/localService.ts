@@ -4,13 +4,10 @@
  * buffer: shown only if it fails to start, so a run prints nothing per request.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
-import http from 'node:http';
-import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { childPids, cpuSecondsOf } from './serviceProbe.js';
-
-export const REPO_ROOT = fileURLToPath(new URL('../', import.meta.url));
+import { freePort, statusOf } from '../testkit/localHttp.js';
+import { childPids, cpuSecondsOf } from '../testkit/processProbe.js';
+import { REPO_ROOT } from '../testkit/repoRoot.js';
 
 export interface LocalServiceOptions {
   /** The script to run with tsx, relative to the repository root. */
@@ -31,31 +28,6 @@ export interface LocalService {
   /** The processes that serve: the cluster workers, or the one process when WORKERS=1. */
   workerPids(): number[];
   stop(): Promise<void>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** Status of GET url on a new connection (so successive calls reach different workers), or 0. */
-export function statusOf(url: string, timeoutMs = 2000): Promise<number> {
-  return new Promise((resolve) => {
-    const req = http.get(url, { agent: false, timeout: timeoutMs }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.on('timeout', () => req.destroy());
-    req.on('error', () => resolve(0));
-  });
 }
 
 function tail(lines: string[], text: string, max = 40): void {

@@ -11,18 +11,8 @@ import {
   MIN_HSMS_SIGNING_ONLY,
   MIN_INSTANCES,
 } from './defaults.js';
-import {
-  formatInt,
-  formatNumber,
-  formatPercent,
-  formatRate,
-  formatSignedPercent,
-  type BindingRule,
-  type CapacityPlan,
-  type PlanInput,
-  type ResolvedPlanInput,
-  type TierPlan,
-} from './results.js';
+import { type BindingRule, type CapacityPlan, type PlanInput, type ResolvedPlanInput, type TierPlan } from './results.js';
+import { formatInt, formatNumber, formatPercent, formatRate, formatSignedPercent } from './format.js';
 
 export type { CapacityPlan, PlanInput, TierPlan } from './results.js';
 

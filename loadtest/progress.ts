@@ -5,7 +5,8 @@
  */
 import type { Writable } from 'node:stream';
 import type { HarnessEvent } from './engine.js';
-import { formatInt, formatMs, formatRate, totalErrors, type StepResult } from './results.js';
+import { totalErrors, type StepResult } from './results.js';
+import { formatInt, formatMs, formatRate } from './format.js';
 import type { StepProgress } from './stepRunner.js';
 
 export function bar(fraction: number, width = 20): string {

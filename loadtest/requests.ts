@@ -4,8 +4,9 @@
  * cryptographically against the key's public key, because a fast service that signs wrongly is
  * worse than a slow one.
  */
-import { constants, createHash, randomBytes, verify as cryptoVerify, type KeyObject } from 'node:crypto';
+import { createHash, randomBytes, type KeyObject } from 'node:crypto';
 import { algorithmInfo, KEY_SPEC_INFO, type KeySpec, type SigningAlgorithm } from '../src/crypto/algorithms.js';
+import { signatureValid } from '../testkit/signatureValid.js';
 import { mixSchedule, type OpSpec, type ScenarioSpec } from './scenarios.js';
 
 /** A key as the harness sees it: from GET /v1/keys. */
@@ -60,22 +61,6 @@ export interface ScenarioFixtures {
 }
 
 // ---- pure helpers ----
-
-/** Verifies a signature over `message` the way a relying party would (DER for ECDSA). */
-export function signatureValid(algorithm: SigningAlgorithm, message: Buffer, key: KeyObject, signature: Buffer): boolean {
-  const info = algorithmInfo(algorithm);
-  const options =
-    info.padding === 'PSS'
-      ? { key, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: info.digestLength }
-      : info.padding === 'ECDSA'
-        ? { key, dsaEncoding: 'der' as const }
-        : { key };
-  try {
-    return cryptoVerify(info.hash, message, options, signature);
-  } catch {
-    return false;
-  }
-}
 
 /** The error key of a failed answer: "503 OVERLOADED", or "non2xx 502" when the body says nothing. */
 export function errorKey(status: number, body: string): string {

@@ -6,7 +6,8 @@
  */
 import autocannon from 'autocannon';
 import type { Judgement, RequestTemplate, VerifyOutcome } from './requests.js';
-import { percentile, type LatencyStats, type ServiceSample, type StepResult } from './results.js';
+import { type LatencyStats, type ServiceSample, type StepResult } from './results.js';
+import { percentile } from '../testkit/percentile.js';
 import type { ServiceProbe } from './serviceProbe.js';
 
 export interface StepProgress {

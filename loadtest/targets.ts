@@ -4,17 +4,8 @@
  * so BENCHMARKS.md can say "not measured" instead of silently dropping it.
  */
 import { TARGETS } from './defaults.js';
-import {
-  ceilingFor,
-  formatBytesMiB,
-  formatInt,
-  formatPercent,
-  formatRate,
-  withVariant,
-  type LoadTestReport,
-  type StepResult,
-  type TargetCheck,
-} from './results.js';
+import { ceilingFor, withVariant, type LoadTestReport, type StepResult, type TargetCheck } from './results.js';
+import { formatBytesMiB, formatInt, formatPercent, formatRate } from './format.js';
 import { AUDIT_LOG_VARIANT, latencyVariant, tokenObjectsVariant } from './variants.js';
 
 const stepAt = (steps: readonly StepResult[], scenario: string, connections: number): StepResult | undefined =>

@@ -1,6 +1,7 @@
 /** The small table `npm run bench` prints: HTTP sign/s beside the direct PKCS#11 rate of the same run. */
 import { textTable } from './compare.js';
-import { ceilingFor, efficiency, formatMs, formatPercent, formatRate, NOT_AVAILABLE, type LoadTestReport } from '../results.js';
+import { ceilingFor, efficiency, type LoadTestReport } from '../results.js';
+import { formatMs, formatPercent, formatRate, NOT_AVAILABLE } from '../format.js';
 
 export function benchTable(report: LoadTestReport): string {
   const rows = report.steps.map((s) => {

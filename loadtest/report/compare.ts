@@ -2,19 +2,9 @@
  * Old run vs new run as a plain-text table for a terminal or a PR comment: did a change make
  * signing faster or slower, at which concurrency?
  */
-import {
-  NOT_AVAILABLE,
-  formatInt,
-  formatMs,
-  formatPercent,
-  formatRate,
-  formatSignedPercent,
-  percentile,
-  spreadOf,
-  type LoadTestReport,
-  type MachineFacts,
-  type StepResult,
-} from '../results.js';
+import { type LoadTestReport, type MachineFacts, type StepResult } from '../results.js';
+import { NOT_AVAILABLE, formatInt, formatMs, formatPercent, formatRate, formatSignedPercent, spreadOf } from '../format.js';
+import { percentile } from '../../testkit/percentile.js';
 
 /** (new − old) / old; undefined when there is no base to compare with. */
 export function relativeChange(oldValue: number, newValue: number): number | undefined {

@@ -3,7 +3,8 @@
  * network references, so it can be attached to a ticket or opened from an air-gapped host.
  * Every string from the report is escaped - scenario names and notes come from the command line.
  */
-import { ceilingFor, formatNumber, stepsOf, type LoadTestReport } from '../results.js';
+import { ceilingFor, stepsOf, type LoadTestReport } from '../results.js';
+import { formatNumber } from '../format.js';
 import { buildReportModel, type Block, type Table } from './markdown.js';
 
 export function escapeHtml(s: string): string {

@@ -3,27 +3,8 @@
  * already-formatted strings) and its Markdown rendering. html.ts renders the same model, so
  * the two reports can never disagree on a number.
  */
-import {
-  NOT_AVAILABLE,
-  ceilingFor,
-  efficiency,
-  formatBytesMiB,
-  formatInt,
-  formatMs,
-  formatNumber,
-  formatPercent,
-  formatTargetPercent,
-  formatRate,
-  formatRatio,
-  formatSignedPercent,
-  probeSummary,
-  scenariosOf,
-  stepsOf,
-  totalErrors,
-  type CapacityPlan,
-  type LoadTestReport,
-  type StepResult,
-} from '../results.js';
+import { ceilingFor, efficiency, scenariosOf, stepsOf, totalErrors, type CapacityPlan, type LoadTestReport, type StepResult } from '../results.js';
+import { NOT_AVAILABLE, formatBytesMiB, formatInt, formatMs, formatNumber, formatPercent, formatTargetPercent, formatRate, formatRatio, formatSignedPercent, probeSummary } from '../format.js';
 
 export type Align = 'left' | 'right';
 

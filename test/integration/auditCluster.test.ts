@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { REPO_ROOT } from '../../loadtest/localService.js';
-import { childPids } from '../../loadtest/serviceProbe.js';
+import { REPO_ROOT } from '../../testkit/repoRoot.js';
+import { childPids } from '../../testkit/processProbe.js';
 import { closedLoops, eventually, startServiceProcess, type ServiceProcess } from '../support/faultService.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 

@@ -15,7 +15,7 @@ import tls from 'node:tls';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { freePort } from '../../loadtest/localService.js';
+import { freePort } from '../../testkit/localHttp.js';
 import { OPERATIONS, type Operation } from '../../src/http/auth.js';
 import { startServiceProcess, type ServiceProcess } from '../support/faultService.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';

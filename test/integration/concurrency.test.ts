@@ -5,7 +5,7 @@ import type { Server } from 'node:http';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { SigningAlgorithm } from '../../src/crypto/algorithms.js';
-import { signatureValid } from '../../loadtest/requests.js';
+import { signatureValid } from '../../testkit/signatureValid.js';
 import { addTokenObjects, admin } from '../support/adminCli.js';
 import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
 

@@ -17,7 +17,7 @@ import { loadConfig } from '../../src/config/config.js';
 import type { Handle } from '../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { ThreadedPkcs11 } from '../../src/hsm/pkcs11/ThreadedPkcs11.js';
 import { signatureVerifies } from '../support/faultService.js';
-import { ensureShimBuilt, ShimControl } from '../support/p11shim.js';
+import { ensureShimBuilt, ShimControl } from '../../testkit/p11shim.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 
 const KEY = 'repair-ec';

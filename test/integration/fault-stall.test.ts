@@ -23,7 +23,7 @@ import {
   type Outcome,
   type ServiceProcess,
 } from '../support/faultService.js';
-import { ensureShimBuilt, ShimControl } from '../support/p11shim.js';
+import { ensureShimBuilt, ShimControl } from '../../testkit/p11shim.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 
 const CALLERS = 40;

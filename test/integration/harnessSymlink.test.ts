@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { freePort, REPO_ROOT, statusOf } from '../../loadtest/localService.js';
+import { freePort, statusOf } from '../../testkit/localHttp.js';
+import { REPO_ROOT } from '../../testkit/repoRoot.js';
 
 test('the bare-HTTP ceiling server starts when its path goes through a symlink', { timeout: 60_000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-link-'));

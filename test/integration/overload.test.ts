@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { contractViolation, errorCode, eventually, percentile, signatureVerifies, startServiceProcess, type ServiceProcess } from '../support/faultService.js';
-import { ensureShimBuilt, ShimControl } from '../support/p11shim.js';
+import { ensureShimBuilt, ShimControl } from '../../testkit/p11shim.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 
 const CALLERS = 1000;

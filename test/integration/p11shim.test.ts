@@ -11,8 +11,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pkcs11js from 'pkcs11js';
 import { CKR } from '../../src/hsm/errors.js';
 import { ecParamsFor } from '../../src/hsm/pkcs11/publicKey.js';
-import { REPO_ROOT } from '../../loadtest/localService.js';
-import { ShimControl, ensureShimBuilt } from '../support/p11shim.js';
+import { REPO_ROOT } from '../../testkit/repoRoot.js';
+import { ShimControl, ensureShimBuilt } from '../../testkit/p11shim.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 
 const KEY_LABEL = 'shim-p256';

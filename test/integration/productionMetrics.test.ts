@@ -9,7 +9,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { freePort } from '../../loadtest/localService.js';
+import { freePort } from '../../testkit/localHttp.js';
 import { startServiceProcess, type ServiceProcess } from '../support/faultService.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 

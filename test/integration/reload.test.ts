@@ -12,7 +12,7 @@ import type { TLSSocket } from 'node:tls';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { freePort } from '../../loadtest/localService.js';
+import { freePort } from '../../testkit/localHttp.js';
 import { eventually, startServiceProcess, type ServiceProcess } from '../support/faultService.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 import { httpsRequest, TestPki, type Leaf } from '../support/tlsPki.js';

@@ -9,7 +9,7 @@ import http from 'node:http';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { childPids } from '../../loadtest/serviceProbe.js';
+import { childPids } from '../../testkit/processProbe.js';
 import { eventually, startServiceProcess, type ServiceProcess } from '../support/faultService.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 
@@ -70,9 +70,9 @@ test('neither the PIN nor a bearer token appears in any log line', async () => {
  * the SO PIN, nor any client token (known, unknown or malformed) may appear anywhere in it.
  */
 test('the sweep: nothing the service writes or answers holds the PIN or a client token', { timeout: 90_000 }, async (t) => {
-  const { ensureShimBuilt, ShimControl } = await import('../support/p11shim.js');
+  const { ensureShimBuilt, ShimControl } = await import('../../testkit/p11shim.js');
   const { CKR } = await import('../../src/hsm/errors.js');
-  const { freePort } = await import('../../loadtest/localService.js');
+  const { freePort } = await import('../../testkit/localHttp.js');
   const tokens = { a: 'tok-sweep-alpha-5f0c2d9e1b', b: 'tok-sweep-bravo-7a3e8c4f20', c: 'tok-sweep-charlie-19d4b6e0aa' };
   const unknownToken = 'tok-sweep-unknown-8e2f6a1c3d';
   const sha = (s: string): string => createHash('sha256').update(s).digest('hex');

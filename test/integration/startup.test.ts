@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { freePort } from '../../loadtest/localService.js';
+import { freePort } from '../../testkit/localHttp.js';
 import { startServiceProcess } from '../support/faultService.js';
 import { runUntilExit, type Exited } from '../support/runUntilExit.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';

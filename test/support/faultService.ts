@@ -5,7 +5,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { KeyObject } from 'node:crypto';
 import type { SigningAlgorithm } from '../../src/crypto/algorithms.js';
-import { signatureValid } from '../../loadtest/requests.js';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,9 +12,11 @@ import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 // One copy of each, shared with the load-test harness.
-import { freePort, REPO_ROOT } from '../../loadtest/localService.js';
-import { rssOf } from '../../loadtest/serviceProbe.js';
-import { percentile as nearestRank } from '../../loadtest/results.js';
+import { freePort } from '../../testkit/localHttp.js';
+import { percentile as nearestRank } from '../../testkit/percentile.js';
+import { rssOf } from '../../testkit/processProbe.js';
+import { REPO_ROOT } from '../../testkit/repoRoot.js';
+import { signatureValid } from '../../testkit/signatureValid.js';
 
 export interface HttpResult {
   readonly status: number;

@@ -9,7 +9,7 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { childPids } from '../../loadtest/serviceProbe.js';
+import { childPids } from '../../testkit/processProbe.js';
 import { SOFTHSM_MODULE } from '../../src/dev/softHsm.js';
 
 export const P11KIT_CLIENT_MODULE = '/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so';

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { REPO_ROOT } from '../../loadtest/localService.js';
+import { REPO_ROOT } from '../../testkit/repoRoot.js';
 
 export interface Exited {
   readonly code: number | null;

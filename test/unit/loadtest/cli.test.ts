@@ -5,7 +5,7 @@ import { parseCommandLine, parseSeconds, UsageError } from '../../../loadtest/cl
 import { DEFAULTS } from '../../../loadtest/defaults.js';
 import { formatLatency, parseLatency } from '../../../loadtest/hsmLatency.js';
 import { bar, formatEvent, formatLive, formatStepDone } from '../../../loadtest/progress.js';
-import { percentile } from '../../../loadtest/results.js';
+import { percentile } from '../../../testkit/percentile.js';
 import { basePath, latencyStats, sampleEvery } from '../../../loadtest/stepRunner.js';
 import type { StepResult } from '../../../loadtest/results.js';
 

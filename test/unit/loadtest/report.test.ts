@@ -1,18 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  ceilingFor,
-  combinedCeiling,
-  efficiency,
-  formatInt,
-  formatMs,
-  formatRatio,
-  formatSignedPercent,
-  formatTargetPercent,
-  spreadOf,
-  type LoadTestReport,
-  type StepResult,
-} from '../../../loadtest/results.js';
+import { ceilingFor, combinedCeiling, efficiency, type LoadTestReport, type StepResult } from '../../../loadtest/results.js';
+import { formatInt, formatMs, formatRatio, formatSignedPercent, formatTargetPercent, spreadOf } from '../../../loadtest/format.js';
 import { planCapacity } from '../../../loadtest/plan.js';
 import { parseReport, toJson } from '../../../loadtest/report/json.js';
 import { toMarkdown } from '../../../loadtest/report/markdown.js';

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { constants, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { buildTemplates, errorKey, messageFor, signatureValid, type KeyUnderTest, type RequestTemplate } from '../../../loadtest/requests.js';
+import { buildTemplates, errorKey, messageFor, type KeyUnderTest, type RequestTemplate } from '../../../loadtest/requests.js';
+import { signatureValid } from '../../../testkit/signatureValid.js';
 import { parseScenario } from '../../../loadtest/scenarios.js';
 
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });

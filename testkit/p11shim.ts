@@ -1,15 +1,42 @@
 /**
- * Test/benchmark helpers for the fault- and latency-injecting PKCS#11 module in
- * test/fixtures/p11shim (see its README for the control file format).
+ * The fault- and latency-injecting PKCS#11 module in testkit/p11shim (see its README for the
+ * control file format): its build, and a control file that tests and the load harness write.
  */
-import { renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { existsSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SOFTHSM_MODULE } from '../../src/dev/softHsm.js';
+import { SOFTHSM_MODULE } from '../src/dev/softHsm.js';
 
-// The build helper lives with the load harness (which simulates a networked HSM with the shim
-// and must not import tests); re-exported here so tests keep one import.
-export { SHIM_DIR, SHIM_LIBRARY, ensureShimBuilt } from '../../loadtest/hsmLatency.js';
+export const SHIM_DIR = fileURLToPath(new URL('./p11shim/', import.meta.url)).replace(/\/$/, '');
+export const SHIM_LIBRARY = join(SHIM_DIR, 'build', 'libp11shim.so');
+
+function mtimeMs(path: string): number | undefined {
+  return existsSync(path) ? statSync(path).mtimeMs : undefined;
+}
+
+/** Builds the shim if it is missing or older than its sources; returns the .so's absolute path. */
+export function ensureShimBuilt(): string {
+  const built = mtimeMs(SHIM_LIBRARY);
+  const sources = ['p11shim.c', 'Makefile'].map((f) => mtimeMs(join(SHIM_DIR, f)) ?? Infinity);
+  if (built !== undefined && sources.every((m) => m <= built)) return SHIM_LIBRARY;
+  try {
+    execFileSync('make', ['--no-print-directory', '-C', SHIM_DIR], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      encoding: 'utf8',
+    });
+  } catch (e) {
+    const err = e as { stderr?: string; stdout?: string; message: string };
+    const output = `${err.stdout ?? ''}${err.stderr ?? ''}`.trim() || err.message;
+    throw new Error(
+      `building the p11shim PKCS#11 test module failed; it needs make, gcc and p11-kit's pkcs11.h ` +
+        `(Debian/Ubuntu: apt-get install make gcc libp11-kit-dev):\n${output}`,
+    );
+  }
+  if (!existsSync(SHIM_LIBRARY)) throw new Error(`make -C ${SHIM_DIR} succeeded but did not produce ${SHIM_LIBRARY}`);
+  return SHIM_LIBRARY;
+}
 
 /**
  * The shim stats its control file at most this often, so a change can take this long to be
