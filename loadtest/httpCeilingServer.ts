@@ -11,7 +11,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import express, { type Express } from 'express';
 import { isMainModule } from '../src/isMainModule.js';
 
-/** The bare app: canned signatures of `sizes[keyName]` bytes (also used in-process by allocationPerRequest.ts). */
+/** The bare app: canned signatures of `sizes[keyName]` bytes (also used in-process by bench/allocationPerRequest.ts). */
 export function createCeilingApp(sizes: Record<string, number>): Express {
   const canned = new Map(Object.entries(sizes).map(([name, bytes]) => [name, randomBytes(bytes).toString('base64')]));
   const signature = (name: unknown): string => canned.get(String(name)) ?? canned.values().next().value ?? '';

@@ -3,7 +3,7 @@
  * (deadline, cancellation, retry, circuit breaker, the output's encoding) around a KeyManager that
  * answers at once, 64 signs in flight. The real classes, one process, no token.
  *
- *   node --import tsx loadtest/serviceLayerCost.ts [rounds, default 6]
+ *   node --import tsx bench/serviceLayerCost.ts [rounds, default 6]
  */
 import type { KeyManager, SignRequest } from '../src/hsm/KeyManager.js';
 import { createHsmBreaker } from '../src/resilience/hsmBreaker.js';

@@ -4,7 +4,7 @@
  * records made in each turn of the event loop as N requests finishing together would. CPU time
  * of the whole process (the write runs on a libuv thread) per record, and the write(2) calls.
  *
- *   node --import tsx loadtest/auditCost.ts [rounds, default 5]
+ *   node --import tsx bench/auditCost.ts [rounds, default 5]
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

@@ -3,7 +3,7 @@
  * successful calls in its window: the service's breaker (counts only) against opossum's default
  * (every call's latency kept and sorted on each failure). Pure JS, no HSM.
  *
- *   node --import tsx loadtest/breakerFailureCost.ts [calls in the window, default 6000]
+ *   node --import tsx bench/breakerFailureCost.ts [calls in the window, default 6000]
  */
 import CircuitBreaker from 'opossum';
 import { CKR, toHsmError } from '../src/hsm/errors.js';

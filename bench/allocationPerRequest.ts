@@ -7,7 +7,7 @@
  * Unlike a throughput figure this barely moves with the host's noise, and every byte is work for
  * the garbage collector on the event loop.
  *
- *   node --import tsx loadtest/allocationPerRequest.ts [--bare] [--top N]
+ *   node --import tsx bench/allocationPerRequest.ts [--bare] [--top N]
  */
 import { spawn } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
@@ -16,10 +16,10 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { composeService } from '../src/composeService.js';
 import { loadConfig } from '../src/config/config.js';
-import { DEFAULTS } from './defaults.js';
-import { typicalSignatureBytes } from './engine.js';
-import { prepareToken, serviceEnvFor } from './harnessToken.js';
-import { createCeilingApp } from './httpCeilingServer.js';
+import { DEFAULTS } from '../loadtest/defaults.js';
+import { typicalSignatureBytes } from '../loadtest/engine.js';
+import { prepareToken, serviceEnvFor } from '../loadtest/harnessToken.js';
+import { createCeilingApp } from '../loadtest/httpCeilingServer.js';
 import { REPO_ROOT } from '../testkit/repoRoot.js';
 
 const { values } = parseArgs({ options: { bare: { type: 'boolean' }, top: { type: 'string' } } });

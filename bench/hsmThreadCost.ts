@@ -4,8 +4,8 @@
  * 32 sessions, against a plain loop of synchronous C_SignInit + C_Sign on the one thread of a
  * process of its own. CPU per signature of the whole process, and of the event loop alone.
  *
- *   node --import tsx loadtest/hsmThreadCost.ts [threads, default 4] [signatures per round, default 40000]
- *   node --import tsx loadtest/hsmThreadCost.ts plain [signatures per round]
+ *   node --import tsx bench/hsmThreadCost.ts [threads, default 4] [signatures per round, default 40000]
+ *   node --import tsx bench/hsmThreadCost.ts plain [signatures per round]
  *
  * Three rounds each; the first includes the warm-up. The harness's token (.hsm/loadtest).
  */
@@ -14,9 +14,9 @@ import { keyLabel } from '../src/hsm/keyLabel.js';
 import { signingInput } from '../src/hsm/pkcs11/mechanisms.js';
 import { P11 } from '../src/hsm/pkcs11/constants.js';
 import { ThreadedPkcs11 } from '../src/hsm/pkcs11/ThreadedPkcs11.js';
-import { DEFAULTS } from './defaults.js';
-import { DirectToken } from './directToken.js';
-import { prepareToken } from './harnessToken.js';
+import { DEFAULTS } from '../loadtest/defaults.js';
+import { DirectToken } from '../loadtest/directToken.js';
+import { prepareToken } from '../loadtest/harnessToken.js';
 import { cpuSecondsOf } from '../testkit/processProbe.js';
 
 const [mode = '4', perRound = '40000'] = process.argv.slice(2);

@@ -2,7 +2,7 @@
  * Where the time goes, from V8 CPU profiles (`npm run loadtest -- --cpu-prof DIR` writes one per
  * service process): self time per function and per package, across every profile given.
  *
- *   node --import tsx loadtest/profileSummary.ts DIR|FILE... [--top 25] [--skip 10] [--threads main|workers|all]
+ *   node --import tsx bench/profileSummary.ts DIR|FILE... [--top 25] [--skip 10] [--threads main|workers|all]
  *
  * --skip drops each profile's first seconds (start-up: module loading, compiling), so the
  * summary shows the steady state; --threads picks the event-loop threads (file names
@@ -120,7 +120,7 @@ if (isMainModule(import.meta.url)) {
   const isMain = (f: string): boolean => /\.\d+\.0\.\d+\.cpuprofile$/.test(f);
   const files = profileFiles(args).filter((f) => threads === 'all' || (threads === 'main') === isMain(f));
   if (files.length === 0) {
-    process.stderr.write('usage: node --import tsx loadtest/profileSummary.ts DIR|FILE.cpuprofile... [--top N]\n');
+    process.stderr.write('usage: node --import tsx bench/profileSummary.ts DIR|FILE.cpuprofile... [--top N]\n');
     process.exit(2);
   }
   const profiles = files.map((f) => JSON.parse(readFileSync(f, 'utf8')) as CpuProfile);
