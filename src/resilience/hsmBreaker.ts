@@ -35,7 +35,7 @@ export type HsmBreaker = CircuitBreaker<[() => Promise<unknown>], unknown>;
  * of the window and sorts them all on each counted failure (the error rate is read through
  * the same statistics) and for every snapshot. With 6,000 calls in the window (3,000 a second per
  * worker, the default 2 s window) that was ~0.3 ms of event loop per failure instead of ~0.03
- * (loadtest/breakerFailureCost.ts), in an outage hundreds a second. Latencies are in /metrics anyway.
+ * (bench/breakerFailureCost.ts), in an outage hundreds a second. Latencies are in /metrics anyway.
  */
 export function createHsmBreaker(o: BreakerOptions): HsmBreaker {
   return new CircuitBreaker((op: () => Promise<unknown>) => op(), {
