@@ -4,13 +4,10 @@
  * really is the bottleneck. The excess must be shed at once with 503 OVERLOADED and
  * Retry-After, never queued without bound; every accepted request must succeed.
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
-import { join } from 'node:path';
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
-import { contractViolation, errorCode, eventually, percentile, signatureVerifies, startServiceProcess, type ServiceProcess } from '../support/faultService.js';
-import { ensureShimBuilt, ShimControl } from '../../testkit/p11shim.js';
-import { createTestToken, type TestToken } from '../support/testToken.js';
+import { test } from 'node:test';
+import { contractViolation, errorCode, eventually, percentile } from '../support/faultService.js';
+import { FaultFixture } from '../support/faultFixture.js';
 
 const CALLERS = 1000;
 const SESSIONS = 8;
@@ -18,43 +15,23 @@ const MAX_WAITING = 32;
 const HSM_LATENCY_US = 5000;
 const DEADLINE_MS = 5000;
 const KEY = 'overload-ec';
-const ALGORITHM = 'ECDSA_SHA_256';
 
-let token: TestToken;
-let shim: ShimControl;
-let svc: ServiceProcess | undefined;
-
-before(async () => {
-  token = await createTestToken([{ name: KEY, spec: 'ECC_NIST_P256' }]);
-  shim = new ShimControl(join(token.dir, 'shim.control'));
-});
-
-after(async () => {
-  await svc?.stop();
-  token?.cleanup();
-});
+const f = FaultFixture.use({ key: KEY, shim: true });
 
 test('overload: 1,000 concurrent callers against 8 sessions; the excess is shed at once, the rest succeed', { timeout: 60_000 }, async (t) => {
-  svc = await startServiceProcess(
+  const s = await f.start(
     // WORKERS=1: the bounds checked here (one pool's sessions and waiters, the serving process's RSS) are per worker process.
-    token.env({ WORKERS: '1', HSM_MODULE: ensureShimBuilt(), ...shim.env(), HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(SESSIONS), HSM_MAX_WAITING: String(MAX_WAITING), REQUEST_DEADLINE_MS: String(DEADLINE_MS), LOG_LEVEL: 'error' }),
+    { WORKERS: '1', HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(SESSIONS), HSM_MAX_WAITING: String(MAX_WAITING), REQUEST_DEADLINE_MS: String(DEADLINE_MS), LOG_LEVEL: 'error' },
     { maxSockets: CALLERS },
   );
-  const s = svc;
-  const d = s.driver;
-  const info = await d.request('GET', `/v1/keys/${KEY}`);
-  assert.equal(info.status, 200, info.text);
-  const publicKey: KeyObject = createPublicKey((info.body as { versions: { publicKeyPem: string }[] }).versions[0]!.publicKeyPem);
-  shim.latency(HSM_LATENCY_US);
-  await shim.settle();
+  f.shim.latency(HSM_LATENCY_US);
+  await f.shim.settle();
 
   // Two waves: the second one on warm connections, so what is measured is the service, not TCP set-up.
   for (const wave of [1, 2]) {
     const results = await Promise.all(
       Array.from({ length: CALLERS }, async (_, i) => {
-        const message = Buffer.from(`overload ${wave} ${i}`);
-        const r = await d.request('POST', `/v1/keys/${KEY}/sign`, { algorithm: ALGORITHM, message: message.toString('base64') });
-        const verified = r.status === 200 && signatureVerifies(publicKey, ALGORITHM, message, (r.body as { signature: string }).signature);
+        const { r, verified } = await f.sign(Buffer.from(`overload ${wave} ${i}`));
         return { r, verified, ms: r.end - r.start };
       }),
     );
@@ -80,11 +57,7 @@ test('overload: 1,000 concurrent callers against 8 sessions; the excess is shed 
     assert.ok(Math.max(...shed.map((x) => x.ms)) < DEADLINE_MS, 'no shed answer waited until the deadline');
   }
 
-  const notNormal = await eventually(async () => {
-    const r = await s.readyz();
-    const b = r.body as { sessions: { inUse: number; waiting: number }; callsInFlight: number };
-    return r.status === 200 && b.sessions.inUse === 0 && b.sessions.waiting === 0 && b.callsInFlight === 0 ? undefined : `${r.status} ${r.text}`;
-  }, 5000);
+  const notNormal = await eventually(() => f.notBackToNormal(), 5000);
   assert.equal(notNormal, undefined, notNormal);
   assert.ok(s.alive());
 });

@@ -6,10 +6,8 @@
  * Requests must end by their deadline, the waiting queue, the calls in flight and memory stay
  * bounded, and everything recovers once the HSM answers again.
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
-import { join } from 'node:path';
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   closedLoops,
@@ -18,13 +16,9 @@ import {
   eventually,
   percentile,
   perSecond,
-  signatureVerifies,
-  startServiceProcess,
   type Outcome,
-  type ServiceProcess,
 } from '../support/faultService.js';
-import { ensureShimBuilt, ShimControl } from '../../testkit/p11shim.js';
-import { createTestToken, type TestToken } from '../support/testToken.js';
+import { FaultFixture, sampleWhile } from '../support/faultFixture.js';
 
 const CALLERS = 40;
 const SESSIONS = 8;
@@ -33,25 +27,11 @@ const MAX_WAITING = 32;
 const DEADLINE_MS = 500;
 const STALL_MS = 5000;
 const KEY = 'stall-ec';
-const ALGORITHM = 'ECDSA_SHA_256';
 /** Slack for two processes sharing two noisy cores: the answer leaves the server at the deadline, the client sees it a little later. */
 const LATE_MS = 250;
 const RSS_GROWTH_MIB = 64;
 
-let token: TestToken;
-let shim: ShimControl;
-let svc: ServiceProcess | undefined;
-
-before(async () => {
-  token = await createTestToken([{ name: KEY, spec: 'ECC_NIST_P256' }]);
-  shim = new ShimControl(join(token.dir, 'shim.control'));
-});
-
-after(async () => {
-  shim?.reset();
-  await svc?.stop();
-  token?.cleanup();
-});
+const f = FaultFixture.use({ key: KEY, shim: true });
 
 interface Sample {
   readonly at: number;
@@ -64,16 +44,13 @@ interface Sample {
 }
 
 test('stall: the HSM stops answering for 5 s; requests end by their deadline, nothing grows without bound, all recovers', { timeout: 60_000 }, async (t) => {
-  svc = await startServiceProcess(
+  const s = await f.start(
     // WORKERS=1: the bounds checked here (one pool's sessions and waiters, the serving process's RSS) are per worker process.
-    token.env({ WORKERS: '1', HSM_MODULE: ensureShimBuilt(), ...shim.env(), HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(THREADS), HSM_MAX_WAITING: String(MAX_WAITING), LOG_LEVEL: 'warn' }),
+    { WORKERS: '1', HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(THREADS), HSM_MAX_WAITING: String(MAX_WAITING), LOG_LEVEL: 'warn' },
     { maxSockets: CALLERS + 8 },
   );
-  const s = svc;
   const d = s.driver;
-  const info = await d.request('GET', `/v1/keys/${KEY}`);
-  assert.equal(info.status, 200, info.text);
-  const publicKey: KeyObject = createPublicKey((info.body as { versions: { publicKeyPem: string }[] }).versions[0]!.publicKeyPem);
+  const shim = f.shim;
 
   const outcomes: Outcome[] = [];
   const violations: string[] = [];
@@ -82,26 +59,22 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
   let running = true;
   const t0 = d.now();
 
-  const sampler = (async () => {
-    while (running) {
-      const r = await s.readyz().catch(() => undefined);
-      if (r) {
-        const b = r.body as { reason?: string; sessions: { inUse: number; waiting: number }; callsInFlight: number };
-        samples.push({ at: d.now() - t0, status: r.status, ...(b.reason ? { reason: b.reason } : {}), inUse: b.sessions.inUse, waiting: b.sessions.waiting, callsInFlight: b.callsInFlight, rss: s.rssMiB() });
-      }
-      await sleep(200);
+  const sampler = sampleWhile(() => running, 200, async () => {
+    const r = await s.readyz().catch(() => undefined);
+    if (r) {
+      const b = r.body as { reason?: string; sessions: { inUse: number; waiting: number }; callsInFlight: number };
+      samples.push({ at: d.now() - t0, status: r.status, ...(b.reason ? { reason: b.reason } : {}), inUse: b.sessions.inUse, waiting: b.sessions.waiting, callsInFlight: b.callsInFlight, rss: s.rssMiB() });
     }
-  })();
+  });
 
   const load = closedLoops(
     CALLERS,
     () => running,
     async (caller, i) => {
-      const message = Buffer.from(`stall ${caller} ${i}`);
-      const r = await d.request('POST', `/v1/keys/${KEY}/sign`, { algorithm: ALGORITHM, message: message.toString('base64') }, { 'X-Deadline-Ms': String(DEADLINE_MS) });
+      const { r, verified } = await f.sign(Buffer.from(`stall ${caller} ${i}`), { 'X-Deadline-Ms': String(DEADLINE_MS) });
       outcomes.push({ start: r.start - t0, end: r.end - t0, status: r.status, code: errorCode(r) });
       if (r.status === 200) {
-        if (!signatureVerifies(publicKey, ALGORITHM, message, (r.body as { signature: string }).signature)) badSignatures++;
+        if (!verified) badSignatures++;
         return true;
       }
       const v = contractViolation(r);
@@ -166,12 +139,7 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
   assert.ok(during.some((x) => x.status === 503 && /not returned/.test(x.reason ?? '')), '/readyz reported the stall');
   // Recovered: signing again within a second or two of the HSM answering, and the pool back to normal.
   assert.ok(outcomes.some((o) => o.status === 200 && o.start > resumeAt && o.end < resumeAt + 2000), 'signing resumed after the stall');
-  const notNormal = await eventually(async () => {
-    const r = await s.readyz();
-    const b = r.body as { sessions: { inUse: number; idle: number; waiting: number }; callsInFlight: number };
-    if (r.status !== 200 || b.sessions.inUse !== 0 || b.sessions.waiting !== 0 || b.callsInFlight !== 0) return `not back to normal: ${r.status} ${r.text}`;
-    return undefined;
-  }, 5000);
+  const notNormal = await eventually(() => f.notBackToNormal(), 5000);
   assert.equal(notNormal, undefined, notNormal);
   assert.ok(s.alive(), 'the service process is still running');
 });

@@ -11,11 +11,10 @@
  * connection); and the default with callers that ignore Retry-After and send again at once, so
  * the workers' event loops are busy answering 503s while they reconnect.
  */
-import { createPublicKey, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
-import { after, before, test, type TestContext } from 'node:test';
+import { before, test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import {
   contractViolation,
@@ -25,19 +24,15 @@ import {
   perSecond,
   pacedLoops,
   rate,
-  signatureVerifies,
-  startServiceProcess,
   type Outcome,
-  type ServiceProcess,
 } from '../support/faultService.js';
+import { FaultFixture, sampleWhile } from '../support/faultFixture.js';
 import { P11KitServer, p11kitMissing } from '../support/p11kit.js';
-import { createTestToken, type TestToken } from '../support/testToken.js';
 
 const CALLERS = 50;
 const PER_CALLER_RATE = 20;
 const SESSIONS = 16;
 const KEY = 'outage-ec';
-const ALGORITHM = 'ECDSA_SHA_256';
 const WARMUP_MS = 2000;
 const BASELINE_MS = 3000;
 const OUTAGE_MS = 5000;
@@ -47,9 +42,7 @@ const BREAKER_ANSWER_MS = 50;
 const RECOVERY_BOUND_MS = 5000;
 const RECOVERED_SHARE = 0.9;
 
-let token: TestToken;
 let server: P11KitServer;
-let svc: ServiceProcess | undefined;
 
 interface OutageRun {
   /** WORKERS for the service; undefined: the default. */
@@ -58,18 +51,20 @@ interface OutageRun {
   readonly noBackoff?: boolean;
 }
 
-before(async () => {
+before(() => {
   const missing = p11kitMissing();
   if (missing) throw new Error(`the outage test needs p11-kit's server and client module: ${missing}`);
-  token = await createTestToken([{ name: KEY, spec: 'ECC_NIST_P256' }]);
-  server = new P11KitServer(join(token.dir, 'p11kit.sock'), token.label, { ...process.env, SOFTHSM2_CONF: token.conf });
-  await server.start();
 });
 
-after(async () => {
-  await svc?.stop();
-  await server?.stop();
-  token?.cleanup();
+const f = FaultFixture.use({
+  key: KEY,
+  setUp: async (token) => {
+    server = new P11KitServer(join(token.dir, 'p11kit.sock'), token.label, { ...process.env, SOFTHSM2_CONF: token.conf });
+    await server.start();
+  },
+  tearDown: async () => {
+    await server?.stop();
+  },
 });
 
 test('outage under load, one worker: the HSM connection is killed for 5 s and the service rides through it', { timeout: 90_000 }, (t) => outage(t, { workers: '1' }));
@@ -79,17 +74,9 @@ test('outage under load, the default workers and callers that do not back off: r
 );
 
 async function outage(t: TestContext, run: OutageRun): Promise<void> {
-  await svc?.stop();
-  svc = await startServiceProcess(
-    token.env({ ...server.clientEnv(), HSM_SESSIONS: String(SESSIONS), LOG_LEVEL: 'warn', ...(run.workers ? { WORKERS: run.workers } : {}) }),
-    { maxSockets: CALLERS + 8 },
-  );
-  const s = svc;
+  const s = await f.start({ ...server.clientEnv(), HSM_SESSIONS: String(SESSIONS), LOG_LEVEL: 'warn', ...(run.workers ? { WORKERS: run.workers } : {}) }, { maxSockets: CALLERS + 8 });
   const workers = Number(run.workers ?? availableParallelism());
   const d = s.driver;
-  const info = await d.request('GET', `/v1/keys/${KEY}`);
-  assert.equal(info.status, 200, info.text);
-  const publicKey: KeyObject = createPublicKey((info.body as { versions: { publicKeyPem: string }[] }).versions[0]!.publicKeyPem);
   const pidAtStart = s.pid;
 
   const outcomes: Outcome[] = [];
@@ -100,27 +87,23 @@ async function outage(t: TestContext, run: OutageRun): Promise<void> {
 
   let running = true;
   const loadStart = d.now();
-  const sampler = (async () => {
-    while (running) {
-      const r = await s.readyz().catch(() => undefined);
-      const b = r?.body as { status?: string; breaker?: string; reason?: string } | undefined;
-      states.push({ at: d.now() - loadStart, state: !r ? 'no answer' : b?.status === 'ready' ? `ready/${b.breaker}` : `${b?.breaker}: ${b?.reason ?? ''}` });
-      await sleep(250);
-    }
-  })();
+  const sampler = sampleWhile(() => running, 250, async () => {
+    const r = await s.readyz().catch(() => undefined);
+    const b = r?.body as { status?: string; breaker?: string; reason?: string } | undefined;
+    states.push({ at: d.now() - loadStart, state: !r ? 'no answer' : b?.status === 'ready' ? `ready/${b.breaker}` : `${b?.breaker}: ${b?.reason ?? ''}` });
+  });
 
   const load = pacedLoops(
     CALLERS,
     PER_CALLER_RATE,
     () => running,
     async (caller, i) => {
-      const message = Buffer.from(`outage ${caller} ${i}`);
-      const r = await d.request('POST', `/v1/keys/${KEY}/sign`, { algorithm: ALGORITHM, message: message.toString('base64') });
+      const { r, verified } = await f.sign(Buffer.from(`outage ${caller} ${i}`));
       const code = errorCode(r);
       const msg = (r.body as { error?: { message?: string } } | undefined)?.error?.message;
       outcomes.push({ start: r.start - loadStart, end: r.end - loadStart, status: r.status, code, message: msg });
       if (r.status === 200) {
-        if (!signatureVerifies(publicKey, ALGORITHM, message, (r.body as { signature: string }).signature)) badSignatures++;
+        if (!verified) badSignatures++;
         return true;
       }
       const v = contractViolation(r);
