@@ -17,7 +17,7 @@ import { pino } from 'pino';
 import { composeService } from '../src/composeService.js';
 import { loadConfig } from '../src/config/config.js';
 import { DEFAULTS } from '../loadtest/defaults.js';
-import { typicalSignatureBytes } from '../loadtest/engine.js';
+import { typicalSignatureBytes } from '../loadtest/analysis.js';
 import { prepareToken, serviceEnvFor } from '../loadtest/harnessToken.js';
 import { createCeilingApp } from '../loadtest/httpCeilingServer.js';
 import { REPO_ROOT } from '../testkit/repoRoot.js';

@@ -6,7 +6,8 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseCommandLine, UsageError, USAGE, type Command } from './cliArgs.js';
-import { LoadTest, type ExternalHsm } from './engine.js';
+import { LoadTest } from './engine.js';
+import type { ExternalHsm } from './options.js';
 import { attachConsole } from './progress.js';
 import { compareReports } from './report/compare.js';
 import { parseReport, toJson } from './report/json.js';

@@ -5,7 +5,7 @@
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { DEFAULTS } from './defaults.js';
-import type { LoadTestOptions, PlanOptions } from './engine.js';
+import type { LoadTestOptions, PlanOptions } from './options.js';
 import { parseLatency } from './hsmLatency.js';
 import { parseScenario, ScenarioError } from './scenarios.js';
 import { isKeySpec, type KeySpec } from '../src/crypto/algorithms.js';

@@ -4,7 +4,7 @@
  * the finished steps when the output is a file or a pipe. Nothing is printed per request.
  */
 import type { Writable } from 'node:stream';
-import type { HarnessEvent } from './engine.js';
+import type { HarnessEvent } from './options.js';
 import { totalErrors, type StepResult } from './results.js';
 import { formatInt, formatMs, formatRate } from './format.js';
 import type { StepProgress } from './stepRunner.js';

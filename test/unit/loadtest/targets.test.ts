@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { kneeOf, medianStep, planFromReport, typicalSignatureBytes } from '../../../loadtest/engine.js';
+import { kneeOf, medianStep, planFromReport, typicalSignatureBytes } from '../../../loadtest/analysis.js';
 import { toMarkdown } from '../../../loadtest/report/markdown.js';
 import type { CeilingResult, LoadTestReport, StepResult } from '../../../loadtest/results.js';
 import { evaluateTargets, rssDrift, rssSpread } from '../../../loadtest/targets.js';
