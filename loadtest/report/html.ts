@@ -5,7 +5,7 @@
  */
 import { ceilingFor, stepsOf, type LoadTestReport } from '../results.js';
 import { formatNumber } from '../format.js';
-import { buildReportModel, type Block, type Table } from './markdown.js';
+import { buildReportModel, type Block, type Table } from './model.js';
 
 export function escapeHtml(s: string): string {
   return s
