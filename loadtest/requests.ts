@@ -208,49 +208,36 @@ function verifyTemplate(key: KeyUnderTest, op: OpSpec, item: SignedItem, signatu
   };
 }
 
-function csrTemplate(key: KeyUnderTest, op: OpSpec, slot: number, fixtures: ScenarioFixtures): RequestTemplate {
+/** A request answered by a PEM in a JSON field (a CSR, a certificate): one signature, which `check` verifies. */
+function pemTemplate(op: OpSpec, path: string, body: unknown, field: string, marker: string, check: (pem: string) => Promise<VerifyOutcome>): RequestTemplate {
   return {
     method: 'POST',
-    path: `/v1/keys/${encodeURIComponent(key.name)}/csr`,
-    body: JSON.stringify({ subject: `CN=hsm-signer loadtest ${slot},O=Load Test` }),
+    path,
+    body: JSON.stringify(body),
     op,
-    judge(status, body) {
-      if (status < 200 || status > 299) return { ok: false, error: errorKey(status, body) };
-      const pem = parseJson(body)?.['csrPem'];
-      if (typeof pem !== 'string' || !pem.includes('BEGIN CERTIFICATE REQUEST')) return { ok: false, error: 'invalid body (csrPem)' };
-      return {
-        ok: true,
-        signatures: 1,
-        verify: async () => {
-          const why = fixtures.verifyCsr ? await fixtures.verifyCsr(pem, key) : undefined;
-          return why === undefined ? { checked: fixtures.verifyCsr ? 1 : 0, bad: 0 } : { checked: 1, bad: 1, reason: `${key.name} CSR: ${why}` };
-        },
-      };
+    judge(status, text) {
+      if (status < 200 || status > 299) return { ok: false, error: errorKey(status, text) };
+      const pem = parseJson(text)?.[field];
+      if (typeof pem !== 'string' || !pem.includes(marker)) return { ok: false, error: `invalid body (${field})` };
+      return { ok: true, signatures: 1, verify: () => check(pem) };
     },
   };
 }
 
+function csrTemplate(key: KeyUnderTest, op: OpSpec, slot: number, fixtures: ScenarioFixtures): RequestTemplate {
+  const body = { subject: `CN=hsm-signer loadtest ${slot},O=Load Test` };
+  return pemTemplate(op, `/v1/keys/${encodeURIComponent(key.name)}/csr`, body, 'csrPem', 'BEGIN CERTIFICATE REQUEST', async (pem) => {
+    const why = fixtures.verifyCsr ? await fixtures.verifyCsr(pem, key) : undefined;
+    return why === undefined ? { checked: fixtures.verifyCsr ? 1 : 0, bad: 0 } : { checked: 1, bad: 1, reason: `${key.name} CSR: ${why}` };
+  });
+}
+
 function issueTemplate(key: KeyUnderTest, op: OpSpec, slot: number, issue: NonNullable<ScenarioFixtures['issue']>): RequestTemplate {
-  const csrPem = issue.csrPems[slot % issue.csrPems.length]!;
-  return {
-    method: 'POST',
-    path: `/v1/keys/${encodeURIComponent(key.name)}/certificates`,
-    body: JSON.stringify({ csrPem, profile: issue.profile, validityDays: issue.validityDays }),
-    op,
-    judge(status, body) {
-      if (status < 200 || status > 299) return { ok: false, error: errorKey(status, body) };
-      const pem = parseJson(body)?.['certificatePem'];
-      if (typeof pem !== 'string' || !pem.includes('BEGIN CERTIFICATE')) return { ok: false, error: 'invalid body (certificatePem)' };
-      return {
-        ok: true,
-        signatures: 1,
-        verify: async () => {
-          const why = await issue.verifyCertificate(pem);
-          return why === undefined ? { checked: 1, bad: 0 } : { checked: 1, bad: 1, reason: `${key.name} certificate: ${why}` };
-        },
-      };
-    },
-  };
+  const body = { csrPem: issue.csrPems[slot % issue.csrPems.length]!, profile: issue.profile, validityDays: issue.validityDays };
+  return pemTemplate(op, `/v1/keys/${encodeURIComponent(key.name)}/certificates`, body, 'certificatePem', 'BEGIN CERTIFICATE', async (pem) => {
+    const why = await issue.verifyCertificate(pem);
+    return why === undefined ? { checked: 1, bad: 0 } : { checked: 1, bad: 1, reason: `${key.name} certificate: ${why}` };
+  });
 }
 
 /**
