@@ -33,10 +33,8 @@ const CALLERS = 50;
 const PER_CALLER_RATE = 20;
 const SESSIONS = 16;
 const KEY = 'outage-ec';
-const WARMUP_MS = 2000;
-const BASELINE_MS = 3000;
-const OUTAGE_MS = 5000;
-const AFTER_MS = 7000;
+/** The run's timeline: load starts, the rate before the fault is measured, the HSM is gone, then back. */
+const TIMELINE_MS = { warmup: 2000, baseline: 3000, outage: 5000, after: 7000 } as const;
 /** The issue's bounds. */
 const BREAKER_ANSWER_MS = 50;
 const RECOVERY_BOUND_MS = 5000;
@@ -74,7 +72,7 @@ test('outage under load, the default workers and callers that do not back off: r
 );
 
 async function outage(t: TestContext, run: OutageRun): Promise<void> {
-  const s = await f.start({ ...server.clientEnv(), HSM_SESSIONS: String(SESSIONS), LOG_LEVEL: 'warn', ...(run.workers ? { WORKERS: run.workers } : {}) }, { maxSockets: CALLERS + 8 });
+  const s = await f.start({ env: server.clientEnv(), sessions: SESSIONS, logLevel: 'warn', ...(run.workers ? { workers: Number(run.workers) } : {}) }, { maxSockets: CALLERS + 8 });
   const workers = Number(run.workers ?? availableParallelism());
   const d = s.driver;
   const pidAtStart = s.pid;
@@ -114,24 +112,24 @@ async function outage(t: TestContext, run: OutageRun): Promise<void> {
     { retryAtOnce: run.noBackoff === true },
   );
 
-  await sleep(WARMUP_MS + BASELINE_MS);
+  await sleep(TIMELINE_MS.warmup + TIMELINE_MS.baseline);
   const killAt = d.now() - loadStart;
   await server.kill();
-  await sleep(OUTAGE_MS);
+  await sleep(TIMELINE_MS.outage);
   await server.start();
   const restoreAt = d.now() - loadStart;
   const restoreWall = Date.now();
-  await sleep(AFTER_MS);
+  await sleep(TIMELINE_MS.after);
   running = false;
   await load;
   await sampler;
   const endAt = d.now() - loadStart;
 
   // The report: a line per second, then the figures the issue asks for.
-  const baseline = rate(outcomes, WARMUP_MS, WARMUP_MS + BASELINE_MS);
+  const baseline = rate(outcomes, TIMELINE_MS.warmup, TIMELINE_MS.warmup + TIMELINE_MS.baseline);
   const phase = (sec: number): string => {
     const [from, to] = [sec * 1000, (sec + 1) * 1000];
-    if (to <= killAt) return from < WARMUP_MS ? 'warm-up' : 'before';
+    if (to <= killAt) return from < TIMELINE_MS.warmup ? 'warm-up' : 'before';
     if (from < killAt) return 'HSM killed';
     if (to <= restoreAt) return 'OUTAGE';
     return from < restoreAt ? 'HSM back' : 'after';

@@ -20,10 +20,9 @@ import {
 } from '../support/faultService.js';
 import { FaultFixture, sampleWhile } from '../support/faultFixture.js';
 
-const CALLERS = 40;
-const SESSIONS = 8;
-const THREADS = 4;
-const MAX_WAITING = 32;
+// WORKERS=1: the bounds checked here (one pool's sessions and waiters, the serving process's RSS) are per worker process.
+const POOL = { workers: 1, sessions: 8, threads: 4, maxWaiting: 32, logLevel: 'warn' } as const;
+const CALLERS = POOL.sessions + POOL.maxWaiting;
 const DEADLINE_MS = 500;
 const STALL_MS = 5000;
 const KEY = 'stall-ec';
@@ -44,11 +43,7 @@ interface Sample {
 }
 
 test('stall: the HSM stops answering for 5 s; requests end by their deadline, nothing grows without bound, all recovers', { timeout: 60_000 }, async (t) => {
-  const s = await f.start(
-    // WORKERS=1: the bounds checked here (one pool's sessions and waiters, the serving process's RSS) are per worker process.
-    { WORKERS: '1', HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(THREADS), HSM_MAX_WAITING: String(MAX_WAITING), LOG_LEVEL: 'warn' },
-    { maxSockets: CALLERS + 8 },
-  );
+  const s = await f.start(POOL, { maxSockets: CALLERS + 8 });
   const d = s.driver;
   const shim = f.shim;
 
@@ -99,7 +94,7 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
   await sampler;
   const endAt = d.now() - t0;
 
-  t.diagnostic(`stall from ${(stallAt / 1000).toFixed(2)} s to ${(resumeAt / 1000).toFixed(2)} s; ${CALLERS} callers, X-Deadline-Ms ${DEADLINE_MS}, HSM_SESSIONS ${SESSIONS}, HSM_THREADS ${THREADS}, HSM_MAX_WAITING ${MAX_WAITING}`);
+  t.diagnostic(`stall from ${(stallAt / 1000).toFixed(2)} s to ${(resumeAt / 1000).toFixed(2)} s; ${CALLERS} callers, X-Deadline-Ms ${DEADLINE_MS}, HSM_SESSIONS ${POOL.sessions}, HSM_THREADS ${POOL.threads}, HSM_MAX_WAITING ${POOL.maxWaiting}`);
   t.diagnostic('  s |  2xx | 503 OVERLOADED | 503 HSM_UNAVAILABLE | 504 | max waiting | max in use | max calls in flight | max RSS MiB | /readyz');
   for (const row of perSecond(outcomes, 0, endAt)) {
     const inSecond = samples.filter((x) => x.at >= row.second * 1000 && x.at < (row.second + 1) * 1000);
@@ -131,9 +126,9 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
   // the module: each HSM thread runs one call at a time.
   assert.ok(during.length > 10);
   for (const x of during) {
-    assert.ok(x.waiting <= MAX_WAITING, `waiting ${x.waiting} > ${MAX_WAITING}`);
-    assert.ok(x.inUse <= SESSIONS, `in use ${x.inUse} > ${SESSIONS}`);
-    assert.ok(x.callsInFlight <= SESSIONS + 2, `calls in flight ${x.callsInFlight} > ${SESSIONS + 2}`);
+    assert.ok(x.waiting <= POOL.maxWaiting, `waiting ${x.waiting} > ${POOL.maxWaiting}`);
+    assert.ok(x.inUse <= POOL.sessions, `in use ${x.inUse} > ${POOL.sessions}`);
+    assert.ok(x.callsInFlight <= POOL.sessions + 2, `calls in flight ${x.callsInFlight} > ${POOL.sessions + 2}`);
   }
   assert.ok(maxRss - rssBefore < RSS_GROWTH_MIB, `RSS grew by ${(maxRss - rssBefore).toFixed(0)} MiB during the stall`);
   assert.ok(during.some((x) => x.status === 503 && /not returned/.test(x.reason ?? '')), '/readyz reported the stall');

@@ -10,20 +10,15 @@ import { contractViolation, errorCode, eventually, percentile } from '../support
 import { FaultFixture } from '../support/faultFixture.js';
 
 const CALLERS = 1000;
-const SESSIONS = 8;
-const MAX_WAITING = 32;
+// WORKERS=1: the bounds checked here (one pool's sessions and waiters, the serving process's RSS) are per worker process.
+const POOL = { workers: 1, sessions: 8, threads: 8, maxWaiting: 32, requestDeadlineMs: 5000, logLevel: 'error' } as const;
 const HSM_LATENCY_US = 5000;
-const DEADLINE_MS = 5000;
 const KEY = 'overload-ec';
 
 const f = FaultFixture.use({ key: KEY, shim: true });
 
 test('overload: 1,000 concurrent callers against 8 sessions; the excess is shed at once, the rest succeed', { timeout: 60_000 }, async (t) => {
-  const s = await f.start(
-    // WORKERS=1: the bounds checked here (one pool's sessions and waiters, the serving process's RSS) are per worker process.
-    { WORKERS: '1', HSM_SESSIONS: String(SESSIONS), HSM_THREADS: String(SESSIONS), HSM_MAX_WAITING: String(MAX_WAITING), REQUEST_DEADLINE_MS: String(DEADLINE_MS), LOG_LEVEL: 'error' },
-    { maxSockets: CALLERS },
-  );
+  const s = await f.start(POOL, { maxSockets: CALLERS });
   f.shim.latency(HSM_LATENCY_US);
   await f.shim.settle();
 
@@ -45,7 +40,7 @@ test('overload: 1,000 concurrent callers against 8 sessions; the excess is shed 
 
     assert.deepEqual(others.map((x) => `${x.r.status} ${x.r.text}`).slice(0, 5), [], 'only 200 and 503 OVERLOADED');
     assert.ok(shed.length > 0, 'the excess was shed');
-    assert.ok(ok.length >= SESSIONS, 'at least a pool-full was accepted');
+    assert.ok(ok.length >= POOL.sessions, 'at least a pool-full was accepted');
     assert.equal(ok.filter((x) => !x.verified).length, 0, 'every accepted request carries a signature that verifies');
     assert.deepEqual(shed.map((x) => contractViolation(x.r)).filter(Boolean).slice(0, 5), [], "each shed answer has the contract's body and Retry-After");
     // "At once": a shed request never waits for a session. On two shared cores, 1,000 requests
@@ -54,7 +49,7 @@ test('overload: 1,000 concurrent callers against 8 sessions; the excess is shed 
     // also wait for the HSM, and long before the deadline they would reach if they were queued.
     const shedP50 = percentile(shed.map((x) => x.ms), 50);
     assert.ok(shedP50 <= percentile(ok.map((x) => x.ms), 50), `shed answers (p50 ${shedP50.toFixed(0)} ms) come back sooner than served ones`);
-    assert.ok(Math.max(...shed.map((x) => x.ms)) < DEADLINE_MS, 'no shed answer waited until the deadline');
+    assert.ok(Math.max(...shed.map((x) => x.ms)) < POOL.requestDeadlineMs, 'no shed answer waited until the deadline');
   }
 
   const notNormal = await eventually(() => f.notBackToNormal(), 5000);

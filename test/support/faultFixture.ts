@@ -26,6 +26,31 @@ export interface FaultFixtureOptions {
 
 export const FAULT_ALGORITHM = 'ECDSA_SHA_256';
 
+/** The service's settings in a fault test; the fixture turns them into its environment. */
+export interface FaultServiceSettings {
+  /** WORKERS; omitted: the service's default, one per CPU. */
+  readonly workers?: number;
+  readonly sessions: number;
+  readonly threads?: number;
+  readonly maxWaiting?: number;
+  readonly requestDeadlineMs?: number;
+  readonly logLevel: 'warn' | 'error';
+  /** Anything else the service needs, such as the outage test's p11-kit client module. */
+  readonly env?: Record<string, string>;
+}
+
+function serviceEnv(s: FaultServiceSettings): Record<string, string> {
+  return {
+    ...s.env,
+    ...(s.workers !== undefined ? { WORKERS: String(s.workers) } : {}),
+    HSM_SESSIONS: String(s.sessions),
+    ...(s.threads !== undefined ? { HSM_THREADS: String(s.threads) } : {}),
+    ...(s.maxWaiting !== undefined ? { HSM_MAX_WAITING: String(s.maxWaiting) } : {}),
+    ...(s.requestDeadlineMs !== undefined ? { REQUEST_DEADLINE_MS: String(s.requestDeadlineMs) } : {}),
+    LOG_LEVEL: s.logLevel,
+  };
+}
+
 export class FaultFixture {
   token!: TestToken;
   private shimControl: ShimControl | undefined;
@@ -62,9 +87,9 @@ export class FaultFixture {
   }
 
   /** Starts the service (stopping the one before, if any) and reads the key's public key from it. */
-  async start(extra: Record<string, string>, o: { maxSockets: number }): Promise<ServiceProcess> {
+  async start(settings: FaultServiceSettings, o: { maxSockets: number }): Promise<ServiceProcess> {
     await this.running?.stop();
-    this.running = await startServiceProcess(this.env(extra), o);
+    this.running = await startServiceProcess(this.env(serviceEnv(settings)), o);
     const info = await this.running.driver.request('GET', `/v1/keys/${this.o.key}`);
     assert.equal(info.status, 200, info.text);
     this.key = createPublicKey((info.body as { versions: { publicKeyPem: string }[] }).versions[0]!.publicKeyPem);
