@@ -162,7 +162,9 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
         const target = await admin.retirable(name(), version);
         const what = `${target.name} version ${target.version} (${target.keySpec}, CKA_ID ${target.id}, ${target.hasCertificate ? 'with' : 'without'} certificate)`;
         if (!values.confirm) {
-          console.error(`would retire ${what}: its key pair${target.hasCertificate ? ' and certificates' : ''} would be destroyed, and signatures by it could no longer be made; add --confirm to do it`);
+          console.error(
+            `would retire ${what}: its key pair${target.hasCertificate ? ' and certificates' : ''} would be destroyed, and signatures by it could no longer be made; add --confirm to do it`,
+          );
           return 2;
         }
         const r = await audited('retire', { keyName: target.name, keyVersion: version, keySpec: target.keySpec }, async () => {

@@ -2,13 +2,7 @@ import type { KeyObject } from 'node:crypto';
 import type { Name } from '@peculiar/asn1-x509';
 import { conflict, invalid } from '../errors.js';
 import { formatDistinguishedName } from './distinguishedName.js';
-import {
-  KeyUsageFlags,
-  keyIdentifierOf,
-  readBasicConstraints,
-  readKeyUsage,
-  readSubjectKeyIdentifier,
-} from './extensions.js';
+import { KeyUsageFlags, keyIdentifierOf, readBasicConstraints, readKeyUsage, readSubjectKeyIdentifier } from './extensions.js';
 import { parseCertificatePem, parseChainPem, type ParsedCertificate } from './parsePem.js';
 
 export interface IssuerCertificateInput {
@@ -68,17 +62,11 @@ function caProblem(c: ParsedCertificate, field: string): string | undefined {
  *    its signature verifies with the next one's key, the next one is a CA and its pathLenConstraint allows it.
  * Malformed PEM is INVALID_ARGUMENT naming `certificatePem` / `chainPem`.
  */
-export function checkIssuerCertificate(
-  publicKey: KeyObject,
-  input: IssuerCertificateInput,
-  options: { readonly now?: Date } = {},
-): IssuerFacts {
+export function checkIssuerCertificate(publicKey: KeyObject, input: IssuerCertificateInput, options: { readonly now?: Date } = {}): IssuerFacts {
   const now = options.now ?? new Date();
   const certificate = parseCertificatePem(input.certificatePem, 'certificatePem');
   const chain =
-    input.chainPem === undefined || (typeof input.chainPem === 'string' && input.chainPem.trim() === '')
-      ? []
-      : parseChainPem(input.chainPem, 'chainPem');
+    input.chainPem === undefined || (typeof input.chainPem === 'string' && input.chainPem.trim() === '') ? [] : parseChainPem(input.chainPem, 'chainPem');
 
   const keySpki = publicKey.export({ type: 'spki', format: 'der' });
   if (!keySpki.equals(certificate.spkiDer)) {

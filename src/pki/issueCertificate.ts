@@ -31,12 +31,7 @@ import type { PkiSigner } from './PkiSigner.js';
 import { toPem } from './pem.js';
 import { pkiSigningAlgorithm, signatureAlgorithmIdentifier } from './signatureAlgorithm.js';
 import { signWithPkiSigner } from './signWithPkiSigner.js';
-import {
-  parseSubjectAltNames,
-  subjectAltNamesInputOf,
-  type SubjectAltNames,
-  type SubjectAltNamesInput,
-} from './subjectAltNames.js';
+import { parseSubjectAltNames, subjectAltNamesInputOf, type SubjectAltNames, type SubjectAltNamesInput } from './subjectAltNames.js';
 
 export const CERTIFICATE_PROFILES = ['tls-server', 'tls-client', 'code-signing', 'sub-ca'] as const;
 export type CertificateProfile = (typeof CERTIFICATE_PROFILES)[number];
@@ -138,11 +133,7 @@ function checkValidityDays(v: unknown): number {
  * `subjectAltNames.*`, `algorithm`); CONFLICT when the issuer certificate does not fit the key
  * (see checkIssuerCertificate) or the issuer's pathLenConstraint forbids a sub-ca.
  */
-export async function issueCertificate(
-  signer: PkiSigner,
-  issuerInput: IssuerCertificateInput,
-  request: IssueCertificateRequest,
-): Promise<IssuedCertificate> {
+export async function issueCertificate(signer: PkiSigner, issuerInput: IssuerCertificateInput, request: IssueCertificateRequest): Promise<IssuedCertificate> {
   if (!(CERTIFICATE_PROFILES as readonly string[]).includes(request.profile)) {
     throw invalid(`profile: must be one of ${CERTIFICATE_PROFILES.join(', ')}`);
   }
@@ -176,10 +167,7 @@ export async function issueCertificate(
     } catch {
       throw invalid("csrPem: the CSR's requested subjectAltName extension is malformed");
     }
-    sans = parseSubjectAltNames(
-      requested ? subjectAltNamesInputOf(requested, 'csrPem') : {},
-      'csrPem.subjectAltNames',
-    );
+    sans = parseSubjectAltNames(requested ? subjectAltNamesInputOf(requested, 'csrPem') : {}, 'csrPem.subjectAltNames');
   }
   if (profile.requiresDnsOrIp && sans.dns.length + sans.ip.length === 0) {
     throw invalid(`subjectAltNames: a ${request.profile} certificate needs at least one dns or ip name (none given, none in the CSR)`);
@@ -202,10 +190,7 @@ export async function issueCertificate(
   if (!Buffer.from(AsnConvert.serialize(subjectPKInfo)).equals(csr.spkiDer)) {
     throw invalid("csrPem: the CSR's public key is not DER-encoded");
   }
-  const extensions: Extension[] = [
-    basicConstraintsExtension(profile.ca, profile.pathLen),
-    keyUsageExtension(profile.keyUsage(csr.publicKey)),
-  ];
+  const extensions: Extension[] = [basicConstraintsExtension(profile.ca, profile.pathLen), keyUsageExtension(profile.keyUsage(csr.publicKey))];
   if (profile.extendedKeyUsage) extensions.push(extendedKeyUsageExtension([...profile.extendedKeyUsage]));
   extensions.push(subjectKeyIdentifierExtension(keyIdentifierOf(subjectPKInfo)));
   extensions.push(authorityKeyIdentifierExtension(issuer.subjectKeyIdentifier));

@@ -99,7 +99,7 @@ function emailProblem(addr: string): string | undefined {
   const local = addr.slice(0, at);
   const domain = addr.slice(at + 1);
   if (local.length === 0 || local.length > 64 || !LOCAL_PART.test(local)) {
-    return 'has an invalid local part (dot-atom of ASCII letters, digits and !#$%&\'*+/=?^_`{|}~- only)';
+    return "has an invalid local part (dot-atom of ASCII letters, digits and !#$%&'*+/=?^_`{|}~- only)";
   }
   const d = dnsNameProblem(domain, false);
   if (d) return `has an invalid domain: ${d}`;
@@ -132,7 +132,9 @@ export function parseSubjectAltNames(input: unknown, field = 'subjectAltNames'):
     if (!(KINDS as readonly string[]).includes(key)) {
       // A key that is not a plain word ('', ' ', 'a: b', 100 KB) is quoted and cut, so the message still starts with the field.
       const allowed = `(allowed: ${KINDS.join(', ')})`;
-      throw invalid(/^[A-Za-z0-9_-]{1,32}$/.test(key) ? `${field}.${key}: unknown key ${allowed}` : `${field}: unknown key ${JSON.stringify(key.slice(0, 32))} ${allowed}`);
+      throw invalid(
+        /^[A-Za-z0-9_-]{1,32}$/.test(key) ? `${field}.${key}: unknown key ${allowed}` : `${field}: unknown key ${JSON.stringify(key.slice(0, 32))} ${allowed}`,
+      );
     }
   }
   const out: Record<Kind, string[]> = { dns: [], ip: [], email: [], uri: [] };

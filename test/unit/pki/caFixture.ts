@@ -54,16 +54,17 @@ export async function makeCa(
 }
 
 /** `openssl verify -x509_strict` of a leaf against the fixture's root and intermediate. */
-export async function opensslVerify(
-  dir: TempDir,
-  ca: CaFixture,
-  leafFile: string,
-  opts: { purpose?: string; untrusted?: string[] } = {},
-): Promise<void> {
+export async function opensslVerify(dir: TempDir, ca: CaFixture, leafFile: string, opts: { purpose?: string; untrusted?: string[] } = {}): Promise<void> {
   const untrusted = opts.untrusted ?? [ca.intFile];
   const r = await openssl(
-    dir.path, 'verify', '-x509_strict', ...(opts.purpose ? ['-purpose', opts.purpose] : []),
-    '-CAfile', ca.rootFile, ...untrusted.flatMap((u) => ['-untrusted', u]), leafFile,
+    dir.path,
+    'verify',
+    '-x509_strict',
+    ...(opts.purpose ? ['-purpose', opts.purpose] : []),
+    '-CAfile',
+    ca.rootFile,
+    ...untrusted.flatMap((u) => ['-untrusted', u]),
+    leafFile,
   );
   assert.equal(r.code, 0, `openssl verify ${leafFile}: ${r.stdout}${r.stderr}`);
   assert.equal(r.stdout.trim(), `${leafFile}: OK`);
