@@ -139,7 +139,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   const c = parsed.data;
-  const pin = c.HSM_PIN_FILE !== undefined ? readPin(c.HSM_PIN_FILE) : c.HSM_PIN!;
+  const pin = c.HSM_PIN_FILE !== undefined ? readPin(c.HSM_PIN_FILE) : c.HSM_PIN;
+  // The schema already requires one of the two; zod's refine does not narrow the type, this does.
+  if (pin === undefined) throw new ConfigError('HSM_PIN: set HSM_PIN or HSM_PIN_FILE');
   if (pin.length === 0) throw new ConfigError('HSM_PIN_FILE: the file is empty');
   const production = c.NODE_ENV === 'production';
   if ((c.TLS_CERT_FILE === undefined) !== (c.TLS_KEY_FILE === undefined)) {

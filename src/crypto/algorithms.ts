@@ -43,7 +43,10 @@ function info(name: SigningAlgorithm): AlgorithmInfo {
 export const ALGORITHMS: ReadonlyMap<SigningAlgorithm, AlgorithmInfo> = new Map(SIGNING_ALGORITHMS.map((a) => [a, info(a)]));
 
 export function algorithmInfo(name: SigningAlgorithm): AlgorithmInfo {
-  return ALGORITHMS.get(name)!;
+  const found = ALGORITHMS.get(name);
+  // Reached only by a value cast to SigningAlgorithm without isSigningAlgorithm: fail here, naming it.
+  if (found === undefined) throw new Error(`no such signing algorithm: ${String(name)}`);
+  return found;
 }
 
 export function isSigningAlgorithm(value: unknown): value is SigningAlgorithm {

@@ -71,9 +71,8 @@ for (const a of ATTRIBUTES) {
 const SUPPORTED = ATTRIBUTES.map((a) => a.name).join(', ');
 
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
-// eslint-disable-next-line no-control-regex
-const IA5 = /^[\x00-\x7f]*$/;
-// eslint-disable-next-line no-control-regex
+const IA5 = /^\p{ASCII}*$/u;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is this regex's purpose
 const CONTROL = /[\x00-\x1f\x7f]/;
 
 export const MAX_DN_LENGTH = 4096;
@@ -107,7 +106,7 @@ function tokenize(s: string, field: string): RawAva[][] {
     let keep = 0; // bytes up to the last escaped or non-space character
     const enc = new TextEncoder();
     while (i < s.length && s[i] !== ',' && s[i] !== '+') {
-      const c = s[i]!;
+      const c = s.charAt(i);
       if (c === '\\') {
         const n = s[i + 1];
         if (n !== undefined && /^[0-9A-Fa-f]{2}$/.test(s.slice(i + 1, i + 3))) {
@@ -123,7 +122,7 @@ function tokenize(s: string, field: string): RawAva[][] {
         continue;
       }
       if ('";<>'.includes(c)) fail(i, `unescaped ${c}`);
-      const code = s.codePointAt(i)!;
+      const code = s.codePointAt(i) ?? fail(i, 'unexpected end of input');
       const ch = String.fromCodePoint(code);
       bytes.push(...enc.encode(ch));
       i += ch.length;

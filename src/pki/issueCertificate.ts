@@ -10,6 +10,7 @@ import {
   id_kp_codeSigning,
   id_kp_serverAuth,
   type Extension,
+  type SubjectAlternativeName,
 } from '@peculiar/asn1-x509';
 import type { SigningAlgorithm } from '../crypto/algorithms.js';
 import { ServiceError, invalid } from '../errors.js';
@@ -108,12 +109,12 @@ function randomSerial(random: (n: number) => Buffer): Buffer {
   for (let attempt = 0; attempt < 16; attempt++) {
     const bytes = Buffer.from(random(16));
     if (bytes.length !== 16) throw new ServiceError('INTERNAL', 'the random source returned the wrong number of bytes');
-    bytes[0] = bytes[0]! & 0x7f;
+    bytes.writeUInt8(bytes.readUInt8(0) & 0x7f, 0);
     let start = 0;
     while (start < bytes.length - 1 && bytes[start] === 0) start++;
     const value = bytes.subarray(start);
     if (value.length === 1 && value[0] === 0) continue;
-    return value[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), value]) : value;
+    return value.readUInt8(0) & 0x80 ? Buffer.concat([Buffer.from([0]), value]) : value;
   }
   throw new ServiceError('INTERNAL', 'the random source keeps returning zero');
 }
@@ -161,7 +162,7 @@ export async function issueCertificate(signer: PkiSigner, issuerInput: IssuerCer
   if (request.subjectAltNames !== undefined) {
     sans = parseSubjectAltNames(request.subjectAltNames, 'subjectAltNames');
   } else {
-    let requested;
+    let requested: SubjectAlternativeName | undefined;
     try {
       requested = readSubjectAltNames(csr.requestedExtensions);
     } catch {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { KeySpec, SigningAlgorithm } from '../../../src/crypto/algorithms.js';
 import { createCsr } from '../../../src/pki/createCsr.js';
 import { createSoftwareSigner, type SoftwareSigner } from './softwareSigner.js';
-import { INTERMEDIATE_EXT, TempDir, makeRoot, openssl, signAsRoot, type OpensslKeyAlg } from './openssl.js';
+import { INTERMEDIATE_EXT, type TempDir, makeRoot, openssl, signAsRoot, type OpensslKeyAlg } from './openssl.js';
 
 /**
  * The offline-root flow up to a usable intermediate: openssl makes a root, our createCsr makes

@@ -35,7 +35,10 @@ test('full jitter: sleep = random(0, min(cap, base * 2^attempt)), bounds include
 
 test('full jitter spreads sleeps over the whole range (no two callers in lock-step)', () => {
   let seed = 42;
-  const random = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  const random = (): number => {
+    seed = (seed * 1103515245 + 12345) % 2 ** 31;
+    return seed / 2 ** 31;
+  };
   const sleeps = Array.from({ length: 2000 }, () => fullJitterBackoff(3, o, random));
   assert.ok(Math.min(...sleeps) >= 0 && Math.max(...sleeps) < 80);
   const mean = sleeps.reduce((a, b) => a + b, 0) / sleeps.length;
