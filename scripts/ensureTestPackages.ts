@@ -13,7 +13,10 @@ try {
   ensureSystemPackages([
     SOFTHSM_PACKAGE,
     { name: 'p11-kit', present: () => onPath('p11-kit') },
-    { name: 'p11-kit-modules', present: () => existsSync('/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so') || existsSync('/usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so') },
+    {
+      name: 'p11-kit-modules',
+      present: () => existsSync('/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so') || existsSync('/usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so'),
+    },
     { name: 'libp11-kit-dev', present: () => existsSync('/usr/include/p11-kit-1/p11-kit/pkcs11.h') },
     { name: 'gcc', present: () => onPath('gcc') },
     { name: 'make', present: () => onPath('make') },

@@ -45,17 +45,19 @@ function adminPin(env: NodeJS.ProcessEnv): string {
   if (env.HSM_ADMIN_PIN_FILE) return readPin('HSM_ADMIN_PIN_FILE', env.HSM_ADMIN_PIN_FILE);
   // SoftHSMv2 has one user per token: in development the admin falls back to the user PIN.
   const module = env.HSM_MODULE ?? DEFAULT_HSM_MODULE;
-  if (module.includes('softhsm') && (env.HSM_PIN || env.HSM_PIN_FILE)) {
-    console.error('notice: HSM_ADMIN_PIN is not set; using the token user PIN (SoftHSMv2 development only)');
-    return env.HSM_PIN ?? readPin('HSM_PIN_FILE', env.HSM_PIN_FILE!);
+  if (module.includes('softhsm')) {
+    const userPin = env.HSM_PIN || (env.HSM_PIN_FILE ? readPin('HSM_PIN_FILE', env.HSM_PIN_FILE) : undefined);
+    if (userPin !== undefined) {
+      console.error('notice: HSM_ADMIN_PIN is not set; using the token user PIN (SoftHSMv2 development only)');
+      return userPin;
+    }
   }
   throw new UsageError('set HSM_ADMIN_PIN or HSM_ADMIN_PIN_FILE (the key-manager credential)');
 }
 
-export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  let parsed;
+function parseCommandLine(argv: string[]) {
   try {
-    parsed = parseArgs({
+    return parseArgs({
       args: argv,
       allowPositionals: true,
       options: {
@@ -70,7 +72,10 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
   } catch (e) {
     throw new UsageError(`${(e as Error).message}\n${USAGE}`);
   }
-  const { values, positionals } = parsed;
+}
+
+export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  const { values, positionals } = parseCommandLine(argv);
   const [group, command] = positionals;
   if (values.help || group !== 'keys' || !command) {
     console.log(USAGE);
@@ -162,7 +167,9 @@ export async function run(argv: string[], env: NodeJS.ProcessEnv = process.env):
         const target = await admin.retirable(name(), version);
         const what = `${target.name} version ${target.version} (${target.keySpec}, CKA_ID ${target.id}, ${target.hasCertificate ? 'with' : 'without'} certificate)`;
         if (!values.confirm) {
-          console.error(`would retire ${what}: its key pair${target.hasCertificate ? ' and certificates' : ''} would be destroyed, and signatures by it could no longer be made; add --confirm to do it`);
+          console.error(
+            `would retire ${what}: its key pair${target.hasCertificate ? ' and certificates' : ''} would be destroyed, and signatures by it could no longer be made; add --confirm to do it`,
+          );
           return 2;
         }
         const r = await audited('retire', { keyName: target.name, keyVersion: version, keySpec: target.keySpec }, async () => {

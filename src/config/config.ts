@@ -97,7 +97,12 @@ export interface Config {
   readonly bodyLimitBytes: number;
   readonly requestDeadlineMs: number;
   readonly retry: { readonly maxAttempts: number; readonly baseMs: number; readonly capMs: number; readonly budgetRatio: number };
-  readonly breaker: { readonly errorThresholdPercentage: number; readonly resetTimeoutMs: number; readonly volumeThreshold: number; readonly rollingWindowMs: number };
+  readonly breaker: {
+    readonly errorThresholdPercentage: number;
+    readonly resetTimeoutMs: number;
+    readonly volumeThreshold: number;
+    readonly rollingWindowMs: number;
+  };
   readonly clientsFile?: string;
   readonly tls?: TlsConfig;
   /** Where /metrics is served in production (its own listener); undefined: on the API's port (development). */
@@ -134,7 +139,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   const c = parsed.data;
-  const pin = c.HSM_PIN_FILE !== undefined ? readPin(c.HSM_PIN_FILE) : c.HSM_PIN!;
+  const pin = c.HSM_PIN_FILE !== undefined ? readPin(c.HSM_PIN_FILE) : c.HSM_PIN;
+  // The schema already requires one of the two; zod's refine does not narrow the type, this does.
+  if (pin === undefined) throw new ConfigError('HSM_PIN: set HSM_PIN or HSM_PIN_FILE');
   if (pin.length === 0) throw new ConfigError('HSM_PIN_FILE: the file is empty');
   const production = c.NODE_ENV === 'production';
   if ((c.TLS_CERT_FILE === undefined) !== (c.TLS_KEY_FILE === undefined)) {
@@ -150,7 +157,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const identifiesCallers = c.CLIENTS_FILE !== undefined || c.TLS_CLIENT_CA_FILE !== undefined;
   // Fail closed: a production service that cannot tell its callers apart would serve every one.
   if (production && !identifiesCallers) {
-    throw new ConfigError('CLIENTS_FILE: NODE_ENV=production needs a way to identify callers: set CLIENTS_FILE (bearer tokens, certificate identities) or TLS_CLIENT_CA_FILE (client certificates)');
+    throw new ConfigError(
+      'CLIENTS_FILE: NODE_ENV=production needs a way to identify callers: set CLIENTS_FILE (bearer tokens, certificate identities) or TLS_CLIENT_CA_FILE (client certificates)',
+    );
   }
   const devMode = !production && !identifiesCallers;
   const host = c.HOST ?? (devMode ? '127.0.0.1' : '0.0.0.0');
@@ -159,7 +168,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError('HOST: development mode (no CLIENTS_FILE or TLS_CLIENT_CA_FILE) has no authentication and listens on loopback only');
   }
   if (production && !loopback && tls === undefined && !c.ALLOW_PLAINTEXT) {
-    throw new ConfigError('TLS_CERT_FILE: in production a non-loopback HOST needs TLS (TLS_CERT_FILE and TLS_KEY_FILE), or ALLOW_PLAINTEXT=true when a sidecar or mesh terminates TLS in front of the service');
+    throw new ConfigError(
+      'TLS_CERT_FILE: in production a non-loopback HOST needs TLS (TLS_CERT_FILE and TLS_KEY_FILE), or ALLOW_PLAINTEXT=true when a sidecar or mesh terminates TLS in front of the service',
+    );
   }
   const warnings: string[] = [];
   if (devMode) warnings.push('development mode: no CLIENTS_FILE or TLS_CLIENT_CA_FILE, so no authentication; listening on loopback only');
@@ -189,7 +200,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     bodyLimitBytes: c.BODY_LIMIT_BYTES,
     requestDeadlineMs: c.REQUEST_DEADLINE_MS,
     retry: { maxAttempts: c.RETRY_MAX_ATTEMPTS, baseMs: c.RETRY_BASE_MS, capMs: c.RETRY_CAP_MS, budgetRatio: c.RETRY_BUDGET_RATIO },
-    breaker: { errorThresholdPercentage: c.BREAKER_ERROR_PERCENT, resetTimeoutMs: c.BREAKER_RESET_MS, volumeThreshold: c.BREAKER_VOLUME, rollingWindowMs: c.BREAKER_WINDOW_MS },
+    breaker: {
+      errorThresholdPercentage: c.BREAKER_ERROR_PERCENT,
+      resetTimeoutMs: c.BREAKER_RESET_MS,
+      volumeThreshold: c.BREAKER_VOLUME,
+      rollingWindowMs: c.BREAKER_WINDOW_MS,
+    },
     ...(c.CLIENTS_FILE !== undefined ? { clientsFile: c.CLIENTS_FILE } : {}),
     ...(tls ? { tls } : {}),
     ...(production ? { metricsListener: { host: c.METRICS_HOST, port: c.METRICS_PORT } } : {}),

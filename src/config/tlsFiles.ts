@@ -1,7 +1,7 @@
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
-import { pemBlocks } from '../pki/pem.js';
+import { type PemBlock, pemBlocks } from '../pki/pem.js';
 import { ConfigError, type TlsConfig } from './config.js';
 
 /** The PEM the API's TLS uses, read from the files TlsConfig names. */
@@ -21,7 +21,7 @@ function read(variable: string, file: string): Buffer {
 
 /** Every block of the file must be a certificate. */
 function checkCertificates(variable: string, pem: Buffer): void {
-  let blocks;
+  let blocks: PemBlock[];
   try {
     blocks = pemBlocks(pem.toString('latin1'), variable);
   } catch (e) {

@@ -40,12 +40,13 @@ function info(name: SigningAlgorithm): AlgorithmInfo {
   return { name, keyType: padding === 'ECDSA' ? 'EC' : 'RSA', hash, digestLength: HASH_LENGTH[hash], padding };
 }
 
-export const ALGORITHMS: ReadonlyMap<SigningAlgorithm, AlgorithmInfo> = new Map(
-  SIGNING_ALGORITHMS.map((a) => [a, info(a)]),
-);
+export const ALGORITHMS: ReadonlyMap<SigningAlgorithm, AlgorithmInfo> = new Map(SIGNING_ALGORITHMS.map((a) => [a, info(a)]));
 
 export function algorithmInfo(name: SigningAlgorithm): AlgorithmInfo {
-  return ALGORITHMS.get(name)!;
+  const found = ALGORITHMS.get(name);
+  // Reached only by a value cast to SigningAlgorithm without isSigningAlgorithm: fail here, naming it.
+  if (found === undefined) throw new Error(`no such signing algorithm: ${String(name)}`);
+  return found;
 }
 
 export function isSigningAlgorithm(value: unknown): value is SigningAlgorithm {
@@ -66,11 +67,15 @@ export const KEY_SPEC_INFO: Readonly<Record<KeySpec, KeySpecInfo>> = {
   RSA_3072: { spec: 'RSA_3072', keyType: 'RSA', bits: 3072 },
   RSA_4096: { spec: 'RSA_4096', keyType: 'RSA', bits: 4096 },
   ECC_NIST_P256: {
-    spec: 'ECC_NIST_P256', keyType: 'EC', bits: 256,
+    spec: 'ECC_NIST_P256',
+    keyType: 'EC',
+    bits: 256,
     curve: { oid: '1.2.840.10045.3.1.7', nodeName: 'prime256v1', jwkName: 'P-256' },
   },
   ECC_NIST_P384: {
-    spec: 'ECC_NIST_P384', keyType: 'EC', bits: 384,
+    spec: 'ECC_NIST_P384',
+    keyType: 'EC',
+    bits: 384,
     curve: { oid: '1.3.132.0.34', nodeName: 'secp384r1', jwkName: 'P-384' },
   },
 };

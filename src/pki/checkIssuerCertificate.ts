@@ -1,14 +1,8 @@
 import type { KeyObject } from 'node:crypto';
-import type { Name } from '@peculiar/asn1-x509';
+import type { BasicConstraints, Name } from '@peculiar/asn1-x509';
 import { conflict, invalid } from '../errors.js';
 import { formatDistinguishedName } from './distinguishedName.js';
-import {
-  KeyUsageFlags,
-  keyIdentifierOf,
-  readBasicConstraints,
-  readKeyUsage,
-  readSubjectKeyIdentifier,
-} from './extensions.js';
+import { KeyUsageFlags, keyIdentifierOf, readBasicConstraints, readKeyUsage, readSubjectKeyIdentifier } from './extensions.js';
 import { parseCertificatePem, parseChainPem, type ParsedCertificate } from './parsePem.js';
 
 export interface IssuerCertificateInput {
@@ -46,8 +40,8 @@ export interface IssuerFacts {
 }
 
 function caProblem(c: ParsedCertificate, field: string): string | undefined {
-  let bc;
-  let ku;
+  let bc: BasicConstraints | undefined;
+  let ku: number | undefined;
   try {
     bc = readBasicConstraints(c.extensions);
     ku = readKeyUsage(c.extensions);
@@ -68,17 +62,11 @@ function caProblem(c: ParsedCertificate, field: string): string | undefined {
  *    its signature verifies with the next one's key, the next one is a CA and its pathLenConstraint allows it.
  * Malformed PEM is INVALID_ARGUMENT naming `certificatePem` / `chainPem`.
  */
-export function checkIssuerCertificate(
-  publicKey: KeyObject,
-  input: IssuerCertificateInput,
-  options: { readonly now?: Date } = {},
-): IssuerFacts {
+export function checkIssuerCertificate(publicKey: KeyObject, input: IssuerCertificateInput, options: { readonly now?: Date } = {}): IssuerFacts {
   const now = options.now ?? new Date();
   const certificate = parseCertificatePem(input.certificatePem, 'certificatePem');
   const chain =
-    input.chainPem === undefined || (typeof input.chainPem === 'string' && input.chainPem.trim() === '')
-      ? []
-      : parseChainPem(input.chainPem, 'chainPem');
+    input.chainPem === undefined || (typeof input.chainPem === 'string' && input.chainPem.trim() === '') ? [] : parseChainPem(input.chainPem, 'chainPem');
 
   const keySpki = publicKey.export({ type: 'spki', format: 'der' });
   if (!keySpki.equals(certificate.spkiDer)) {
@@ -92,9 +80,9 @@ export function checkIssuerCertificate(
 
   const all = [certificate, ...chain];
   const label = (i: number): string => (i === 0 ? 'certificatePem' : `chainPem[${i - 1}]`);
-  for (let i = 1; i < all.length; i++) {
-    const child = all[i - 1]!;
-    const parent = all[i]!;
+  let child = certificate;
+  for (const [n, parent] of chain.entries()) {
+    const i = n + 1; // parent's index in all
     const at = label(i);
     if (!child.issuerDer.equals(parent.subjectDer)) {
       throw conflict(
@@ -119,11 +107,12 @@ export function checkIssuerCertificate(
     if (parent.notAfter.getTime() <= now.getTime()) {
       throw conflict(`chainPem: ${at} expired on ${parent.notAfter.toISOString()}`);
     }
+    child = parent;
   }
-  const top = all[all.length - 1]!;
+  const top = child;
   // A self-signed top (a root): its own signature must verify too.
   if (chain.length > 0 && top.x509.checkIssued(top.x509) && !top.x509.verify(top.publicKey)) {
-    throw conflict(`chainPem: the self-signed ${label(all.length - 1)} has a signature that does not verify`);
+    throw conflict(`chainPem: the self-signed ${label(chain.length)} has a signature that does not verify`);
   }
 
   let ski: Buffer | undefined;

@@ -5,13 +5,7 @@ import type { SigningAlgorithm } from '../crypto/algorithms.js';
 import { ServiceError, invalid } from '../errors.js';
 import { toArrayBuffer } from './der.js';
 import { parseDistinguishedName } from './distinguishedName.js';
-import {
-  KeyUsageFlags,
-  basicConstraintsExtension,
-  id_pkcs9_at_extensionRequest,
-  keyUsageExtension,
-  subjectAltNameExtension,
-} from './extensions.js';
+import { KeyUsageFlags, basicConstraintsExtension, id_pkcs9_at_extensionRequest, keyUsageExtension, subjectAltNameExtension } from './extensions.js';
 import type { PkiSigner } from './PkiSigner.js';
 import { toPem } from './pem.js';
 import { signatureAlgorithmIdentifier, pkiSigningAlgorithm } from './signatureAlgorithm.js';
@@ -42,10 +36,7 @@ export async function createCsr(signer: PkiSigner, options: CreateCsrOptions): P
   if (options.ca !== undefined) {
     if (typeof options.ca !== 'object' || options.ca === null) throw invalid('ca: must be an object');
     const { pathLength } = options.ca;
-    if (
-      pathLength !== undefined &&
-      (!Number.isInteger(pathLength) || pathLength < 0 || pathLength > MAX_PATH_LENGTH)
-    ) {
+    if (pathLength !== undefined && (!Number.isInteger(pathLength) || pathLength < 0 || pathLength > MAX_PATH_LENGTH)) {
       throw invalid(`ca.pathLength: must be an integer from 0 to ${MAX_PATH_LENGTH}`);
     }
     extensions.push(basicConstraintsExtension(true, pathLength));
@@ -63,9 +54,7 @@ export async function createCsr(signer: PkiSigner, options: CreateCsrOptions): P
   }
   const attributes = new Attributes();
   if (extensions.length > 0) {
-    attributes.push(
-      new Attribute({ type: id_pkcs9_at_extensionRequest, values: [AsnConvert.serialize(new Extensions(extensions))] }),
-    );
+    attributes.push(new Attribute({ type: id_pkcs9_at_extensionRequest, values: [AsnConvert.serialize(new Extensions(extensions))] }));
   }
   const info = new CertificationRequestInfo({
     version: 0,

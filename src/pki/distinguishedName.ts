@@ -30,7 +30,11 @@ const ATTRIBUTES: readonly AttributeSpec[] = [
   { name: 'O', oid: '2.5.4.10', aliases: ['organizationName'], kind: 'utf8', maxLength: 64 },
   { name: 'OU', oid: '2.5.4.11', aliases: ['organizationalUnitName'], kind: 'utf8', maxLength: 64 },
   {
-    name: 'C', oid: '2.5.4.6', aliases: ['countryName'], kind: 'printable', maxLength: 2,
+    name: 'C',
+    oid: '2.5.4.6',
+    aliases: ['countryName'],
+    kind: 'printable',
+    maxLength: 2,
     normalize: (v) => v.toUpperCase(),
     check: (v) => (/^[A-Z]{2}$/.test(v) ? undefined : 'must be a two-letter country code (ISO 3166)'),
   },
@@ -40,11 +44,19 @@ const ATTRIBUTES: readonly AttributeSpec[] = [
   { name: 'serialNumber', oid: '2.5.4.5', aliases: [], kind: 'printable', maxLength: 64 },
   // RFC 4519 domainComponent and PKCS#9 emailAddress are IA5Strings.
   {
-    name: 'DC', oid: '0.9.2342.19200300.100.1.25', aliases: ['domainComponent'], kind: 'ia5', maxLength: 63,
+    name: 'DC',
+    oid: '0.9.2342.19200300.100.1.25',
+    aliases: ['domainComponent'],
+    kind: 'ia5',
+    maxLength: 63,
     check: (v) => (/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$/.test(v) ? undefined : 'must be a single DNS label'),
   },
   {
-    name: 'emailAddress', oid: '1.2.840.113549.1.9.1', aliases: ['E', 'email'], kind: 'ia5', maxLength: 255,
+    name: 'emailAddress',
+    oid: '1.2.840.113549.1.9.1',
+    aliases: ['E', 'email'],
+    kind: 'ia5',
+    maxLength: 255,
     check: (v) => (/^[^\s@]+@[^\s@]+$/.test(v) ? undefined : 'must be an email address'),
   },
   { name: 'UID', oid: '0.9.2342.19200300.100.1.1', aliases: ['userId'], kind: 'utf8', maxLength: 256 },
@@ -59,9 +71,8 @@ for (const a of ATTRIBUTES) {
 const SUPPORTED = ATTRIBUTES.map((a) => a.name).join(', ');
 
 const PRINTABLE = /^[A-Za-z0-9 '()+,\-./:=?]*$/;
-// eslint-disable-next-line no-control-regex
-const IA5 = /^[\x00-\x7f]*$/;
-// eslint-disable-next-line no-control-regex
+const IA5 = /^\p{ASCII}*$/u;
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is this regex's purpose
 const CONTROL = /[\x00-\x1f\x7f]/;
 
 export const MAX_DN_LENGTH = 4096;
@@ -95,7 +106,7 @@ function tokenize(s: string, field: string): RawAva[][] {
     let keep = 0; // bytes up to the last escaped or non-space character
     const enc = new TextEncoder();
     while (i < s.length && s[i] !== ',' && s[i] !== '+') {
-      const c = s[i]!;
+      const c = s.charAt(i);
       if (c === '\\') {
         const n = s[i + 1];
         if (n !== undefined && /^[0-9A-Fa-f]{2}$/.test(s.slice(i + 1, i + 3))) {
@@ -111,7 +122,7 @@ function tokenize(s: string, field: string): RawAva[][] {
         continue;
       }
       if ('";<>'.includes(c)) fail(i, `unescaped ${c}`);
-      const code = s.codePointAt(i)!;
+      const code = s.codePointAt(i) ?? fail(i, 'unexpected end of input');
       const ch = String.fromCodePoint(code);
       bytes.push(...enc.encode(ch));
       i += ch.length;

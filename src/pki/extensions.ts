@@ -5,7 +5,7 @@ import {
   BasicConstraints,
   ExtendedKeyUsage,
   Extension,
-  GeneralNames,
+  type GeneralNames,
   KeyIdentifier,
   KeyUsage,
   KeyUsageFlags,

@@ -10,6 +10,7 @@ import {
   id_kp_codeSigning,
   id_kp_serverAuth,
   type Extension,
+  type SubjectAlternativeName,
 } from '@peculiar/asn1-x509';
 import type { SigningAlgorithm } from '../crypto/algorithms.js';
 import { ServiceError, invalid } from '../errors.js';
@@ -31,12 +32,7 @@ import type { PkiSigner } from './PkiSigner.js';
 import { toPem } from './pem.js';
 import { pkiSigningAlgorithm, signatureAlgorithmIdentifier } from './signatureAlgorithm.js';
 import { signWithPkiSigner } from './signWithPkiSigner.js';
-import {
-  parseSubjectAltNames,
-  subjectAltNamesInputOf,
-  type SubjectAltNames,
-  type SubjectAltNamesInput,
-} from './subjectAltNames.js';
+import { parseSubjectAltNames, subjectAltNamesInputOf, type SubjectAltNames, type SubjectAltNamesInput } from './subjectAltNames.js';
 
 export const CERTIFICATE_PROFILES = ['tls-server', 'tls-client', 'code-signing', 'sub-ca'] as const;
 export type CertificateProfile = (typeof CERTIFICATE_PROFILES)[number];
@@ -113,12 +109,12 @@ function randomSerial(random: (n: number) => Buffer): Buffer {
   for (let attempt = 0; attempt < 16; attempt++) {
     const bytes = Buffer.from(random(16));
     if (bytes.length !== 16) throw new ServiceError('INTERNAL', 'the random source returned the wrong number of bytes');
-    bytes[0] = bytes[0]! & 0x7f;
+    bytes.writeUInt8(bytes.readUInt8(0) & 0x7f, 0);
     let start = 0;
     while (start < bytes.length - 1 && bytes[start] === 0) start++;
     const value = bytes.subarray(start);
     if (value.length === 1 && value[0] === 0) continue;
-    return value[0]! & 0x80 ? Buffer.concat([Buffer.from([0]), value]) : value;
+    return value.readUInt8(0) & 0x80 ? Buffer.concat([Buffer.from([0]), value]) : value;
   }
   throw new ServiceError('INTERNAL', 'the random source keeps returning zero');
 }
@@ -138,11 +134,7 @@ function checkValidityDays(v: unknown): number {
  * `subjectAltNames.*`, `algorithm`); CONFLICT when the issuer certificate does not fit the key
  * (see checkIssuerCertificate) or the issuer's pathLenConstraint forbids a sub-ca.
  */
-export async function issueCertificate(
-  signer: PkiSigner,
-  issuerInput: IssuerCertificateInput,
-  request: IssueCertificateRequest,
-): Promise<IssuedCertificate> {
+export async function issueCertificate(signer: PkiSigner, issuerInput: IssuerCertificateInput, request: IssueCertificateRequest): Promise<IssuedCertificate> {
   if (!(CERTIFICATE_PROFILES as readonly string[]).includes(request.profile)) {
     throw invalid(`profile: must be one of ${CERTIFICATE_PROFILES.join(', ')}`);
   }
@@ -170,16 +162,13 @@ export async function issueCertificate(
   if (request.subjectAltNames !== undefined) {
     sans = parseSubjectAltNames(request.subjectAltNames, 'subjectAltNames');
   } else {
-    let requested;
+    let requested: SubjectAlternativeName | undefined;
     try {
       requested = readSubjectAltNames(csr.requestedExtensions);
     } catch {
       throw invalid("csrPem: the CSR's requested subjectAltName extension is malformed");
     }
-    sans = parseSubjectAltNames(
-      requested ? subjectAltNamesInputOf(requested, 'csrPem') : {},
-      'csrPem.subjectAltNames',
-    );
+    sans = parseSubjectAltNames(requested ? subjectAltNamesInputOf(requested, 'csrPem') : {}, 'csrPem.subjectAltNames');
   }
   if (profile.requiresDnsOrIp && sans.dns.length + sans.ip.length === 0) {
     throw invalid(`subjectAltNames: a ${request.profile} certificate needs at least one dns or ip name (none given, none in the CSR)`);
@@ -202,10 +191,7 @@ export async function issueCertificate(
   if (!Buffer.from(AsnConvert.serialize(subjectPKInfo)).equals(csr.spkiDer)) {
     throw invalid("csrPem: the CSR's public key is not DER-encoded");
   }
-  const extensions: Extension[] = [
-    basicConstraintsExtension(profile.ca, profile.pathLen),
-    keyUsageExtension(profile.keyUsage(csr.publicKey)),
-  ];
+  const extensions: Extension[] = [basicConstraintsExtension(profile.ca, profile.pathLen), keyUsageExtension(profile.keyUsage(csr.publicKey))];
   if (profile.extendedKeyUsage) extensions.push(extendedKeyUsageExtension([...profile.extendedKeyUsage]));
   extensions.push(subjectKeyIdentifierExtension(keyIdentifierOf(subjectPKInfo)));
   extensions.push(authorityKeyIdentifierExtension(issuer.subjectKeyIdentifier));

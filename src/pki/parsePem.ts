@@ -48,7 +48,8 @@ function certificateFromDer(der: Buffer, field: string): ParsedCertificate {
     if (!isSingleDerSequence(der)) throw new Error('not a single DER value');
     asn = AsnConvert.parse(der, Certificate);
     x509 = new X509Certificate(der);
-    elements = sequenceElements(Buffer.from(asn.tbsCertificateRaw!));
+    if (!asn.tbsCertificateRaw) throw new Error('the parser kept no raw TBSCertificate');
+    elements = sequenceElements(Buffer.from(asn.tbsCertificateRaw));
   } catch {
     throw invalid(`${field}: is not a valid DER X.509 certificate`);
   }
@@ -82,10 +83,10 @@ function certificateFromDer(der: Buffer, field: string): ParsedCertificate {
 /** Exactly one CERTIFICATE block. */
 export function parseCertificatePem(pem: unknown, field = 'certificatePem'): ParsedCertificate {
   const blocks = pemBlocks(pem, field);
-  if (blocks.length !== 1) throw invalid(`${field}: must hold exactly one certificate, found ${blocks.length} PEM blocks`);
-  const [block] = blocks;
-  if (block!.label !== 'CERTIFICATE') throw invalid(`${field}: expected a CERTIFICATE PEM block, found "${block!.label}"`);
-  return certificateFromDer(block!.der, field);
+  const block = blocks.length === 1 ? blocks[0] : undefined;
+  if (!block) throw invalid(`${field}: must hold exactly one certificate, found ${blocks.length} PEM blocks`);
+  if (block.label !== 'CERTIFICATE') throw invalid(`${field}: expected a CERTIFICATE PEM block, found "${block.label}"`);
+  return certificateFromDer(block.der, field);
 }
 
 /** One or more CERTIFICATE blocks, in the order given (each one issued by the next). */
@@ -105,8 +106,9 @@ export function parseChainPem(pem: unknown, field = 'chainPem'): ParsedCertifica
  */
 export function parseCsrPem(pem: unknown, field = 'csrPem'): ParsedCsr {
   const blocks = pemBlocks(pem, field);
-  if (blocks.length !== 1) throw invalid(`${field}: must hold exactly one CSR, found ${blocks.length} PEM blocks`);
-  const { label, der } = blocks[0]!;
+  const block = blocks.length === 1 ? blocks[0] : undefined;
+  if (!block) throw invalid(`${field}: must hold exactly one CSR, found ${blocks.length} PEM blocks`);
+  const { label, der } = block;
   if (label !== 'CERTIFICATE REQUEST' && label !== 'NEW CERTIFICATE REQUEST') {
     throw invalid(`${field}: expected a CERTIFICATE REQUEST PEM block, found "${label}"`);
   }
@@ -116,7 +118,8 @@ export function parseCsrPem(pem: unknown, field = 'csrPem'): ParsedCsr {
   try {
     if (!isSingleDerSequence(der)) throw new Error('not a single DER value');
     asn = AsnConvert.parse(der, CertificationRequest);
-    infoDer = Buffer.from(asn.certificationRequestInfoRaw!);
+    if (!asn.certificationRequestInfoRaw) throw new Error('the parser kept no raw CertificationRequestInfo');
+    infoDer = Buffer.from(asn.certificationRequestInfoRaw);
     elements = sequenceElements(infoDer);
   } catch {
     throw invalid(`${field}: is not a valid DER PKCS#10 certification request`);
@@ -139,12 +142,14 @@ export function parseCsrPem(pem: unknown, field = 'csrPem'): ParsedCsr {
   }
   const requests = (info.attributes ?? []).filter((a) => a.type === id_pkcs9_at_extensionRequest);
   let requestedExtensions: Extension[] = [];
-  if (requests.length > 1 || (requests[0] && requests[0].values.length !== 1)) {
+  const [request, ...more] = requests;
+  if (more.length > 0 || (request && request.values.length !== 1)) {
     throw invalid(`${field}: has more than one extensionRequest`);
   }
-  if (requests[0]) {
+  const requestValue = request?.values[0];
+  if (requestValue) {
     try {
-      requestedExtensions = [...AsnConvert.parse(requests[0].values[0]!, Extensions)];
+      requestedExtensions = [...AsnConvert.parse(requestValue, Extensions)];
     } catch {
       throw invalid(`${field}: its extensionRequest attribute is malformed`);
     }

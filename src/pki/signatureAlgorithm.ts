@@ -13,14 +13,7 @@ import {
   id_sha512WithRSAEncryption,
 } from '@peculiar/asn1-rsa';
 import { id_ecdsaWithSHA256, id_ecdsaWithSHA384, id_ecdsaWithSHA512 } from '@peculiar/asn1-ecc';
-import {
-  KEY_SPEC_INFO,
-  algorithmInfo,
-  isSigningAlgorithm,
-  type HashName,
-  type KeySpec,
-  type SigningAlgorithm,
-} from '../crypto/algorithms.js';
+import { KEY_SPEC_INFO, algorithmInfo, isSigningAlgorithm, type HashName, type KeySpec, type SigningAlgorithm } from '../crypto/algorithms.js';
 import { invalid } from '../errors.js';
 
 /**
@@ -149,12 +142,7 @@ export function verifySchemeFor(algId: AlgorithmIdentifier): VerifyScheme | unde
 export function verifySignature(scheme: VerifyScheme, data: Uint8Array, publicKey: KeyObject, signature: Uint8Array): boolean {
   if (!scheme.keyTypes.includes(publicKey.asymmetricKeyType ?? '')) return false;
   try {
-    return verify(
-      scheme.hash,
-      data,
-      { key: publicKey, padding: scheme.rsaPadding, saltLength: scheme.saltLength, dsaEncoding: 'der' },
-      signature,
-    );
+    return verify(scheme.hash, data, { key: publicKey, padding: scheme.rsaPadding, saltLength: scheme.saltLength, dsaEncoding: 'der' }, signature);
   } catch {
     return false;
   }

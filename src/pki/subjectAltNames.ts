@@ -48,7 +48,7 @@ export function dnsNameProblem(name: string, allowWildcard: boolean): string | u
         : `has an invalid label "${label}" (letters, digits and inner hyphens only)`;
     }
   }
-  if (/^[0-9]+$/.test(labels[labels.length - 1]!)) return 'looks like an IP address (use ip)';
+  if (/^[0-9]+$/.test(labels.at(-1) ?? '')) return 'looks like an IP address (use ip)';
   return undefined;
 }
 
@@ -59,11 +59,12 @@ export function ipAddressBytes(text: string): Buffer | undefined {
   if (family !== 6) return undefined;
   let groups = text;
   const tail: number[] = [];
-  const v4 = /(?:^|:)(\d+\.\d+\.\d+\.\d+)$/.exec(text);
-  if (v4) {
-    const bytes = v4[1]!.split('.').map(Number);
-    tail.push((bytes[0]! << 8) | bytes[1]!, (bytes[2]! << 8) | bytes[3]!);
-    groups = text.slice(0, text.length - v4[1]!.length);
+  const v4 = /(?:^|:)(\d+\.\d+\.\d+\.\d+)$/.exec(text)?.[1];
+  if (v4 !== undefined) {
+    // isIP has checked the whole literal, so each part is 0-255 and fits its byte.
+    const bytes = Buffer.from(v4.split('.').map(Number));
+    tail.push(bytes.readUInt16BE(0), bytes.readUInt16BE(2));
+    groups = text.slice(0, text.length - v4.length);
     if (groups.endsWith(':') && !groups.endsWith('::')) groups = groups.slice(0, -1);
   }
   const parse = (part: string): number[] => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)));
@@ -78,7 +79,7 @@ export function ipAddressBytes(text: string): Buffer | undefined {
   }
   if (words.length !== 8 || words.some((w) => !(w >= 0 && w <= 0xffff))) return undefined;
   const out = Buffer.alloc(16);
-  words.forEach((w, i) => out.writeUInt16BE(w, 2 * i));
+  for (const [i, w] of words.entries()) out.writeUInt16BE(w, 2 * i);
   return out;
 }
 
@@ -99,7 +100,7 @@ function emailProblem(addr: string): string | undefined {
   const local = addr.slice(0, at);
   const domain = addr.slice(at + 1);
   if (local.length === 0 || local.length > 64 || !LOCAL_PART.test(local)) {
-    return 'has an invalid local part (dot-atom of ASCII letters, digits and !#$%&\'*+/=?^_`{|}~- only)';
+    return "has an invalid local part (dot-atom of ASCII letters, digits and !#$%&'*+/=?^_`{|}~- only)";
   }
   const d = dnsNameProblem(domain, false);
   if (d) return `has an invalid domain: ${d}`;
@@ -132,7 +133,9 @@ export function parseSubjectAltNames(input: unknown, field = 'subjectAltNames'):
     if (!(KINDS as readonly string[]).includes(key)) {
       // A key that is not a plain word ('', ' ', 'a: b', 100 KB) is quoted and cut, so the message still starts with the field.
       const allowed = `(allowed: ${KINDS.join(', ')})`;
-      throw invalid(/^[A-Za-z0-9_-]{1,32}$/.test(key) ? `${field}.${key}: unknown key ${allowed}` : `${field}: unknown key ${JSON.stringify(key.slice(0, 32))} ${allowed}`);
+      throw invalid(
+        /^[A-Za-z0-9_-]{1,32}$/.test(key) ? `${field}.${key}: unknown key ${allowed}` : `${field}: unknown key ${JSON.stringify(key.slice(0, 32))} ${allowed}`,
+      );
     }
   }
   const out: Record<Kind, string[]> = { dns: [], ip: [], email: [], uri: [] };

@@ -59,7 +59,11 @@ export function breakerState(b: HsmBreaker): 'closed' | 'open' | 'halfOpen' {
 export function throughBreaker<T>(b: HsmBreaker, op: () => Promise<T>, resetTimeoutMs: number): Promise<T> {
   return (b.fire(op) as Promise<T>).catch((e: unknown) => {
     if ((e as { code?: string }).code === 'EOPENBREAKER') {
-      throw new ServiceError('HSM_UNAVAILABLE', 'the HSM circuit breaker is open after repeated HSM failures; retry later', Math.max(1, Math.ceil(resetTimeoutMs / 1000)));
+      throw new ServiceError(
+        'HSM_UNAVAILABLE',
+        'the HSM circuit breaker is open after repeated HSM failures; retry later',
+        Math.max(1, Math.ceil(resetTimeoutMs / 1000)),
+      );
     }
     throw e;
   });

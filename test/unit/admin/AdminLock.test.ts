@@ -38,7 +38,10 @@ test("a dead holder's lock is taken over", async () => {
 test('a live holder past the timeout is an error naming it and the file', async () => {
   const file = join(dir, 'c.lock');
   const held = await AdminLock.acquire(file);
-  await assert.rejects(AdminLock.acquire(file, { timeoutMs: 200 }), new RegExp(`pid ${process.pid}\\) still holds ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`));
+  await assert.rejects(
+    AdminLock.acquire(file, { timeoutMs: 200 }),
+    new RegExp(`pid ${process.pid}\\) still holds ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`),
+  );
   held.release();
 });
 

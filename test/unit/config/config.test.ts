@@ -21,10 +21,21 @@ test('defaults: development mode on loopback, documented values', () => {
 });
 
 test('a bad value fails at start with the variable name, never the PIN', () => {
-  const bad: Record<string, string>[] = [{ PORT: 'eighty' }, { PORT: '70000' }, { HSM_SESSIONS: '0' }, { REQUEST_DEADLINE_MS: '-1' }, { LOG_LEVEL: 'loud' }, { WORKERS: '1.5' }];
+  const bad: Record<string, string>[] = [
+    { PORT: 'eighty' },
+    { PORT: '70000' },
+    { HSM_SESSIONS: '0' },
+    { REQUEST_DEADLINE_MS: '-1' },
+    { LOG_LEVEL: 'loud' },
+    { WORKERS: '1.5' },
+  ];
   for (const env of bad) {
     const name = Object.keys(env)[0]!;
-    assert.throws(() => loadConfig({ ...base, ...env }), (e: Error) => e instanceof ConfigError && e.message.includes(name) && !e.message.includes('s3cret-pin'), name);
+    assert.throws(
+      () => loadConfig({ ...base, ...env }),
+      (e: Error) => e instanceof ConfigError && e.message.includes(name) && !e.message.includes('s3cret-pin'),
+      name,
+    );
   }
   assert.throws(() => loadConfig({}), /HSM_PIN/);
 });
@@ -38,13 +49,22 @@ test('HSM_PIN_FILE is read, trailing newline dropped; unreadable file names the 
 
 test('development mode refuses a non-loopback HOST, and says so in one warning', () => {
   assert.throws(() => loadConfig({ ...base, HOST: '0.0.0.0' }), /HOST/);
-  assert.deepEqual(loadConfig({ ...base }).warnings, ['development mode: no CLIENTS_FILE or TLS_CLIENT_CA_FILE, so no authentication; listening on loopback only']);
+  assert.deepEqual(loadConfig({ ...base }).warnings, [
+    'development mode: no CLIENTS_FILE or TLS_CLIENT_CA_FILE, so no authentication; listening on loopback only',
+  ]);
   assert.equal(loadConfig({ ...base, HOST: '0.0.0.0', ALLOW_REMOTE_DEV: 'true' }).host, '0.0.0.0');
 });
 
 test('production fails closed: no way to identify callers is a ConfigError naming both settings', () => {
-  for (const env of [{ NODE_ENV: 'production' }, { NODE_ENV: 'production', HOST: '127.0.0.1' }, { NODE_ENV: 'production', TLS_CERT_FILE: '/c.pem', TLS_KEY_FILE: '/k.pem' }]) {
-    assert.throws(() => loadConfig({ ...base, ...env }), (e: Error) => e instanceof ConfigError && /^CLIENTS_FILE: /.test(e.message) && e.message.includes('TLS_CLIENT_CA_FILE'));
+  for (const env of [
+    { NODE_ENV: 'production' },
+    { NODE_ENV: 'production', HOST: '127.0.0.1' },
+    { NODE_ENV: 'production', TLS_CERT_FILE: '/c.pem', TLS_KEY_FILE: '/k.pem' },
+  ]) {
+    assert.throws(
+      () => loadConfig({ ...base, ...env }),
+      (e: Error) => e instanceof ConfigError && /^CLIENTS_FILE: /.test(e.message) && e.message.includes('TLS_CLIENT_CA_FILE'),
+    );
   }
   const c = loadConfig({ ...base, NODE_ENV: 'production', CLIENTS_FILE: '/clients.json', TLS_CERT_FILE: '/c.pem', TLS_KEY_FILE: '/k.pem' });
   assert.equal(c.devMode, false);
@@ -62,7 +82,11 @@ test('production fails closed: no way to identify callers is a ConfigError namin
 test('production on a non-loopback address needs TLS, unless ALLOW_PLAINTEXT=true (with one warning)', () => {
   const prod = { ...base, NODE_ENV: 'production', CLIENTS_FILE: '/clients.json' };
   for (const host of ['0.0.0.0', '::', '10.1.2.3', 'signer.internal']) {
-    assert.throws(() => loadConfig({ ...prod, HOST: host }), (e: Error) => e instanceof ConfigError && /^TLS_CERT_FILE: /.test(e.message) && e.message.includes('ALLOW_PLAINTEXT'), host);
+    assert.throws(
+      () => loadConfig({ ...prod, HOST: host }),
+      (e: Error) => e instanceof ConfigError && /^TLS_CERT_FILE: /.test(e.message) && e.message.includes('ALLOW_PLAINTEXT'),
+      host,
+    );
   }
   assert.throws(() => loadConfig(prod), /TLS_CERT_FILE/, 'the default production HOST is 0.0.0.0');
   for (const host of ['127.0.0.1', '127.0.0.2', '::1', 'localhost']) assert.deepEqual(loadConfig({ ...prod, HOST: host }).warnings, [], host);
@@ -85,10 +109,29 @@ test('threads never exceed sessions', () => {
 });
 
 test('server limits: documented defaults; out of range or a headers timeout above the request timeout names the variable', () => {
-  assert.deepEqual(loadConfig({ ...base }).server, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, maxHeaderBytes: 16_384, keepAliveTimeoutMs: 65_000, maxRequestsPerSocket: 0 });
-  const c = loadConfig({ ...base, HEADERS_TIMEOUT_MS: '2000', REQUEST_TIMEOUT_MS: '3000', MAX_HEADER_BYTES: '4096', KEEP_ALIVE_TIMEOUT_MS: '5000', MAX_REQUESTS_PER_SOCKET: '100' });
+  assert.deepEqual(loadConfig({ ...base }).server, {
+    headersTimeoutMs: 10_000,
+    requestTimeoutMs: 30_000,
+    maxHeaderBytes: 16_384,
+    keepAliveTimeoutMs: 65_000,
+    maxRequestsPerSocket: 0,
+  });
+  const c = loadConfig({
+    ...base,
+    HEADERS_TIMEOUT_MS: '2000',
+    REQUEST_TIMEOUT_MS: '3000',
+    MAX_HEADER_BYTES: '4096',
+    KEEP_ALIVE_TIMEOUT_MS: '5000',
+    MAX_REQUESTS_PER_SOCKET: '100',
+  });
   assert.deepEqual(c.server, { headersTimeoutMs: 2000, requestTimeoutMs: 3000, maxHeaderBytes: 4096, keepAliveTimeoutMs: 5000, maxRequestsPerSocket: 100 });
-  const bad: Record<string, string>[] = [{ HEADERS_TIMEOUT_MS: '10' }, { REQUEST_TIMEOUT_MS: 'soon' }, { MAX_HEADER_BYTES: '100' }, { KEEP_ALIVE_TIMEOUT_MS: '0' }, { MAX_REQUESTS_PER_SOCKET: '-1' }];
+  const bad: Record<string, string>[] = [
+    { HEADERS_TIMEOUT_MS: '10' },
+    { REQUEST_TIMEOUT_MS: 'soon' },
+    { MAX_HEADER_BYTES: '100' },
+    { KEEP_ALIVE_TIMEOUT_MS: '0' },
+    { MAX_REQUESTS_PER_SOCKET: '-1' },
+  ];
   for (const env of bad) assert.throws(() => loadConfig({ ...base, ...env }), new RegExp(Object.keys(env)[0]!));
   assert.throws(() => loadConfig({ ...base, HEADERS_TIMEOUT_MS: '40000' }), /HEADERS_TIMEOUT_MS: must not exceed REQUEST_TIMEOUT_MS/);
 });
@@ -97,13 +140,20 @@ test('AUDIT_LOG: off by default; a path or stdout; empty is refused by name', ()
   assert.equal(loadConfig({ ...base }).auditLog, undefined);
   assert.equal(loadConfig({ ...base, AUDIT_LOG: '/var/log/hsm-signer/audit.log' }).auditLog, '/var/log/hsm-signer/audit.log');
   assert.equal(loadConfig({ ...base, AUDIT_LOG: 'stdout' }).auditLog, 'stdout');
-  assert.throws(() => loadConfig({ ...base, AUDIT_LOG: '' }), (e: Error) => e instanceof ConfigError && e.message.includes('AUDIT_LOG'));
+  assert.throws(
+    () => loadConfig({ ...base, AUDIT_LOG: '' }),
+    (e: Error) => e instanceof ConfigError && e.message.includes('AUDIT_LOG'),
+  );
 });
 
 test('CLIENT_MAX_IN_FLIGHT: 64 by default, 0 = no limit, a bad value refused by name', () => {
   assert.equal(loadConfig({ ...base }).clientMaxInFlight, 64);
   assert.equal(loadConfig({ ...base, CLIENT_MAX_IN_FLIGHT: '0' }).clientMaxInFlight, 0);
   for (const v of ['-1', 'many', '1.5']) {
-    assert.throws(() => loadConfig({ ...base, CLIENT_MAX_IN_FLIGHT: v }), (e: Error) => e instanceof ConfigError && e.message.includes('CLIENT_MAX_IN_FLIGHT') && !e.message.includes('s3cret-pin'), v);
+    assert.throws(
+      () => loadConfig({ ...base, CLIENT_MAX_IN_FLIGHT: v }),
+      (e: Error) => e instanceof ConfigError && e.message.includes('CLIENT_MAX_IN_FLIGHT') && !e.message.includes('s3cret-pin'),
+      v,
+    );
   }
 });

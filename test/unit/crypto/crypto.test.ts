@@ -27,7 +27,10 @@ test('DigestInfo matches what OpenSSL recovers from a PKCS#1 v1.5 signature', ()
 });
 
 test('ECDSA raw <-> DER round trip, checked by node:crypto on both curves', () => {
-  for (const [curve, size] of [['P-256', 32], ['P-384', 48]] as const) {
+  for (const [curve, size] of [
+    ['P-256', 32],
+    ['P-384', 48],
+  ] as const) {
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: curve });
     for (let i = 0; i < 100; i++) {
       const m = Buffer.from(`m${i}`);

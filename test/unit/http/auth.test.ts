@@ -18,12 +18,15 @@ function file(clients: unknown[]): string {
 }
 
 function refused(clients: unknown[], message: RegExp): void {
-  assert.throws(() => loadClients(file(clients)), (e: Error) => {
-    assert.ok(e instanceof ConfigError, String(e));
-    assert.match(e.message, message);
-    assert.ok(!e.message.includes(HASH), 'no token hash in the message');
-    return true;
-  });
+  assert.throws(
+    () => loadClients(file(clients)),
+    (e: Error) => {
+      assert.ok(e instanceof ConfigError, String(e));
+      assert.match(e.message, message);
+      assert.ok(!e.message.includes(HASH), 'no token hash in the message');
+      return true;
+    },
+  );
 }
 
 test('clients file: an entry names its client by token, certificate subject, certificate SAN, or token and certificate', () => {
@@ -50,20 +53,47 @@ test('clients file: an entry names its client by token, certificate subject, cer
 
 test('clients file: each problem is a ConfigError naming CLIENTS_FILE and the entry', () => {
   refused([{ name: 'none', allow }], /^CLIENTS_FILE: clients\.0: give tokenSha256, certificate or both$/);
-  refused([{ name: 'two', certificate: { subject: 'CN=a', san: 'a.example' }, allow }], /^CLIENTS_FILE: clients\.0\.certificate: give exactly one of subject and san$/);
+  refused(
+    [{ name: 'two', certificate: { subject: 'CN=a', san: 'a.example' }, allow }],
+    /^CLIENTS_FILE: clients\.0\.certificate: give exactly one of subject and san$/,
+  );
   refused([{ name: 'empty', certificate: {}, allow }], /^CLIENTS_FILE: clients\.0\.certificate: give exactly one of subject and san$/);
   refused([{ name: 'extra', certificate: { issuer: 'CN=x' }, allow }], /^CLIENTS_FILE: clients\.0\.certificate: .*issuer/);
   refused([{ name: 'bad-dn', certificate: { subject: 'CN=a,XX=b' }, allow }], /^CLIENTS_FILE: clients\.0\.certificate\.subject: unknown attribute type "XX"/);
-  refused([{ name: 'bad-dns', certificate: { san: 'not a name' }, allow }], /^CLIENTS_FILE: clients\.0\.certificate\.san: as a DNS name must be ASCII without spaces/);
+  refused(
+    [{ name: 'bad-dns', certificate: { san: 'not a name' }, allow }],
+    /^CLIENTS_FILE: clients\.0\.certificate\.san: as a DNS name must be ASCII without spaces/,
+  );
   refused([{ name: 'bad-uri', certificate: { san: 'http://[bad' }, allow }], /^CLIENTS_FILE: clients\.0\.certificate\.san: is neither a URI nor a DNS name$/);
-  refused([{ name: 'a', tokenSha256: HASH, allow }, { name: 'b', tokenSha256: HASH.toUpperCase(), allow }], /^CLIENTS_FILE: clients\.1\.tokenSha256: the same as clients\.0's$/);
-  refused([{ name: 'a', certificate: { subject: 'CN=x,O=y' }, allow }, { name: 'b', certificate: { subject: 'cn=x, o=y' }, allow }], /^CLIENTS_FILE: clients\.1\.certificate: the same as clients\.0's$/);
+  refused(
+    [
+      { name: 'a', tokenSha256: HASH, allow },
+      { name: 'b', tokenSha256: HASH.toUpperCase(), allow },
+    ],
+    /^CLIENTS_FILE: clients\.1\.tokenSha256: the same as clients\.0's$/,
+  );
+  refused(
+    [
+      { name: 'a', certificate: { subject: 'CN=x,O=y' }, allow },
+      { name: 'b', certificate: { subject: 'cn=x, o=y' }, allow },
+    ],
+    /^CLIENTS_FILE: clients\.1\.certificate: the same as clients\.0's$/,
+  );
   // The per-client limit and the audit trail know a client by its name.
-  refused([{ name: 'a', tokenSha256: HASH, allow }, { name: 'a', certificate: { subject: 'CN=x,O=y' }, allow }], /^CLIENTS_FILE: clients\.1\.name: the same as clients\.0's$/);
+  refused(
+    [
+      { name: 'a', tokenSha256: HASH, allow },
+      { name: 'a', certificate: { subject: 'CN=x,O=y' }, allow },
+    ],
+    /^CLIENTS_FILE: clients\.1\.name: the same as clients\.0's$/,
+  );
   refused([{ name: 'short', tokenSha256: 'abc', allow }], /^CLIENTS_FILE: clients\.0\.tokenSha256: must be 64 hex characters$/);
   const broken = join(dir, 'broken.json');
   writeFileSync(broken, `{"clients": [{"name": "x", "tokenSha256": "${HASH}"`);
-  assert.throws(() => loadClients(broken), (e: Error) => e instanceof ConfigError && e.message === 'CLIENTS_FILE: cannot read it as JSON (invalid JSON)');
+  assert.throws(
+    () => loadClients(broken),
+    (e: Error) => e instanceof ConfigError && e.message === 'CLIENTS_FILE: cannot read it as JSON (invalid JSON)',
+  );
 });
 
 test('ClientRegistry.reload keeps the clients it had when the new file does not load', () => {
@@ -72,7 +102,15 @@ test('ClientRegistry.reload keeps the clients it had when the new file does not 
   writeFileSync(f, '{"clients": [');
   assert.throws(() => registry.reload(), /^ConfigError: CLIENTS_FILE: /);
   assert.equal(registry.size, 1);
-  writeFileSync(f, JSON.stringify({ clients: [{ name: 'a', tokenSha256: HASH, allow }, { name: 'b', certificate: { subject: 'CN=b' }, allow }] }));
+  writeFileSync(
+    f,
+    JSON.stringify({
+      clients: [
+        { name: 'a', tokenSha256: HASH, allow },
+        { name: 'b', certificate: { subject: 'CN=b' }, allow },
+      ],
+    }),
+  );
   registry.reload();
   assert.equal(registry.size, 2);
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { KeySpec, SigningAlgorithm } from '../../../src/crypto/algorithms.js';
 import { createCsr } from '../../../src/pki/createCsr.js';
 import { createSoftwareSigner, type SoftwareSigner } from './softwareSigner.js';
-import { INTERMEDIATE_EXT, TempDir, makeRoot, openssl, signAsRoot, type OpensslKeyAlg } from './openssl.js';
+import { INTERMEDIATE_EXT, type TempDir, makeRoot, openssl, signAsRoot, type OpensslKeyAlg } from './openssl.js';
 
 /**
  * The offline-root flow up to a usable intermediate: openssl makes a root, our createCsr makes
@@ -54,16 +54,17 @@ export async function makeCa(
 }
 
 /** `openssl verify -x509_strict` of a leaf against the fixture's root and intermediate. */
-export async function opensslVerify(
-  dir: TempDir,
-  ca: CaFixture,
-  leafFile: string,
-  opts: { purpose?: string; untrusted?: string[] } = {},
-): Promise<void> {
+export async function opensslVerify(dir: TempDir, ca: CaFixture, leafFile: string, opts: { purpose?: string; untrusted?: string[] } = {}): Promise<void> {
   const untrusted = opts.untrusted ?? [ca.intFile];
   const r = await openssl(
-    dir.path, 'verify', '-x509_strict', ...(opts.purpose ? ['-purpose', opts.purpose] : []),
-    '-CAfile', ca.rootFile, ...untrusted.flatMap((u) => ['-untrusted', u]), leafFile,
+    dir.path,
+    'verify',
+    '-x509_strict',
+    ...(opts.purpose ? ['-purpose', opts.purpose] : []),
+    '-CAfile',
+    ca.rootFile,
+    ...untrusted.flatMap((u) => ['-untrusted', u]),
+    leafFile,
   );
   assert.equal(r.code, 0, `openssl verify ${leafFile}: ${r.stdout}${r.stderr}`);
   assert.equal(r.stdout.trim(), `${leafFile}: OK`);

@@ -107,7 +107,7 @@ test('CONFLICT: a chain that does not link', async () => {
   );
 });
 
-test("CONFLICT: a root whose pathLenConstraint 0 forbids the intermediate", async () => {
+test('CONFLICT: a root whose pathLenConstraint 0 forbids the intermediate', async () => {
   await makeRoot(dir, { name: 'p0', alg: 'ec-p256', subject: '/CN=Pathlen Zero Root', pathlen: 0 });
   const p0Pem = await dir.read('p0.pem');
   const under = await signAsRoot(dir, csrPem, { root: 'p0', out: 'under-p0', ext: INTERMEDIATE_EXT });
@@ -140,9 +140,5 @@ test('CONFLICT: expired', async () => {
 
 test('INVALID_ARGUMENT: garbage certificate or chain PEM', async () => {
   await rejectsWith(() => checkIssuerCertificate(signer.publicKey, { certificatePem: 'garbage' }), 'INVALID_ARGUMENT', /^certificatePem: /);
-  await rejectsWith(
-    () => checkIssuerCertificate(signer.publicKey, { certificatePem: intPem, chainPem: 'garbage' }),
-    'INVALID_ARGUMENT',
-    /^chainPem: /,
-  );
+  await rejectsWith(() => checkIssuerCertificate(signer.publicKey, { certificatePem: intPem, chainPem: 'garbage' }), 'INVALID_ARGUMENT', /^chainPem: /);
 });

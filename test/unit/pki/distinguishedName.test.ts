@@ -36,11 +36,7 @@ test('escapes, hex escapes and surrounding spaces', () => {
   assert.equal(byType.get(C), 'DE', 'country codes are upper-cased');
   const text = formatDistinguishedName(name);
   assert.equal(text, String.raw`CN=Smith\, John,O=A\+B\"C\\D\;x,OU=\#hash,L=Café,ST=\ lead and trail\ ,C=DE`);
-  assert.deepEqual(
-    Buffer.from(AsnConvert.serialize(parseDistinguishedName(text))),
-    Buffer.from(AsnConvert.serialize(name)),
-    'format then parse round-trips',
-  );
+  assert.deepEqual(Buffer.from(AsnConvert.serialize(parseDistinguishedName(text))), Buffer.from(AsnConvert.serialize(name)), 'format then parse round-trips');
 });
 
 test('multi-valued RDNs are DER-sorted SETs; other supported types and their string types', () => {
@@ -67,11 +63,7 @@ test('multi-valued RDNs are DER-sorted SETs; other supported types and their str
 });
 
 test('formats unknown types and non-string values as #hex (RFC 4514 §2.4)', () => {
-  const name = new Name([
-    new RelativeDistinguishedName([
-      new AttributeTypeAndValue({ type: '1.2.3.4', value: new AttributeValue({ utf8String: 'x' }) }),
-    ]),
-  ]);
+  const name = new Name([new RelativeDistinguishedName([new AttributeTypeAndValue({ type: '1.2.3.4', value: new AttributeValue({ utf8String: 'x' }) })])]);
   assert.equal(formatDistinguishedName(name), '1.2.3.4=#0c0178');
 });
 
@@ -129,8 +121,16 @@ test('openssl reads the names we encode as we format them', async () => {
     const out = await opensslOk(dir.path, 'req', '-in', 'csr.pem', '-noout', '-subject', '-nameopt', 'RFC2253,-esc_msb');
     // openssl lists the members of a multi-valued RDN in reverse; their order carries no meaning.
     const normalize = (dn: string): string =>
-      dn.split(/(?<!\\),/).map((rdn) => rdn.split(/(?<!\\)\+/).sort().join('+')).join(',');
-    assert.equal(normalize(out.trim().replace(/^subject=/, "")), `${normalize(formatDistinguishedName(parseDistinguishedName(subject)))}`);
+      dn
+        .split(/(?<!\\),/)
+        .map((rdn) =>
+          rdn
+            .split(/(?<!\\)\+/)
+            .sort()
+            .join('+'),
+        )
+        .join(',');
+    assert.equal(normalize(out.trim().replace(/^subject=/, '')), `${normalize(formatDistinguishedName(parseDistinguishedName(subject)))}`);
     assert.match(out, /UID=jsmith\+CN=Smith\\, John|CN=Smith\\, John\+UID=jsmith/);
   } finally {
     await dir.remove();

@@ -40,7 +40,7 @@ test('the baseline request is fine', async () => {
   assert.match(issued.certificatePem, /^-----BEGIN CERTIFICATE-----\n/);
 });
 
-test("INVALID_ARGUMENT csrPem: a CSR whose signature is broken (one flipped byte)", async () => {
+test('INVALID_ARGUMENT csrPem: a CSR whose signature is broken (one flipped byte)', async () => {
   const der = Buffer.from(leafCsr.replace(/-----[^-]+-----|\s/g, ''), 'base64');
   der[der.length - 3]! ^= 0xff;
   await rejectsWith(
@@ -64,11 +64,7 @@ test('INVALID_ARGUMENT csrPem: garbage, and keys the CA will not certify', async
     /^csrPem: an RSA key of 1024 bits is not accepted/,
   );
   const k1 = await opensslCsr(dir, { name: 'k1', subject: '/CN=k1.example.com', alg: 'ec-secp256k1' });
-  await rejectsWith(
-    () => issueCertificate(fixture.signer, issuer, ok({ csrPem: k1 })),
-    'INVALID_ARGUMENT',
-    /^csrPem: the EC curve secp256k1 is not accepted/,
-  );
+  await rejectsWith(() => issueCertificate(fixture.signer, issuer, ok({ csrPem: k1 })), 'INVALID_ARGUMENT', /^csrPem: the EC curve secp256k1 is not accepted/);
 });
 
 test('CONFLICT: an issuer certificate for another key, a non-CA one, a chain that does not link', async () => {
@@ -79,7 +75,9 @@ test('CONFLICT: an issuer certificate for another key, a non-CA one, a chain tha
   );
   const csr = await createCsr(fixture.signer, { subject: 'CN=Not A CA' });
   const nonCa = await signAsRoot(dir, csr, {
-    root: 'errors-root', out: 'nonca', ext: 'basicConstraints = critical,CA:FALSE\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n',
+    root: 'errors-root',
+    out: 'nonca',
+    ext: 'basicConstraints = critical,CA:FALSE\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n',
   });
   await rejectsWith(
     () => issueCertificate(fixture.signer, { certificatePem: nonCa, chainPem: fixture.rootPem }, ok()),
@@ -91,11 +89,7 @@ test('CONFLICT: an issuer certificate for another key, a non-CA one, a chain tha
     'CONFLICT',
     /^chainPem: the chain does not link/,
   );
-  await rejectsWith(
-    () => issueCertificate(fixture.signer, { certificatePem: 'nope' }, ok()),
-    'INVALID_ARGUMENT',
-    /^certificatePem: no PEM block found/,
-  );
+  await rejectsWith(() => issueCertificate(fixture.signer, { certificatePem: 'nope' }, ok()), 'INVALID_ARGUMENT', /^certificatePem: no PEM block found/);
 });
 
 test('CONFLICT profile: a sub-ca under an issuer with pathLenConstraint 0, or whose root allows no more CAs', async () => {
@@ -107,7 +101,9 @@ test('CONFLICT profile: a sub-ca under an issuer with pathLenConstraint 0, or wh
   // Root pathlen:1, intermediate without pathlen: the intermediate may exist, a CA below it may not.
   const rootP1 = await makeRoot(dir, { name: 'p1', alg: 'ec-p256', subject: '/CN=Pathlen One Root', pathlen: 1 });
   const unlimited = await signAsRoot(dir, await createCsr(fixture.signer, { subject: 'CN=No Pathlen', ca: {} }), {
-    root: 'p1', out: 'nopathlen', ext: 'basicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n',
+    root: 'p1',
+    out: 'nopathlen',
+    ext: 'basicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n',
   });
   const facts = checkIssuerCertificate(fixture.signer.publicKey, { certificatePem: unlimited, chainPem: rootP1 });
   assert.equal(facts.pathLenConstraint, undefined);
@@ -127,7 +123,9 @@ test('INVALID_ARGUMENT validityDays: beyond the issuer, with the date it is vali
   await rejectsWith(
     () => issueCertificate(fixture.signer, issuer, ok({ validityDays: 400 })),
     'INVALID_ARGUMENT',
-    new RegExp(`^validityDays: 400 days would end on .*, but the issuer certificate is only valid until ${until.replace(/[.]/g, '\\.')} \\(at most 36[45] days\\)$`),
+    new RegExp(
+      `^validityDays: 400 days would end on .*, but the issuer certificate is only valid until ${until.replace(/[.]/g, '\\.')} \\(at most 36[45] days\\)$`,
+    ),
   );
   // The chain counts too: an intermediate that outlives its root.
   await makeRoot(dir, { name: 'short', alg: 'ec-p256', subject: '/CN=Short Root', days: 10 });
@@ -137,7 +135,9 @@ test('INVALID_ARGUMENT validityDays: beyond the issuer, with the date it is vali
   await rejectsWith(
     () => issueCertificate(fixture.signer, { certificatePem: longInt, chainPem: shortPem }, ok({ validityDays: 30 })),
     'INVALID_ARGUMENT',
-    new RegExp(`^validityDays: 30 days would end on .*, but the issuer certificate chain is only valid until ${shortUntil.replace(/[.]/g, '\\.')} \\(at most (9|10) days\\)$`),
+    new RegExp(
+      `^validityDays: 30 days would end on .*, but the issuer certificate chain is only valid until ${shortUntil.replace(/[.]/g, '\\.')} \\(at most (9|10) days\\)$`,
+    ),
   );
   for (const bad of [0, -1, 3651, 1.5, Number.NaN, '90', undefined]) {
     await rejectsWith(

@@ -53,7 +53,10 @@ async function issueAndCheckTlsServer(fixture: CaFixture, file: string, algorith
   await opensslVerify(dir, fixture, file, { purpose: 'sslserver' });
 
   const text = await opensslOk(dir.path, 'x509', '-in', file, '-noout', '-text');
-  assert.match(text, /X509v3 Subject Alternative Name: \n\s+DNS:www\.example\.com, DNS:\*\.api\.example\.com, IP Address:192\.0\.2\.10, IP Address:2001:DB8:0:0:0:0:0:10\n/);
+  assert.match(
+    text,
+    /X509v3 Subject Alternative Name: \n\s+DNS:www\.example\.com, DNS:\*\.api\.example\.com, IP Address:192\.0\.2\.10, IP Address:2001:DB8:0:0:0:0:0:10\n/,
+  );
   assert.match(text, /X509v3 Extended Key Usage: \n\s+TLS Web Server Authentication\n/);
   assert.match(text, /X509v3 Basic Constraints: critical\n\s+CA:FALSE\n/);
   assert.match(text, /X509v3 Key Usage: critical\n\s+Digital Signature\n/, 'no keyEncipherment for an EC key');
@@ -84,7 +87,11 @@ const flows: Array<[KeySpec, SigningAlgorithm | undefined, RegExp]> = [
   ['RSA_3072', undefined, /Signature Algorithm: sha256WithRSAEncryption/],
   ['ECC_NIST_P384', undefined, /Signature Algorithm: ecdsa-with-SHA384/],
   ['ECC_NIST_P256', undefined, /Signature Algorithm: ecdsa-with-SHA256/],
-  ['RSA_2048', 'RSASSA_PSS_SHA_256', /Signature Algorithm: rsassaPss[\s\S]*Hash Algorithm: sha256[\s\S]*Mask Algorithm: mgf1 with sha256[\s\S]*Salt Length: 0x20/],
+  [
+    'RSA_2048',
+    'RSASSA_PSS_SHA_256',
+    /Signature Algorithm: rsassaPss[\s\S]*Hash Algorithm: sha256[\s\S]*Mask Algorithm: mgf1 with sha256[\s\S]*Salt Length: 0x20/,
+  ],
 ];
 for (const [spec, algorithm, sigAlg] of flows) {
   test(`offline root -> ${spec} intermediate on the "HSM" -> tls-server leaf${algorithm ? ` (${algorithm})` : ''}, verified by openssl`, async () => {
@@ -116,7 +123,10 @@ test('profiles: tls-server with an RSA key, tls-client, code-signing (Ed25519 ke
   const issuer = { certificatePem: fixture.intPem, chainPem: fixture.rootPem };
 
   const rsaServer = await issueCertificate(fixture.signer, issuer, {
-    csrPem: rsaLeafCsr, profile: 'tls-server', validityDays: 30, subjectAltNames: { dns: ['rsa.example.com'] },
+    csrPem: rsaLeafCsr,
+    profile: 'tls-server',
+    validityDays: 30,
+    subjectAltNames: { dns: ['rsa.example.com'] },
   });
   await dir.write('p-rsa-server.pem', rsaServer.certificatePem);
   await opensslVerify(dir, fixture, 'p-rsa-server.pem', { purpose: 'sslserver' });
@@ -124,7 +134,10 @@ test('profiles: tls-server with an RSA key, tls-client, code-signing (Ed25519 ke
   assert.match(rsaText, /X509v3 Key Usage: critical\n\s+Digital Signature, Key Encipherment\n/);
 
   const client = await issueCertificate(fixture.signer, issuer, {
-    csrPem: leafCsr, profile: 'tls-client', validityDays: 30, subjectAltNames: { email: ['svc@example.com'], uri: ['spiffe://example.org/svc'] },
+    csrPem: leafCsr,
+    profile: 'tls-client',
+    validityDays: 30,
+    subjectAltNames: { email: ['svc@example.com'], uri: ['spiffe://example.org/svc'] },
   });
   await dir.write('p-client.pem', client.certificatePem);
   await opensslVerify(dir, fixture, 'p-client.pem', { purpose: 'sslclient' });
@@ -147,7 +160,8 @@ test('profiles: tls-server with an RSA key, tls-client, code-signing (Ed25519 ke
 
 test('sub-ca: CA:TRUE pathlen 0 under an intermediate with pathlen 1; openssl verifies a leaf the sub-CA signs', async () => {
   const fixture = await ca('subca', 'ECC_NIST_P256', {
-    intExt: 'basicConstraints = critical,CA:TRUE,pathlen:1\nkeyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n',
+    intExt:
+      'basicConstraints = critical,CA:TRUE,pathlen:1\nkeyUsage = critical,keyCertSign,cRLSign\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n',
   });
   const subCsr = await opensslCsr(dir, { name: 'sub', subject: '/C=US/O=Example/CN=Sub CA', alg: 'ec-p256' });
   const sub = await issueCertificate(
@@ -165,8 +179,29 @@ test('sub-ca: CA:TRUE pathlen 0 under an intermediate with pathlen 1; openssl ve
   // The sub-CA (its key is openssl's) issues a leaf; the whole chain verifies.
   const endCsr = await opensslCsr(dir, { name: 'end', subject: '/CN=end.example.com', alg: 'ec-p256' });
   await dir.write('end.csr', endCsr);
-  await dir.write('end.ext', 'basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\nsubjectAltName = DNS:end.example.com\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n');
-  await opensslOk(dir.path, 'x509', '-req', '-in', 'end.csr', '-CA', 'sub.pem', '-CAkey', 'sub.key', '-set_serial', '0x1234', '-days', '30', '-extfile', 'end.ext', '-out', 'end.pem');
+  await dir.write(
+    'end.ext',
+    'basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\nsubjectAltName = DNS:end.example.com\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n',
+  );
+  await opensslOk(
+    dir.path,
+    'x509',
+    '-req',
+    '-in',
+    'end.csr',
+    '-CA',
+    'sub.pem',
+    '-CAkey',
+    'sub.key',
+    '-set_serial',
+    '0x1234',
+    '-days',
+    '30',
+    '-extfile',
+    'end.ext',
+    '-out',
+    'end.pem',
+  );
   await opensslVerify(dir, fixture, 'end.pem', { purpose: 'sslserver', untrusted: [fixture.intFile, 'sub.pem'] });
 });
 
@@ -174,7 +209,8 @@ test("SANs: the CSR's requested SANs when none are given; the request's when giv
   const fixture = await ca('sans', 'ECC_NIST_P256', { rootAlg: 'ec-p256' });
   const issuer = { certificatePem: fixture.intPem, chainPem: fixture.rootPem };
   const withSans = await opensslCsr(dir, {
-    name: 'withsans', subject: '/CN=from-csr.example.com',
+    name: 'withsans',
+    subject: '/CN=from-csr.example.com',
     addext: ['subjectAltName=DNS:from-csr.example.com,IP:10.1.2.3,IP:::ffff:10.1.2.3,email:ops@example.com', 'basicConstraints=critical,CA:TRUE'],
   });
   const fromCsr = await issueCertificate(fixture.signer, issuer, { csrPem: withSans, profile: 'tls-server', validityDays: 30 });
@@ -185,7 +221,10 @@ test("SANs: the CSR's requested SANs when none are given; the request's when giv
   assert.match(t1, /CA:FALSE/, "the CSR's other requested extensions are ignored: the profile decides");
 
   const overridden = await issueCertificate(fixture.signer, issuer, {
-    csrPem: withSans, profile: 'tls-server', validityDays: 30, subjectAltNames: { dns: ['chosen.example.com'] },
+    csrPem: withSans,
+    profile: 'tls-server',
+    validityDays: 30,
+    subjectAltNames: { dns: ['chosen.example.com'] },
   });
   await dir.write('sans-req.pem', overridden.certificatePem);
   const t2 = await opensslOk(dir.path, 'x509', '-in', 'sans-req.pem', '-noout', '-ext', 'subjectAltName');
@@ -213,7 +252,13 @@ test('serial numbers: 128-bit random, positive, non-zero, minimally encoded; fro
   ];
   for (const [i, [outputs, expected]] of cases.entries()) {
     const queue = [...outputs];
-    const issued = await issueCertificate(fixture.signer, issuer, { ...base, random: (n) => { assert.equal(n, 16); return queue.shift()!; } });
+    const issued = await issueCertificate(fixture.signer, issuer, {
+      ...base,
+      random: (n) => {
+        assert.equal(n, 16);
+        return queue.shift()!;
+      },
+    });
     const file = `serial-${i}.pem`;
     await dir.write(file, issued.certificatePem);
     // Strict DER INTEGER: openssl would refuse a padded one.

@@ -102,9 +102,23 @@ subjectKeyIdentifier = hash
 `,
   );
   await opensslOk(
-    dir.path, 'req', '-x509', '-config', `${name}.cnf`, '-extensions', 'v3_root', ...newKeyArgs(opts.alg ?? 'ec-p384'),
-    '-nodes', '-keyout', `${name}.key`, '-out', `${name}.pem`, '-subj', opts.subject ?? '/C=US/O=Example/CN=Example Offline Root',
-    '-days', String(opts.days ?? 3650),
+    dir.path,
+    'req',
+    '-x509',
+    '-config',
+    `${name}.cnf`,
+    '-extensions',
+    'v3_root',
+    ...newKeyArgs(opts.alg ?? 'ec-p384'),
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.pem`,
+    '-subj',
+    opts.subject ?? '/C=US/O=Example/CN=Example Offline Root',
+    '-days',
+    String(opts.days ?? 3650),
   );
   return dir.read(`${name}.pem`);
 }
@@ -125,9 +139,24 @@ export async function signAsRoot(
   await dir.write(`${opts.out}.csr`, csrPem);
   await dir.write(`${opts.out}.ext`, opts.ext ?? INTERMEDIATE_EXT);
   await opensslOk(
-    dir.path, 'x509', '-req', '-in', `${opts.out}.csr`, '-CA', `${root}.pem`, '-CAkey', `${root}.key`,
-    '-set_serial', `0x${Date.now().toString(16)}${Math.floor(Math.random() * 1e6).toString(16)}`,
-    '-days', String(opts.days ?? 730), `-${opts.digest ?? 'sha384'}`, '-extfile', `${opts.out}.ext`, '-out', `${opts.out}.pem`,
+    dir.path,
+    'x509',
+    '-req',
+    '-in',
+    `${opts.out}.csr`,
+    '-CA',
+    `${root}.pem`,
+    '-CAkey',
+    `${root}.key`,
+    '-set_serial',
+    `0x${Date.now().toString(16)}${Math.floor(Math.random() * 1e6).toString(16)}`,
+    '-days',
+    String(opts.days ?? 730),
+    `-${opts.digest ?? 'sha384'}`,
+    '-extfile',
+    `${opts.out}.ext`,
+    '-out',
+    `${opts.out}.pem`,
   );
   return dir.read(`${opts.out}.pem`);
 }
@@ -139,8 +168,19 @@ export async function opensslCsr(
 ): Promise<string> {
   await dir.write(`${opts.name}.cnf`, REQ_CONFIG);
   await opensslOk(
-    dir.path, 'req', '-new', '-config', `${opts.name}.cnf`, ...newKeyArgs(opts.alg ?? 'ec-p256'), '-nodes',
-    '-keyout', `${opts.name}.key`, '-subj', opts.subject, '-out', `${opts.name}.csr`,
+    dir.path,
+    'req',
+    '-new',
+    '-config',
+    `${opts.name}.cnf`,
+    ...newKeyArgs(opts.alg ?? 'ec-p256'),
+    '-nodes',
+    '-keyout',
+    `${opts.name}.key`,
+    '-subj',
+    opts.subject,
+    '-out',
+    `${opts.name}.csr`,
     ...(opts.addext ?? []).flatMap((e) => ['-addext', e]),
     ...(opts.sigopts ?? []).flatMap((o) => ['-sigopt', o]),
     ...(opts.digest ? [`-${opts.digest}`] : []),

@@ -18,7 +18,9 @@ before(async () => {
     makeRoot(dir, { alg: 'ec-p256' }),
     makeRoot(dir, { name: 'root2', alg: 'ec-p256', subject: '/CN=Other Root' }),
     opensslCsr(dir, {
-      name: 'ec', subject: '/CN=www.example.com', alg: 'ec-p256',
+      name: 'ec',
+      subject: '/CN=www.example.com',
+      alg: 'ec-p256',
       addext: ['subjectAltName=DNS:www.example.com,IP:192.0.2.7'],
     }),
   ]);
@@ -47,7 +49,10 @@ test('a CSR: subject, exact subject/SPKI DER, requested extensions', () => {
   assert.equal(csr.publicKey.asymmetricKeyType, 'ec');
   assert.deepEqual(csr.spkiDer, csr.publicKey.export({ type: 'spki', format: 'der' }));
   assert.deepEqual(csr.subjectDer, Buffer.from(AsnConvert.serialize(csr.subject)));
-  assert.deepEqual(csr.requestedExtensions.map((e) => e.extnID), ['2.5.29.17']);
+  assert.deepEqual(
+    csr.requestedExtensions.map((e) => e.extnID),
+    ['2.5.29.17'],
+  );
   assert.deepEqual(csr.der, derOf(ecCsr));
 });
 
@@ -66,11 +71,15 @@ test("a CSR whose signature is broken: csrPem: the CSR's signature does not veri
   const other = parseCsrPem(await opensslCsr(dir, { name: 'other', subject: '/CN=www.example.com' }));
   const csr = AsnConvert.parse(der, CertificationRequest);
   csr.certificationRequestInfo.subjectPKInfo = other.asn.certificationRequestInfo.subjectPKInfo;
-  const swapped = Buffer.from(AsnConvert.serialize(new CertificationRequest({
-    certificationRequestInfo: csr.certificationRequestInfo,
-    signatureAlgorithm: csr.signatureAlgorithm,
-    signature: csr.signature,
-  })));
+  const swapped = Buffer.from(
+    AsnConvert.serialize(
+      new CertificationRequest({
+        certificationRequestInfo: csr.certificationRequestInfo,
+        signatureAlgorithm: csr.signatureAlgorithm,
+        signature: csr.signature,
+      }),
+    ),
+  );
   await rejectsWith(() => parseCsrPem(toPem('CERTIFICATE REQUEST', swapped)), 'INVALID_ARGUMENT', /^csrPem: the CSR's signature does not verify$/);
 });
 
@@ -87,7 +96,10 @@ test('garbage and malformed PEM are INVALID_ARGUMENT naming the field', async ()
     [42, /^csrPem: must be a PEM string/],
     [undefined, /^csrPem: must be a PEM string/],
     ['-----BEGIN CERTIFICATE REQUEST-----\n!!!!\n-----END CERTIFICATE REQUEST-----\n', /^csrPem: PEM block 1 \("CERTIFICATE REQUEST"\) is not valid base64/],
-    ['-----BEGIN CERTIFICATE REQUEST-----\nQUJD\n-----END CERTIFICATE-----\n', /^csrPem: PEM block 1 begins with "CERTIFICATE REQUEST" but ends with "CERTIFICATE"/],
+    [
+      '-----BEGIN CERTIFICATE REQUEST-----\nQUJD\n-----END CERTIFICATE-----\n',
+      /^csrPem: PEM block 1 begins with "CERTIFICATE REQUEST" but ends with "CERTIFICATE"/,
+    ],
     [`-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64')}\n`, /^csrPem: has an unterminated or malformed PEM block/],
     ['-----BEGIN CERTIFICATE REQUEST-----\n-----END CERTIFICATE REQUEST-----\n', /^csrPem: PEM block 1 .*not valid base64/],
     [toPem('CERTIFICATE REQUEST', Buffer.from('definitely not DER')), /^csrPem: is not a valid DER PKCS#10 certification request/],
@@ -131,14 +143,23 @@ test('certificates: exact issuer/subject/SPKI DER, validity, extensions; chains 
   assert.deepEqual(root.extensions.map((e) => e.extnID).sort(), ['2.5.29.14', '2.5.29.15', '2.5.29.19']);
   assert.equal(root.pem, rootPem);
   const chain = parseChainPem(`subject=CN = Example\nissuer=CN = Example\n${rootPem}\nsome text\n${root2Pem}`);
-  assert.deepEqual(chain.map((c) => c.x509.subject), [root.x509.subject, 'CN=Other Root']);
+  assert.deepEqual(
+    chain.map((c) => c.x509.subject),
+    [root.x509.subject, 'CN=Other Root'],
+  );
 });
 
 test('PEM: many unterminated BEGIN lines at the length limit are one clear 400 (read in one pass, not by backtracking)', () => {
   const text = '-----BEGIN A-----'.repeat(Math.floor(MAX_PEM_LENGTH / 17));
-  assert.throws(() => pemBlocks(text, 'chainPem'), (e: unknown) => e instanceof ServiceError && e.code === 'INVALID_ARGUMENT' && /chainPem: has an unterminated or malformed PEM block/.test(e.message));
+  assert.throws(
+    () => pemBlocks(text, 'chainPem'),
+    (e: unknown) => e instanceof ServiceError && e.code === 'INVALID_ARGUMENT' && /chainPem: has an unterminated or malformed PEM block/.test(e.message),
+  );
   // And the neighbours of a good block are still read: explanatory text before, a second block after.
   const good = toPem('CERTIFICATE', Buffer.from([1, 2, 3]));
-  assert.deepEqual(pemBlocks(`subject=CN=x\n${good}${good}`, 'p').map((b) => b.der), [Buffer.from([1, 2, 3]), Buffer.from([1, 2, 3])]);
+  assert.deepEqual(
+    pemBlocks(`subject=CN=x\n${good}${good}`, 'p').map((b) => b.der),
+    [Buffer.from([1, 2, 3]), Buffer.from([1, 2, 3])],
+  );
   assert.throws(() => pemBlocks(`${good}-----END CERTIFICATE-----`, 'p'), /unterminated or malformed/);
 });

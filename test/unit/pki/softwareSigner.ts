@@ -44,9 +44,7 @@ function run(cmd: string, args: string[], input: Buffer): Promise<Buffer> {
 export async function createSoftwareSigner(keySpec: KeySpec): Promise<SoftwareSigner> {
   const spec = KEY_SPEC_INFO[keySpec];
   const { privateKey, publicKey } =
-    spec.keyType === 'RSA'
-      ? await gen('rsa', { modulusLength: spec.bits })
-      : await gen('ec', { namedCurve: spec.curve!.nodeName });
+    spec.keyType === 'RSA' ? await gen('rsa', { modulusLength: spec.bits }) : await gen('ec', { namedCurve: spec.curve!.nodeName });
   const dir = await mkdtemp(join(tmpdir(), 'pki-signer-'));
   const keyFile = join(dir, 'key.pem');
   await writeFile(keyFile, privateKey.export({ type: 'pkcs8', format: 'pem' }), { mode: 0o600 });

@@ -35,9 +35,13 @@ test('opens on HSM failures, then fails at once with 503 HSM_UNAVAILABLE and Ret
   let called = false;
   const started = performance.now();
   await assert.rejects(
-    throughBreaker(b, async () => {
-      called = true;
-    }, 2500),
+    throughBreaker(
+      b,
+      async () => {
+        called = true;
+      },
+      2500,
+    ),
     (e: unknown) => e instanceof ServiceError && e.code === 'HSM_UNAVAILABLE' && e.retryAfterSeconds === 3,
   );
   assert.ok(performance.now() - started < 50);

@@ -71,7 +71,12 @@ test('stops after maxAttempts and throws the last error', async () => {
 test('maxAttempts 1 means no retry at all (for when the HSM client retries itself)', async () => {
   const h = harness({ maxAttempts: 1 });
   let calls = 0;
-  await assert.rejects(retry(async () => (calls++, Promise.reject(new Retryable())), h.options));
+  await assert.rejects(
+    retry(async () => {
+      calls++;
+      throw new Retryable();
+    }, h.options),
+  );
   assert.equal(calls, 1);
 });
 
