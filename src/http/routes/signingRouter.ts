@@ -1,4 +1,4 @@
-import type { IRouter, Request } from 'express';
+import { Router, type Request } from 'express';
 import type { AuditLog } from '../../audit/AuditLog.js';
 import { ServiceError } from '../../errors.js';
 import { digestOfInput, type SignInput, type SignOutput, type SigningService } from '../../service/SigningService.js';
@@ -14,11 +14,9 @@ const signJson = (r: SignOutput): object => ({
   signature: r.signature.toString('base64'),
 });
 
-/**
- * Sign, verify and batch sign, added to the app itself: the hot path skips a nested Router's dispatch.
- * With an audit log, each answer waits for its record (requestAudit.ts).
- */
-export function addSigningRoutes(r: IRouter, service: SigningService, audit?: AuditLog): void {
+/** Sign, verify and batch sign. With an audit log, each answer waits for its record (requestAudit.ts). */
+export function signingRouter(service: SigningService, audit?: AuditLog): Router {
+  const r = Router();
   r.post('/v1/keys/:name/sign', async (req: Request<{ name: string }>, res) => {
     const out = await auditorFor(audit, req, res).run('sign', async (facts) => {
       const name = keyName(req.params.name);
@@ -77,6 +75,7 @@ export function addSigningRoutes(r: IRouter, service: SigningService, audit?: Au
       results: results.map((x) => (x instanceof ServiceError ? { error: { code: x.code, message: x.message } } : signJson(x))),
     });
   });
+  return r;
 }
 
 /** What a parsed request asked for. */
