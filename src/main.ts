@@ -92,10 +92,9 @@ async function primary(config: Config, logger: Logger): Promise<void> {
 
 /**
  * SIGHUP: the server's certificate and key (and client CA) and the clients file, read again (and
- * the audit log reopened, as on SIGUSR2). New
- * connections get the new certificate; connections already open keep theirs, and requests in
- * flight finish. A file that does not load leaves its predecessor in place, with one error line
- * naming the variable and the problem, never the content.
+ * the audit log reopened, as on SIGUSR2). New connections get the new certificate; connections
+ * already open keep theirs, and requests in flight finish. A file that does not load leaves its
+ * predecessor in place, with one error line naming the variable and the problem, never the content.
  */
 function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry | undefined, logger: Logger): void {
   const reloaded: string[] = [];
