@@ -174,7 +174,8 @@ export class AuditLog {
   private writeBatch(batch: Batch, mayReopen: boolean): void {
     const writing = { startedAt: Date.now(), batch, stalled: false };
     this.writing = writing;
-    appendLines(this.fd, this.regularFile, batch.lines, writing, (reason) => {
+    appendLines(this.fd, this.regularFile, batch.lines, writing, (written) => {
+      let reason = written;
       // The file was removed (not moved): its records are out of reach. Create it again and write the batch there.
       if (reason === REMOVED && mayReopen && !writing.stalled) {
         const cannot = this.reopenAfterRemoval();

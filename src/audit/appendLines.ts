@@ -33,19 +33,31 @@ function pipeChunks(lines: readonly string[]): Buffer[] {
  * `done()` without a reason once every byte is written; with the errno code, 'short write' or
  * 'stalled' (the caller set `writing.stalled`) otherwise.
  */
-export function appendLines(fd: number, regularFile: boolean, lines: readonly string[], writing: { readonly stalled: boolean }, done: (reason?: string) => void): void {
+export function appendLines(
+  fd: number,
+  regularFile: boolean,
+  lines: readonly string[],
+  writing: { readonly stalled: boolean },
+  done: (reason?: string) => void,
+): void {
   const chunks = regularFile ? [Buffer.from(lines.join(''))] : pipeChunks(lines);
   let i = 0;
   let offset = 0;
   const next = (): void => {
-    if (writing.stalled) return done('stalled');
+    if (writing.stalled) {
+      done('stalled');
+      return;
+    }
     const chunk = chunks[i];
     if (!chunk) {
+      let reason: string | undefined;
       try {
-        return done(regularFile && fstatSync(fd).nlink === 0 ? REMOVED : undefined);
+        reason = regularFile && fstatSync(fd).nlink === 0 ? REMOVED : undefined;
       } catch (e) {
-        return done(errnoOf(e));
+        reason = errnoOf(e);
       }
+      done(reason);
+      return;
     }
     write(fd, chunk, offset, chunk.length - offset, null, (err, n) => {
       // A FIFO or a non-blocking stdout that is full: wait for the reader (the stall check bounds it).

@@ -19,7 +19,9 @@ const ec = fakeKey('ec', 'ECC_NIST_P256');
 const MAX_ATTEMPTS = 3;
 
 const breakers: HsmBreaker[] = [];
-after(() => breakers.forEach((b) => b.shutdown()));
+after(() => {
+  for (const b of breakers) b.shutdown();
+});
 
 function setup(): { keys: FakeKeyManager; service: SigningService; breaker: HsmBreaker } {
   const keys = new FakeKeyManager([rsa, ec]);
@@ -53,7 +55,7 @@ const signedDigests = (calls: readonly { digest: Buffer }[][]): string[][] => ca
 
 // --- sign -----------------------------------------------------------------------------------
 
-test('sign: a message is hashed with the algorithm\'s hash, and that digest goes to the HSM and into the output', async () => {
+test("sign: a message is hashed with the algorithm's hash, and that digest goes to the HSM and into the output", async () => {
   const { keys, service } = setup();
   const message = Buffer.from('hello');
   const out = await service.sign({ keyName: 'rsa', algorithm: 'RSASSA_PKCS1_V1_5_SHA_256', message }, soon());
@@ -168,14 +170,21 @@ test('sign: at the deadline the caller gets 504 and the HSM call sees its signal
 
 // --- signBatch ------------------------------------------------------------------------------
 
-test('signBatch: items go to the HSM in chunks of 16, in order, and each answer is its own item\'s', async () => {
+test("signBatch: items go to the HSM in chunks of 16, in order, and each answer is its own item's", async () => {
   const { keys, service } = setup();
   const items = Array.from({ length: 40 }, (_, i) => ecItem(i));
   const results = await service.signBatch(items, soon());
-  assert.deepEqual(keys.signManyCalls.map((c) => c.length), [16, 16, 8]);
-  assert.deepEqual(signedDigests(keys.signManyCalls).flat(), items.map((x) => x.digest!.toString('hex')), 'each item sent once, in order');
+  assert.deepEqual(
+    keys.signManyCalls.map((c) => c.length),
+    [16, 16, 8],
+  );
+  assert.deepEqual(
+    signedDigests(keys.signManyCalls).flat(),
+    items.map((x) => x.digest!.toString('hex')),
+    'each item sent once, in order',
+  );
   assert.equal(results.length, 40);
-  results.forEach((r, i) => assertSigned(r, i));
+  for (const [i, r] of results.entries()) assertSigned(r, i);
   assert.equal(keys.signCalls.length, 0, 'no single signs');
 });
 
@@ -187,7 +196,11 @@ test('signBatch: items already refused (parse, permission) and bad input are ans
   items[5] = { ...ecItem(5), digest: Buffer.alloc(3) };
   items[7] = { ...rsaItem(7), signatureFormat: 'raw' };
   const results = await service.signBatch(items, soon());
-  assert.deepEqual(keys.signManyCalls.map((c) => c.length), [15], 'the 15 good items in one chunk');
+  assert.deepEqual(
+    keys.signManyCalls.map((c) => c.length),
+    [15],
+    'the 15 good items in one chunk',
+  );
   assert.equal(results[2], denied);
   assert.equal((results[5] as ServiceError).code, 'INVALID_ARGUMENT');
   assert.match((results[5] as ServiceError).message, /^digest: /);
@@ -195,7 +208,7 @@ test('signBatch: items already refused (parse, permission) and bad input are ans
   for (const i of [0, 1, 3, 4, 6, ...Array.from({ length: 10 }, (_, k) => k + 8)]) assertSigned(results[i]!, i);
 });
 
-test('signBatch: an item\'s own error (no key, wrong algorithm, refused by the HSM) is its answer; the others are signed, nothing is retried', async () => {
+test("signBatch: an item's own error (no key, wrong algorithm, refused by the HSM) is its answer; the others are signed, nothing is retried", async () => {
   const { keys, service } = setup();
   const items: SignInput[] = Array.from({ length: 6 }, (_, i) => ecItem(i));
   items[1] = { ...ecItem(1), keyName: 'missing' };
@@ -222,8 +235,12 @@ test('signBatch: a retry re-sends only the items still unsigned', async () => {
   const results = await service.signBatch(items, soon());
   const sent = signedDigests(keys.signManyCalls);
   assert.equal(sent.length, 2);
-  assert.deepEqual(sent[1], items.slice(5).map((x) => x.digest!.toString('hex')), 'the retry holds the 11 unsigned items and no signed one');
-  results.forEach((r, i) => assertSigned(r, i));
+  assert.deepEqual(
+    sent[1],
+    items.slice(5).map((x) => x.digest!.toString('hex')),
+    'the retry holds the 11 unsigned items and no signed one',
+  );
+  for (const [i, r] of results.entries()) assertSigned(r, i);
 });
 
 test('signBatch: a retry re-sends neither the signed items nor the ones with an answer of their own', async () => {
@@ -238,7 +255,10 @@ test('signBatch: a retry re-sends neither the signed items nor the ones with an 
   };
   const results = await service.signBatch(items, soon());
   const sent = signedDigests(keys.signManyCalls);
-  assert.deepEqual(sent[1], items.slice(3).map((x) => x.digest!.toString('hex')));
+  assert.deepEqual(
+    sent[1],
+    items.slice(3).map((x) => x.digest!.toString('hex')),
+  );
   assert.equal((results[1] as ServiceError).code, 'NOT_FOUND');
   for (const i of [0, 2, 3, 4, 5, 6, 7]) assertSigned(results[i]!, i);
 });
@@ -252,7 +272,11 @@ test('signBatch: a failure that persists becomes the answer of the unsigned item
     return reqs.map((r, j) => (j === 0 ? keys.outcome(r) : down));
   };
   const results = await service.signBatch(items, soon());
-  assert.deepEqual(keys.signManyCalls.map((c) => c.length), [10, 9, 8], 'one attempt per configured attempt, each with only the unsigned items');
+  assert.deepEqual(
+    keys.signManyCalls.map((c) => c.length),
+    [10, 9, 8],
+    'one attempt per configured attempt, each with only the unsigned items',
+  );
   for (const i of [0, 1, 2]) assertSigned(results[i]!, i);
   for (const i of [3, 4, 5, 6, 7, 8, 9]) {
     const e = results[i] as ServiceError;
@@ -271,7 +295,10 @@ test('signBatch: the chunks of one batch are sent without waiting for each other
     inFlight--;
     return reqs.map((r) => keys.outcome(r));
   };
-  await service.signBatch(Array.from({ length: 48 }, (_, i) => ecItem(i)), soon());
+  await service.signBatch(
+    Array.from({ length: 48 }, (_, i) => ecItem(i)),
+    soon(),
+  );
   assert.equal(most, 3);
 });
 
@@ -317,12 +344,26 @@ test('verify: with the cached public key, even with the breaker open; a wrong si
   assert.deepEqual(await service.verify({ keyName: 'ec', algorithm: 'ECDSA_SHA_256', message, signature: good }, soon()), { valid: true, keyVersion: 1 });
   const other = cryptoSign('sha256', Buffer.from('other'), ec.privateKeys.get(1)!);
   assert.deepEqual(await service.verify({ keyName: 'ec', algorithm: 'ECDSA_SHA_256', message, signature: other }, soon()), { valid: false, keyVersion: 1 });
-  assert.deepEqual(await service.verify({ keyName: 'ec', algorithm: 'ECDSA_SHA_256', message, signature: Buffer.from('not DER') }, soon()), { valid: false, keyVersion: 1 });
-  assert.deepEqual(await service.verify({ keyName: 'ec', algorithm: 'ECDSA_SHA_256', message, signature: Buffer.concat([good, Buffer.alloc(1)]) }, soon()), { valid: false, keyVersion: 1 }, 'one DER form only');
+  assert.deepEqual(await service.verify({ keyName: 'ec', algorithm: 'ECDSA_SHA_256', message, signature: Buffer.from('not DER') }, soon()), {
+    valid: false,
+    keyVersion: 1,
+  });
+  assert.deepEqual(
+    await service.verify({ keyName: 'ec', algorithm: 'ECDSA_SHA_256', message, signature: Buffer.concat([good, Buffer.alloc(1)]) }, soon()),
+    { valid: false, keyVersion: 1 },
+    'one DER form only',
+  );
   // An RSA PKCS#1 v1.5 digest verifies in the service too.
   const rsaSig = cryptoSign('sha256', message, rsa.privateKeys.get(1)!);
-  assert.deepEqual(await service.verify({ keyName: 'rsa', keyVersion: 1, algorithm: 'RSASSA_PKCS1_V1_5_SHA_256', digest: sha256(message), signature: rsaSig }, soon()), { valid: true, keyVersion: 1 });
-  assert.deepEqual(await service.verify({ keyName: 'rsa', algorithm: 'RSASSA_PKCS1_V1_5_SHA_256', digest: sha256(message), signature: rsaSig }, soon()), { valid: false, keyVersion: 2 }, 'another version\'s key');
+  assert.deepEqual(
+    await service.verify({ keyName: 'rsa', keyVersion: 1, algorithm: 'RSASSA_PKCS1_V1_5_SHA_256', digest: sha256(message), signature: rsaSig }, soon()),
+    { valid: true, keyVersion: 1 },
+  );
+  assert.deepEqual(
+    await service.verify({ keyName: 'rsa', algorithm: 'RSASSA_PKCS1_V1_5_SHA_256', digest: sha256(message), signature: rsaSig }, soon()),
+    { valid: false, keyVersion: 2 },
+    "another version's key",
+  );
   assert.equal(keys.verifyDigestCalls.length, 0);
 });
 
@@ -336,11 +377,16 @@ test('verify: a prehashed PSS or ECDSA digest goes to the HSM with the raw signa
   assert.equal(keys.verifyDigestCalls[0]!.signature.length, 64, 'raw r||s');
   assert.deepEqual(ecdsaRawToDer(keys.verifyDigestCalls[0]!.signature), der);
   const pss = cryptoSign('sha256', message, { key: rsa.privateKeys.get(2)!, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 });
-  assert.deepEqual(await service.verify({ keyName: 'rsa', algorithm: 'RSASSA_PSS_SHA_256', digest: sha256(message), signature: pss.subarray(1) }, soon()), { valid: false, keyVersion: 2 });
+  assert.deepEqual(await service.verify({ keyName: 'rsa', algorithm: 'RSASSA_PSS_SHA_256', digest: sha256(message), signature: pss.subarray(1) }, soon()), {
+    valid: false,
+    keyVersion: 2,
+  });
   assert.equal(keys.verifyDigestCalls.length, 1);
   keys.onVerifyDigest = () => {
     throw sessionLost();
   };
-  await assert.rejects(service.verify({ keyName: 'rsa', algorithm: 'RSASSA_PSS_SHA_256', digest: sha256(message), signature: pss }, soon()), { code: 'HSM_UNAVAILABLE' });
+  await assert.rejects(service.verify({ keyName: 'rsa', algorithm: 'RSASSA_PSS_SHA_256', digest: sha256(message), signature: pss }, soon()), {
+    code: 'HSM_UNAVAILABLE',
+  });
   assert.equal(keys.verifyDigestCalls.length, 1 + MAX_ATTEMPTS, 'retried like a sign');
 });

@@ -30,9 +30,7 @@ export function fakeKey(name: string, keySpec: KeySpec, versions = 1): FakeKey {
   const list = Array.from({ length: versions }, (_, i) => {
     const spec = KEY_SPEC_INFO[keySpec];
     const pair =
-      spec.keyType === 'RSA'
-        ? generateKeyPairSync('rsa', { modulusLength: spec.bits })
-        : generateKeyPairSync('ec', { namedCurve: spec.curve!.nodeName });
+      spec.keyType === 'RSA' ? generateKeyPairSync('rsa', { modulusLength: spec.bits }) : generateKeyPairSync('ec', { namedCurve: spec.curve!.nodeName });
     privateKeys.set(i + 1, pair.privateKey);
     return {
       version: i + 1,
