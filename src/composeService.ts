@@ -40,10 +40,13 @@ function openAuditLog(target: string, stallMs: number, logger: Logger): AuditLog
     });
 }
 
-/** One worker's object graph: HSM binding -> KeyManager -> resilience -> service -> HTTP app. */
-export async function composeService(config: Config, logger: Logger): Promise<RunningService> {
+/**
+ * One worker's object graph: HSM binding -> KeyManager -> resilience -> service -> HTTP app.
+ * `loaded`: the clients of CLIENTS_FILE if the caller has read them already.
+ */
+export async function composeService(config: Config, logger: Logger, loaded?: ClientRegistry): Promise<RunningService> {
   // Read before touching the HSM, so a bad file fails fast.
-  const clients = config.clientsFile !== undefined || config.tls?.clientCaFile !== undefined ? new ClientRegistry(config.clientsFile) : undefined;
+  const clients = loaded ?? (config.clientsFile !== undefined || config.tls?.clientCaFile !== undefined ? new ClientRegistry(config.clientsFile) : undefined);
   // So does an audit log that cannot be opened: without it no audited operation could be answered.
   const audit = config.auditLog !== undefined ? openAuditLog(config.auditLog, config.requestDeadlineMs, logger) : undefined;
   const p11 = await ThreadedPkcs11.start(config.hsm.modulePath, config.hsm.threads, (m) => logger.warn(m));

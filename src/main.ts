@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { ConfigError, loadConfig, type Config } from './config/config.js';
 import { readTlsFiles, type TlsMaterial } from './config/tlsFiles.js';
 import { composeService } from './composeService.js';
-import { loadClients, type ClientRegistry } from './http/auth.js';
+import { ClientRegistry } from './http/auth.js';
 import { createServer, secureContextOptions, type ApiServer } from './http/createServer.js';
 import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
 import { createLogger } from './logger.js';
@@ -92,10 +92,9 @@ async function primary(config: Config, logger: Logger): Promise<void> {
 
 /**
  * SIGHUP: the server's certificate and key (and client CA) and the clients file, read again (and
- * the audit log reopened, as on SIGUSR2). New
- * connections get the new certificate; connections already open keep theirs, and requests in
- * flight finish. A file that does not load leaves its predecessor in place, with one error line
- * naming the variable and the problem, never the content.
+ * the audit log reopened, as on SIGUSR2). New connections get the new certificate; connections
+ * already open keep theirs, and requests in flight finish. A file that does not load leaves its
+ * predecessor in place, with one error line naming the variable and the problem, never the content.
  */
 function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry | undefined, logger: Logger): void {
   const reloaded: string[] = [];
@@ -122,8 +121,8 @@ function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry 
   logger.info({ reloaded }, 'SIGHUP: reloaded');
 }
 
-async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefined): Promise<void> {
-  const running = await composeService(config, logger);
+async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefined, clients: ClientRegistry | undefined): Promise<void> {
+  const running = await composeService(config, logger, clients);
   rotate.handler = running.reopenAuditLog;
   const metrics = cluster.isWorker
     ? undefined
@@ -201,6 +200,7 @@ function pinFromPrimary(timeoutMs = 10_000): Promise<string> {
 export async function main(): Promise<void> {
   let config: Config;
   let tls: TlsMaterial | undefined;
+  let clients: ClientRegistry | undefined;
   // Until the configuration is read: a LOG_LEVEL it would refuse must not stop pino first.
   const logger = createLogger(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(process.env.LOG_LEVEL ?? '') ? process.env.LOG_LEVEL! : 'info');
   try {
@@ -210,9 +210,10 @@ export async function main(): Promise<void> {
     // child would inherit. (A process started with HSM_PIN keeps it in its own /proc/<pid>/environ:
     // the primary, or with WORKERS=1 the only process. HSM_PIN_FILE avoids even that.)
     delete process.env.HSM_PIN;
-    // Read and checked before forking: a bad file stops the service with exit 2, not workers in a restart loop.
+    // Read and checked before forking: a bad file stops the service with exit 2, not workers in a
+    // restart loop. A cluster's workers read the clients again; the only process keeps these.
     tls = config.tls ? readTlsFiles(config.tls) : undefined;
-    if (config.clientsFile !== undefined) loadClients(config.clientsFile);
+    if (config.clientsFile !== undefined) clients = new ClientRegistry(config.clientsFile);
   } catch (e) {
     if (e instanceof ConfigError) {
       logger.fatal(e.message);
@@ -225,7 +226,7 @@ export async function main(): Promise<void> {
   if (cluster.isPrimary) for (const w of config.warnings) logger.warn(w);
   if (cluster.isPrimary && config.workers > 1) return primary(config, logger);
   try {
-    await worker(config, logger, tls);
+    await worker(config, logger, tls, clients);
   } catch (e) {
     logger.fatal({ err: (e as Error).message }, 'worker could not start');
     process.exit(1);

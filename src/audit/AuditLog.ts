@@ -1,22 +1,10 @@
-import { closeSync, constants, fstatSync, openSync, write } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { ServiceError } from '../errors.js';
+import { appendLines, REMOVED } from './appendLines.js';
 import { auditLine, type AuditRecord } from './auditRecord.js';
+import { AUDIT_STDOUT, AuditOpenError, errnoOf, isRegularFile, openAuditTarget } from './auditTarget.js';
 
-/** AUDIT_LOG=stdout: the records go to the process's standard output (a container's log stream). */
-export const AUDIT_STDOUT = 'stdout';
-
-/**
- * O_APPEND: every write(2) lands at the end of the file as it is at that moment, so the workers of
- * a cluster (each with its own descriptor) append whole batches without overwriting or splitting
- * each other's lines. O_NONBLOCK matters only for a FIFO: opening one with no reader fails
- * (ENXIO) instead of blocking the event loop, and a full one answers EAGAIN instead of blocking.
- */
-const OPEN_FLAGS = constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK;
-const OPEN_MODE = 0o640;
-/** A pipe write of at most this many bytes is atomic (POSIX PIPE_BUF, 4096 on Linux): writers to one pipe do not interleave. */
-const PIPE_BUF = 4096;
-/** The reason a write is failed when the file it went to has been removed. */
-const REMOVED = 'removed';
+export { AUDIT_STDOUT, AuditOpenError, openAuditTarget } from './auditTarget.js';
 
 export type AuditEvent =
   | { readonly type: 'unavailable'; readonly reason: string }
@@ -31,17 +19,6 @@ export interface AuditLogOptions {
   readonly retryMs?: number;
   /** State changes, for the service's own log. Reasons are error codes, never record contents. */
   readonly onEvent?: (e: AuditEvent) => void;
-}
-
-export class AuditOpenError extends Error {
-  override readonly name = 'AuditOpenError';
-  constructor(
-    message: string,
-    /** The errno code (ENOENT, ENXIO, ...). */
-    readonly code: string,
-  ) {
-    super(message);
-  }
 }
 
 interface Batch {
@@ -60,43 +37,6 @@ function newBatch(): Batch {
   });
   return { lines: [], promise, resolve, reject };
 }
-
-/** Whole lines in writes of at most PIPE_BUF bytes (a longer line alone). */
-function pipeChunks(lines: readonly string[]): Buffer[] {
-  const chunks: Buffer[] = [];
-  let group: string[] = [];
-  let size = 0;
-  for (const line of lines) {
-    const n = Buffer.byteLength(line);
-    if (size + n > PIPE_BUF && group.length > 0) {
-      chunks.push(Buffer.from(group.join('')));
-      group = [];
-      size = 0;
-    }
-    group.push(line);
-    size += n;
-  }
-  if (group.length > 0) chunks.push(Buffer.from(group.join('')));
-  return chunks;
-}
-
-const errnoOf = (e: unknown): string => (e as NodeJS.ErrnoException).code ?? 'error';
-
-/** Opens an AUDIT_LOG target (a path, or `stdout`) for appending; throws AuditOpenError naming the errno code. */
-export function openAuditTarget(target: string): number {
-  return openTarget(target);
-}
-
-function openTarget(target: string): number {
-  if (target === AUDIT_STDOUT) return 1;
-  try {
-    return openSync(target, OPEN_FLAGS, OPEN_MODE);
-  } catch (e) {
-    throw new AuditOpenError(`AUDIT_LOG: cannot open ${target} for appending (${errnoOf(e)})`, errnoOf(e));
-  }
-}
-
-const isRegularFile = (fd: number): boolean => fstatSync(fd).isFile();
 
 /**
  * The audit trail of one process: records are queued, and everything queued in one turn of the
@@ -139,7 +79,7 @@ export class AuditLog {
 
   /** Opens `target` (a path, or `stdout`) for appending; throws AuditOpenError naming AUDIT_LOG and the errno code. */
   static open(target: string, o: AuditLogOptions = {}): AuditLog {
-    return new AuditLog(target, openTarget(target), o);
+    return new AuditLog(target, openAuditTarget(target), o);
   }
 
   /** Whether records are being written, and if not, why (an errno code or a short sentence). */
@@ -173,7 +113,7 @@ export class AuditLog {
     if (this.target === AUDIT_STDOUT || this.closed) return;
     let fd: number;
     try {
-      fd = openTarget(this.target);
+      fd = openAuditTarget(this.target);
     } catch (e) {
       this.o.onEvent?.({ type: 'reopen-failed', reason: (e as Error).message });
       return;
@@ -234,7 +174,8 @@ export class AuditLog {
   private writeBatch(batch: Batch, mayReopen: boolean): void {
     const writing = { startedAt: Date.now(), batch, stalled: false };
     this.writing = writing;
-    this.writeLines(batch.lines, writing, (reason) => {
+    appendLines(this.fd, this.regularFile, batch.lines, writing, (written) => {
+      let reason = written;
       // The file was removed (not moved): its records are out of reach. Create it again and write the batch there.
       if (reason === REMOVED && mayReopen && !writing.stalled) {
         const cannot = this.reopenAfterRemoval();
@@ -263,48 +204,10 @@ export class AuditLog {
     }
   }
 
-  /**
-   * Writes the lines, whole: one write on a regular file (a short write is a failure: the rest
-   * would follow another process's lines), whole-line writes of at most PIPE_BUF otherwise. On a
-   * regular file, checks afterwards that the file still has a name.
-   */
-  private writeLines(lines: readonly string[], writing: { stalled: boolean }, done: (reason?: string) => void): void {
-    const fd = this.fd;
-    const regular = this.regularFile;
-    const chunks = regular ? [Buffer.from(lines.join(''))] : pipeChunks(lines);
-    let i = 0;
-    let offset = 0;
-    const next = (): void => {
-      if (writing.stalled) return done('stalled');
-      const chunk = chunks[i];
-      if (!chunk) {
-        try {
-          return done(regular && fstatSync(fd).nlink === 0 ? REMOVED : undefined);
-        } catch (e) {
-          return done(errnoOf(e));
-        }
-      }
-      write(fd, chunk, offset, chunk.length - offset, null, (err, n) => {
-        // A FIFO or a non-blocking stdout that is full: wait for the reader (the stall check bounds it).
-        if (err?.code === 'EAGAIN') return void setTimeout(next, 1);
-        if (err) return done(errnoOf(err));
-        if (n < chunk.length - offset) {
-          if (regular) return done('short write');
-          offset += n;
-          return next();
-        }
-        i++;
-        offset = 0;
-        next();
-      });
-    };
-    next();
-  }
-
   /** Undefined once reopened, else the errno code. */
   private reopenAfterRemoval(): string | undefined {
     try {
-      this.swap(openTarget(this.target));
+      this.swap(openAuditTarget(this.target));
       this.o.onEvent?.({ type: 'reopened' });
       return undefined;
     } catch (e) {
@@ -348,7 +251,7 @@ export class AuditLog {
     f.lastAttempt = Date.now();
     if (this.target !== AUDIT_STDOUT) {
       try {
-        this.swap(openTarget(this.target));
+        this.swap(openAuditTarget(this.target));
       } catch (e) {
         f.reason = `cannot open: ${e instanceof AuditOpenError ? e.code : errnoOf(e)}`;
         return;
@@ -366,7 +269,7 @@ export class AuditLog {
     });
     const writing = { startedAt: Date.now(), stalled: false };
     this.writing = writing;
-    this.writeLines([line], writing, (reason) => {
+    appendLines(this.fd, this.regularFile, [line], writing, (reason) => {
       this.writing = undefined;
       if (reason !== undefined) {
         if (!writing.stalled) f.reason = reason;

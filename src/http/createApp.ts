@@ -11,7 +11,7 @@ import { openapiRouter } from './openapi.js';
 import { requestContext } from './requestContext.js';
 import { healthRouter } from './routes/healthRouter.js';
 import { keysRouter } from './routes/keysRouter.js';
-import { addSigningRoutes } from './routes/signingRouter.js';
+import { signingRouter } from './routes/signingRouter.js';
 
 export interface AppDeps {
   readonly service: SigningService;
@@ -66,9 +66,8 @@ export function createApp(deps: AppDeps): Express {
   if (deps.v1Guard) app.use('/v1', deps.v1Guard);
   if (deps.clientMaxInFlight) app.use('/v1', clientLimit(deps.clientMaxInFlight));
   app.use('/v1', jsonBody(deps.bodyLimitBytes));
-  // Express tries every route in order: the hot path (sign, verify) comes first, on the app itself
-  // (a nested Router costs each request a pass through its own dispatch), the rare GETs last.
-  addSigningRoutes(app, deps.service, deps.audit);
+  // Express tries every route in order: the hot path (sign, verify) comes first, the rare GETs last.
+  app.use(signingRouter(deps.service, deps.audit));
   app.use(keysRouter(deps.service));
   for (const r of deps.extraRouters ?? []) app.use(r);
   app.use(healthRouter(deps.service, deps.audit));

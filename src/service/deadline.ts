@@ -5,9 +5,9 @@ export const deadlineExceeded = (): ServiceError => new ServiceError('DEADLINE_E
 
 /**
  * A request's "stop waiting" for the HSM layer, made once per guarded call. It does what the HSM
- * layer reads of an AbortSignal and no more: an AbortController is an EventTarget with a Map of
- * its own, ~3 µs and ~2 KB per request in Node 20, where this is a few fields. Listeners run once,
- * at the abort; one added after it never runs (as with an AbortSignal: read `aborted` first).
+ * layer reads of an AbortSignal and no more: one is made for every request on the hot path, and an
+ * AbortController is a whole EventTarget where this is a few fields. Listeners run once, at the
+ * abort; one added after it never runs (as with an AbortSignal: read `aborted` first).
  */
 export class Cancellation implements CancelSignal {
   aborted = false;

@@ -1,9 +1,9 @@
-import type { IRouter, Request } from 'express';
+import { Router, type Request, type Response } from 'express';
 import type { AuditLog } from '../../audit/AuditLog.js';
 import { ServiceError } from '../../errors.js';
 import { digestOfInput, type SignInput, type SignOutput, type SigningService } from '../../service/SigningService.js';
 import { allowed, permit } from '../auth.js';
-import { auditorFor, type AuditFacts } from '../requestAudit.js';
+import { auditorFor, RequestAudit, type AuditFacts } from '../requestAudit.js';
 import { deadlineOf } from '../requestContext.js';
 import { keyName, parseBatch, parseSign, parseVerify } from '../validation.js';
 
@@ -14,39 +14,15 @@ const signJson = (r: SignOutput): object => ({
   signature: r.signature.toString('base64'),
 });
 
-/**
- * Sign, verify and batch sign, added to the app itself: the hot path skips a nested Router's dispatch.
- * With an audit log, each answer waits for its record (requestAudit.ts).
- */
-export function addSigningRoutes(r: IRouter, service: SigningService, audit?: AuditLog): void {
+/** Sign, verify and batch sign. With an audit log, each answer waits for its record (requestAudit.ts). */
+export function signingRouter(service: SigningService, audit?: AuditLog): Router {
+  const r = Router();
   r.post('/v1/keys/:name/sign', async (req: Request<{ name: string }>, res) => {
-    const out = await auditorFor(audit, req, res).run('sign', async (facts) => {
-      const name = keyName(req.params.name);
-      facts.keyName = name;
-      permit(res, 'sign', name);
-      const input = parseSign(name, req.body);
-      Object.assign(facts, requested(input));
-      const o = await service.sign(input, deadlineOf(res));
-      facts.keyVersion = o.keyVersion;
-      facts.digest = o.digest;
-      return o;
-    });
+    const out = audit ? await new RequestAudit(audit, req, res).run('sign', (facts) => sign(service, req, res, facts)) : await sign(service, req, res);
     res.json(signJson(out));
   });
   r.post('/v1/keys/:name/verify', async (req: Request<{ name: string }>, res) => {
-    const out = await auditorFor(audit, req, res).run('verify', async (facts) => {
-      const name = keyName(req.params.name);
-      facts.keyName = name;
-      permit(res, 'verify', name);
-      const input = parseVerify(name, req.body);
-      Object.assign(facts, requested(input));
-      // Hashed only if a record is written.
-      facts.digest = () => digestOfInput(input);
-      const v = await service.verify(input, deadlineOf(res));
-      facts.keyVersion = v.keyVersion;
-      facts.valid = v.valid;
-      return v;
-    });
+    const out = audit ? await new RequestAudit(audit, req, res).run('verify', (facts) => verify(service, req, res, facts)) : await verify(service, req, res);
     res.json({ valid: out.valid, keyVersion: out.keyVersion });
   });
   r.post('/v1/sign/batch', async (req, res) => {
@@ -77,6 +53,44 @@ export function addSigningRoutes(r: IRouter, service: SigningService, audit?: Au
       results: results.map((x) => (x instanceof ServiceError ? { error: { code: x.code, message: x.message } } : signJson(x))),
     });
   });
+  return r;
+}
+
+/**
+ * One sign. `facts` (only with an audit log) collects what the record says, as it becomes known:
+ * a request refused at any step is recorded with what was known by then.
+ */
+async function sign(service: SigningService, req: Request<{ name: string }>, res: Response, facts?: AuditFacts): Promise<SignOutput> {
+  const name = keyName(req.params.name);
+  if (facts) facts.keyName = name;
+  permit(res, 'sign', name);
+  const input = parseSign(name, req.body);
+  if (facts) Object.assign(facts, requested(input));
+  const o = await service.sign(input, deadlineOf(res));
+  if (facts) {
+    facts.keyVersion = o.keyVersion;
+    facts.digest = o.digest;
+  }
+  return o;
+}
+
+/** One verify; `facts` as for sign. */
+async function verify(service: SigningService, req: Request<{ name: string }>, res: Response, facts?: AuditFacts): Promise<{ valid: boolean; keyVersion: number }> {
+  const name = keyName(req.params.name);
+  if (facts) facts.keyName = name;
+  permit(res, 'verify', name);
+  const input = parseVerify(name, req.body);
+  if (facts) {
+    Object.assign(facts, requested(input));
+    // Hashed only if a record is written.
+    facts.digest = () => digestOfInput(input);
+  }
+  const v = await service.verify(input, deadlineOf(res));
+  if (facts) {
+    facts.keyVersion = v.keyVersion;
+    facts.valid = v.valid;
+  }
+  return v;
 }
 
 /** What a parsed request asked for. */
