@@ -84,7 +84,9 @@ const walk = (node: ProfileNode): void => {
   node.children.forEach(walk);
 };
 walk(profile.head);
-console.log(`${values.bare ? 'bare-HTTP ceiling app' : 'service'}: ${requests} sign requests at ${CONNECTIONS} connections, ${(total / requests / 1024).toFixed(1)} KiB allocated per request (sampled)`);
+console.log(
+  `${values.bare ? 'bare-HTTP ceiling app' : 'service'}: ${requests} sign requests at ${CONNECTIONS} connections, ${(total / requests / 1024).toFixed(1)} KiB allocated per request (sampled)`,
+);
 for (const [name, bytes] of [...byFunction].sort((a, b) => b[1] - a[1]).slice(0, top)) {
   console.log(`${(bytes / requests).toFixed(0).padStart(7)} B/request  ${name}`);
 }

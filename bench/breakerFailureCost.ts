@@ -36,4 +36,6 @@ const opossumDefaults = await failureCostUs(
     rollingCountBuckets: 10,
   }),
 );
-console.log(`${calls} calls in the window: ${service.toFixed(0)} µs per counted failure (service breaker), ${opossumDefaults.toFixed(0)} µs with opossum's rolling percentiles`);
+console.log(
+  `${calls} calls in the window: ${service.toFixed(0)} µs per counted failure (service breaker), ${opossumDefaults.toFixed(0)} µs with opossum's rolling percentiles`,
+);

@@ -79,7 +79,14 @@ if (plain) {
     const flags = P11.CKF_SERIAL_SESSION | P11.CKF_RW_SESSION;
     const login = await p11.openSession(slot, flags);
     await p11.login(login, P11.CKU_USER, token.pin);
-    const [key] = await p11.findObjects(login, [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_LABEL, value: setup.keyLabel }], 1);
+    const [key] = await p11.findObjects(
+      login,
+      [
+        { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
+        { type: P11.CKA_LABEL, value: setup.keyLabel },
+      ],
+      1,
+    );
     if (!key) throw new Error(`no private key labelled ${setup.keyLabel}`);
     const sessions = await Promise.all(Array.from({ length: 32 }, () => p11.openSession(slot, flags)));
     // Each caller keeps to its own session: a session runs one operation at a time.

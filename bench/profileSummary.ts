@@ -37,7 +37,11 @@ export function packageOf(url: string, functionName: string): string {
   if (url.startsWith('node:')) return url;
   const src = /\/(src|loadtest)\/([^/]+)\//.exec(url);
   if (src) return `${src[1]}/${src[2]}`;
-  return url.replace(/^file:\/\//, '').split('/').slice(-2).join('/');
+  return url
+    .replace(/^file:\/\//, '')
+    .split('/')
+    .slice(-2)
+    .join('/');
 }
 
 export interface Summary {
@@ -49,7 +53,12 @@ export interface Summary {
 }
 
 const shortUrl = (url: string): string =>
-  url.startsWith('data:') ? '(inline module)' : url.replace(/^file:\/\//, '').replace(/^.*node_modules\//, '').replace(/^.*\/(src|loadtest)\//, '$1/');
+  url.startsWith('data:')
+    ? '(inline module)'
+    : url
+        .replace(/^file:\/\//, '')
+        .replace(/^.*node_modules\//, '')
+        .replace(/^.*\/(src|loadtest)\//, '$1/');
 
 export function summarize(profiles: readonly CpuProfile[], skipSec = 0): Summary {
   const fn = new Map<string, number>();
@@ -104,7 +113,11 @@ export function formatSummary(s: Summary, top = 25): string {
 
 function profileFiles(paths: readonly string[]): string[] {
   return paths.flatMap((p) =>
-    statSync(p).isDirectory() ? readdirSync(p).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(p, f)) : [p],
+    statSync(p).isDirectory()
+      ? readdirSync(p)
+          .filter((f) => f.endsWith('.cpuprofile'))
+          .map((f) => join(p, f))
+      : [p],
   );
 }
 

@@ -46,7 +46,9 @@ export function planFromReport(r: LoadTestReport, o: PlanOptions): { plan?: Capa
   const ceiling = ceilingFor(r.ceilings, scenario);
   if (perHsm === undefined && ceiling && ceiling.directOpsPerSec > 0) {
     perHsm = ceiling.directOpsPerSec;
-    notes.push(`Plan: per-HSM rate = the direct PKCS#11 rate of this run's token (${formatRate(perHsm)} ops/s); for CloudHSM run \`npm run loadtest -- hsm\` from a client in the cluster's VPC and pass its rate as --per-hsm-ops.`);
+    notes.push(
+      `Plan: per-HSM rate = the direct PKCS#11 rate of this run's token (${formatRate(perHsm)} ops/s); for CloudHSM run \`npm run loadtest -- hsm\` from a client in the cluster's VPC and pass its rate as --per-hsm-ops.`,
+    );
   }
   if (perHsm === undefined) {
     const hsms = o.hsms ?? 1;
@@ -78,7 +80,11 @@ export function planFromReport(r: LoadTestReport, o: PlanOptions): { plan?: Capa
  * request pays HTTP once for all its items, so its HTTP ceiling in signatures is req/s × items).
  * Without HTTP (`loadtest hsm`) the HTTP and combined columns are 0.
  */
-export function ceilingFrom(scenario: string, direct: Pick<DirectRate, 'opsPerSec' | 'processes' | 'inFlight'>, http?: { reqPerSec: number; items: number }): CeilingResult {
+export function ceilingFrom(
+  scenario: string,
+  direct: Pick<DirectRate, 'opsPerSec' | 'processes' | 'inFlight'>,
+  http?: { reqPerSec: number; items: number },
+): CeilingResult {
   return {
     scenario,
     directOpsPerSec: direct.opsPerSec,

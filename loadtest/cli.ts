@@ -13,7 +13,7 @@ import { compareReports } from './report/compare.js';
 import { parseReport, toJson } from './report/json.js';
 import { toHtml } from './report/html.js';
 import { toMarkdown } from './report/markdown.js';
-import { type LoadTestReport } from './results.js';
+import type { LoadTestReport } from './results.js';
 import { formatTargetPercent } from './format.js';
 import { evaluateTargets } from './targets.js';
 import type { KeySpec } from '../src/crypto/algorithms.js';

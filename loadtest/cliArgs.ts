@@ -101,7 +101,10 @@ function positiveNumber(flag: string, text: string): number {
 }
 
 const list = (values: readonly string[] | undefined): string[] =>
-  (values ?? []).flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+  (values ?? [])
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
 
 export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Command {
   let parsed;
@@ -174,7 +177,8 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
       throw e;
     }
   }
-  const connections = v.connections !== undefined ? list([v.connections]).map((c) => positiveInt('--connections', c)) : quick ? [1, 8] : [...DEFAULTS.connections];
+  const connections =
+    v.connections !== undefined ? list([v.connections]).map((c) => positiveInt('--connections', c)) : quick ? [1, 8] : [...DEFAULTS.connections];
   if (connections.length === 0) throw new UsageError('--connections: give at least one count');
   const batchConnections =
     v['batch-connections'] !== undefined
@@ -234,8 +238,10 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
     ...(v['token-objects'] !== undefined ? { tokenObjects: positiveInt('--token-objects', v['token-objects']) } : {}),
     ...(v['audit-log'] ? { auditLog: true } : {}),
     ceilings: v['no-ceiling'] !== true,
-    ceilingDurationSec: v['ceiling-duration'] !== undefined ? parseSeconds('--ceiling-duration', v['ceiling-duration']) : quick ? 1 : DEFAULTS.ceilingDurationSec,
-    ceilingConnections: v['ceiling-connections'] !== undefined ? positiveInt('--ceiling-connections', v['ceiling-connections']) : quick ? 8 : DEFAULTS.ceilingConnections,
+    ceilingDurationSec:
+      v['ceiling-duration'] !== undefined ? parseSeconds('--ceiling-duration', v['ceiling-duration']) : quick ? 1 : DEFAULTS.ceilingDurationSec,
+    ceilingConnections:
+      v['ceiling-connections'] !== undefined ? positiveInt('--ceiling-connections', v['ceiling-connections']) : quick ? 8 : DEFAULTS.ceilingConnections,
     directInFlight: quick ? [DEFAULTS.directInFlight[DEFAULTS.directInFlight.length - 1]!] : [...DEFAULTS.directInFlight],
     directThreadpool: DEFAULTS.directThreadpool,
     ceilingWarmupSec: quick ? 0.3 : 1,

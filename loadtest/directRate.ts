@@ -77,7 +77,13 @@ function setupOf(t: DirectTarget): DirectSetup {
   };
 }
 
-async function runAll<T extends ChildMessage['type']>(target: DirectTarget, processes: number, threadpool: number, job: DirectJob, type: T): Promise<Extract<ChildMessage, { type: T }>[]> {
+async function runAll<T extends ChildMessage['type']>(
+  target: DirectTarget,
+  processes: number,
+  threadpool: number,
+  job: DirectJob,
+  type: T,
+): Promise<Extract<ChildMessage, { type: T }>[]> {
   const children = Array.from({ length: processes }, () => spawnChild(target, threadpool));
   try {
     const setup: ParentMessage = { type: 'setup', setup: setupOf(target), job };
@@ -108,7 +114,13 @@ export async function measureDirectRate(
 ): Promise<DirectRate> {
   const tried: { inFlight: number; opsPerSec: number; cpuMsPerOp: number }[] = [];
   for (const inFlight of o.inFlight) {
-    const results = await runAll(target, o.processes, o.threadpool, { kind: 'rate', inFlight, warmupMs: o.warmupSec * 1000, durationMs: o.durationSec * 1000 }, 'rate');
+    const results = await runAll(
+      target,
+      o.processes,
+      o.threadpool,
+      { kind: 'rate', inFlight, warmupMs: o.warmupSec * 1000, durationMs: o.durationSec * 1000 },
+      'rate',
+    );
     const ops = results.reduce((a, r) => a + r.ops, 0);
     tried.push({
       inFlight,

@@ -102,12 +102,23 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     }
     report.targets = evaluateTargets(report);
     if (this.repeats.length > 0) this.notes.push(repeatsNote(this.repeat, this.repeats));
-    report.notes = [...standardNotes(this.o, this.local, variants, this.bad), loadNote(loadBefore, loadavg()), probeNote(probe.start, probe.end), ...this.notes];
+    report.notes = [
+      ...standardNotes(this.o, this.local, variants, this.bad),
+      loadNote(loadBefore, loadavg()),
+      probeNote(probe.start, probe.end),
+      ...this.notes,
+    ];
     return report;
   }
 
   /** The report's frame, the same for a service run and `loadtest hsm`; the caller adds the plan, targets and notes. */
-  private report(startedAt: string, machine: MachineFacts, target: LoadTestReport['target'], steps: StepResult[], practices?: PracticeResult[]): LoadTestReport {
+  private report(
+    startedAt: string,
+    machine: MachineFacts,
+    target: LoadTestReport['target'],
+    steps: StepResult[],
+    practices?: PracticeResult[],
+  ): LoadTestReport {
     return {
       version: 1,
       startedAt,
@@ -205,7 +216,9 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
           const bad = all.reduce((a, x) => a + x.verified.bad, 0);
           this.steps.push(bad > kept.verified.bad ? { ...kept, verified: { ...kept.verified, bad } } : kept);
           if (all.length > 1) {
-            this.repeats.push(`${scenario} @ ${connections}: ${all.map((x) => formatRate(x.signaturesPerSec)).join(', ')} sig/s, kept ${formatRate(kept.signaturesPerSec)}`);
+            this.repeats.push(
+              `${scenario} @ ${connections}: ${all.map((x) => formatRate(x.signaturesPerSec)).join(', ')} sig/s, kept ${formatRate(kept.signaturesPerSec)}`,
+            );
           }
         }
       }
@@ -279,7 +292,13 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
       this.addCeiling(ceilingFrom(`sign:${s.keySpec}:${s.algorithm}`, d));
     }
     const latency = this.o.hsmLatencyUs ?? 0;
-    const report = this.report(startedAt, { ...this.machine(), hsmModule: directHsmModule(latency, ext?.modulePath), hsmLatencyUs: latency }, { urls: [], local: true }, [], practices);
+    const report = this.report(
+      startedAt,
+      { ...this.machine(), hsmModule: directHsmModule(latency, ext?.modulePath), hsmLatencyUs: latency },
+      { urls: [], local: true },
+      [],
+      practices,
+    );
     report.notes = [...hsmOnlyNotes(latency, o.practiceInFlight, this.o.directThreadpool), loadNote(loadBefore, loadavg()), ...this.notes];
     return report;
   }

@@ -36,7 +36,10 @@ export async function prepareToken(dir: string, label: string, specs: readonly K
   const keys = new Map<KeySpec, string>([...new Set(specs)].map((s) => [s, keyNameFor(s)]));
   const admin = await Pkcs11KeyAdmin.open({ modulePath: token.modulePath, tokenLabel: token.label, pin: token.pin });
   try {
-    await ensureDemoKeys(admin, [...keys].map(([spec, name]) => ({ name, spec })));
+    await ensureDemoKeys(
+      admin,
+      [...keys].map(([spec, name]) => ({ name, spec })),
+    );
   } finally {
     await admin.close();
   }

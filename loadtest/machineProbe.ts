@@ -11,7 +11,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isMainModule } from '../src/isMainModule.js';
-import { type MachineProbe } from './results.js';
+import type { MachineProbe } from './results.js';
 import { probeSummary } from './format.js';
 
 const MEMORY_WORDS = (64 * 1024 * 1024) / 4;

@@ -27,7 +27,6 @@ export function loadNote(before: number[], after: number[]): string {
   return `Load average (1, 5, 15 min) at the start: ${f(before)}; at the end: ${f(after)} (on ${availableParallelism()} CPUs; it counts this run's own threads too, the service's HSM threads among them, so a high figure at the end is mostly the run itself; anything else running competes with the service and the load generator).`;
 }
 
-
 /** The machine facts' HSM module when the service runs on the harness token. */
 export function serviceHsmModule(latencyUs: number): string {
   return `softhsm2 (${SOFTHSM_MODULE})${latencyUs > 0 ? ` and the p11shim latency module` : ''}`;

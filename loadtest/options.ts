@@ -80,7 +80,15 @@ export interface ExternalHsm {
 
 export type HarnessEvent =
   | { readonly type: 'phase'; readonly text: string }
-  | { readonly type: 'step-start'; readonly scenario: string; readonly connections: number; readonly durationSec: number; readonly warmup: boolean; readonly index: number; readonly total: number }
+  | {
+      readonly type: 'step-start';
+      readonly scenario: string;
+      readonly connections: number;
+      readonly durationSec: number;
+      readonly warmup: boolean;
+      readonly index: number;
+      readonly total: number;
+    }
   | { readonly type: 'step-progress'; readonly scenario: string; readonly connections: number; readonly warmup: boolean; readonly progress: StepProgress }
   | { readonly type: 'step-done'; readonly step: StepResult; readonly warmup: boolean }
   | { readonly type: 'ceiling'; readonly ceiling: CeilingResult }
@@ -100,7 +108,6 @@ export interface Variant {
   /** AUDIT_LOG of this set-up: removed before each start, checked after each stop. */
   readonly auditLog?: string;
 }
-
 
 /** What the engine's parts share during a run: its options and scenarios, and where they report. */
 export interface RunContext {

@@ -29,7 +29,7 @@ export async function verifyCsr(pem: string, key: KeyUnderTest): Promise<string 
   const csr = new x509.Pkcs10CertificateRequest(pem);
   if (!(await csr.verify())) return 'its self-signature does not verify';
   const spki = Buffer.from(csr.publicKey.rawData);
-  if (!spkiOf(key).some((k) => k.equals(spki))) return 'it holds a public key that is not the key\'s';
+  if (!spkiOf(key).some((k) => k.equals(spki))) return "it holds a public key that is not the key's";
   return undefined;
 }
 
@@ -53,7 +53,10 @@ async function attachThrowawayCa(api: ServiceClient, key: KeyUnderTest): Promise
     notBefore: new Date(now - 3_600_000),
     notAfter: new Date(now + 2 * 365 * 86_400_000),
     signingAlgorithm: EC_SIGN,
-    extensions: [new x509.BasicConstraintsExtension(true, 1, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true)],
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 1, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    ],
   });
   const { csrPem } = await api.call<{ csrPem: string }>('POST', `/v1/keys/${encodeURIComponent(key.name)}/csr`, {
     subject: 'CN=hsm-signer loadtest issuing CA,O=Load Test',
@@ -98,7 +101,10 @@ export async function fixturesFor(spec: ScenarioSpec, key: KeyUnderTest, api: Se
   const fixtures: { -readonly [K in keyof ScenarioFixtures]: ScenarioFixtures[K] } = {};
   if (kinds.has('verify')) {
     fixtures.sign = async (k: KeyUnderTest, algorithm: SigningAlgorithm, message: Buffer) => {
-      const r = await api.call<{ signature: string }>('POST', `/v1/keys/${encodeURIComponent(k.name)}/sign`, { algorithm, message: message.toString('base64') });
+      const r = await api.call<{ signature: string }>('POST', `/v1/keys/${encodeURIComponent(k.name)}/sign`, {
+        algorithm,
+        message: message.toString('base64'),
+      });
       return Buffer.from(r.signature, 'base64');
     };
   }
@@ -116,7 +122,7 @@ export async function fixturesFor(spec: ScenarioSpec, key: KeyUnderTest, api: Se
       validityDays: 30,
       async verifyCertificate(pem: string) {
         const cert = new x509.X509Certificate(pem);
-        if (!(await cert.verify({ publicKey: issuer.publicKey, signatureOnly: true }))) return 'its signature does not verify with the issuer\'s key';
+        if (!(await cert.verify({ publicKey: issuer.publicKey, signatureOnly: true }))) return "its signature does not verify with the issuer's key";
         if (cert.issuer !== issuer.subject) return `issuer is '${cert.issuer}', not '${issuer.subject}'`;
         return undefined;
       },

@@ -11,7 +11,7 @@ import {
   MIN_HSMS_SIGNING_ONLY,
   MIN_INSTANCES,
 } from './defaults.js';
-import { type BindingRule, type CapacityPlan, type PlanInput, type ResolvedPlanInput, type TierPlan } from './results.js';
+import type { BindingRule, CapacityPlan, PlanInput, ResolvedPlanInput, TierPlan } from './results.js';
 import { formatInt, formatNumber, formatPercent, formatRate, formatSignedPercent } from './format.js';
 
 export type { CapacityPlan, PlanInput, TierPlan } from './results.js';
@@ -83,13 +83,7 @@ export function spreadOverZones(total: number, zones: number): number[] {
   return Array.from({ length: zones }, (_, i) => base + (i < extra ? 1 : 0));
 }
 
-function sizeTier(
-  unit: TierPlan['unit'],
-  perUnit: number,
-  p: ResolvedPlanInput,
-  spare: number,
-  minimum: number,
-): TierPlan {
+function sizeTier(unit: TierPlan['unit'], perUnit: number, p: ResolvedPlanInput, spare: number, minimum: number): TierPlan {
   const neededForLoad = unitsForLoad(p.targetOpsPerSec, perUnit, p.maxUtilization);
   const neededForZoneLoss = unitsForZoneLoss(neededForLoad, p.zones);
   // Order = which rule gets the credit on a tie: the stricter reason first.

@@ -63,7 +63,10 @@ export function formatEvent(e: HarnessEvent, position = ''): string | undefined 
 }
 
 /** Writes a run's events to a stream (stderr by default, so stdout stays for results). */
-export function attachConsole(emitter: { on(event: 'event', fn: (e: HarnessEvent) => void): unknown }, out: Writable & { isTTY?: boolean } = process.stderr): void {
+export function attachConsole(
+  emitter: { on(event: 'event', fn: (e: HarnessEvent) => void): unknown },
+  out: Writable & { isTTY?: boolean } = process.stderr,
+): void {
   const tty = out.isTTY === true;
   let live = false;
   let position = '';

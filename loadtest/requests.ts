@@ -264,7 +264,13 @@ export async function buildTemplates(
         out.push(signTemplate(key, op, { message: m }));
         break;
       case 'batch':
-        out.push(batchTemplate(key, op, Array.from({ length: op.items }, (_, i) => ({ message: messageFor(spec.name, slot, i, salt) }))));
+        out.push(
+          batchTemplate(
+            key,
+            op,
+            Array.from({ length: op.items }, (_, i) => ({ message: messageFor(spec.name, slot, i, salt) })),
+          ),
+        );
         break;
       case 'verify': {
         if (!fixtures.sign) throw new Error(`${spec.name}: verify needs signatures made by the service first`);

@@ -31,7 +31,10 @@ export interface RunningVariant {
  * The set-ups of a run and the key name per spec; locally also the harness token they share
  * (prepared here), remotely the one deployed service.
  */
-export async function prepareVariants(ctx: RunContext, specs: readonly KeySpec[]): Promise<{ token?: LocalToken; keyNames: Map<KeySpec, string>; variants: Variant[] }> {
+export async function prepareVariants(
+  ctx: RunContext,
+  specs: readonly KeySpec[],
+): Promise<{ token?: LocalToken; keyNames: Map<KeySpec, string>; variants: Variant[] }> {
   let token: LocalToken | undefined;
   let keyNames = new Map<KeySpec, string>(specs.map((s) => [s, keyNameFor(s)]));
   const variants: Variant[] = [];
@@ -48,12 +51,27 @@ export async function prepareVariants(ctx: RunContext, specs: readonly KeySpec[]
       ctx.phase(`preparing a token with ${formatInt(n)} other objects`);
       const crowded = (await prepareToken(`${ctx.o.tokenDir}-objects-${n}`, `${ctx.o.tokenLabel}-objects`, specs)).token;
       await ensureFillerObjects(crowded, n, (done, total) => ctx.phase(`creating other objects: ${done}/${total}`));
-      variants.push({ label: tokenObjectsVariant(n), token: crowded, modulePath: SOFTHSM_MODULE, env: { SOFTHSM2_CONF: crowded.conf }, ...sessionSettings(ctx.o), latencyUs: 0 });
+      variants.push({
+        label: tokenObjectsVariant(n),
+        token: crowded,
+        modulePath: SOFTHSM_MODULE,
+        env: { SOFTHSM2_CONF: crowded.conf },
+        ...sessionSettings(ctx.o),
+        latencyUs: 0,
+      });
     }
     if (ctx.o.auditLog) {
       // The plain set-up plus AUDIT_LOG: the two differ in nothing else, and the rounds interleave them.
       const auditLog = resolve(`${ctx.o.tokenDir}-audit`, 'audit.log');
-      variants.push({ label: AUDIT_LOG_VARIANT, token, modulePath: SOFTHSM_MODULE, env: { ...env, AUDIT_LOG: auditLog }, ...sessionSettings(ctx.o), latencyUs: 0, auditLog });
+      variants.push({
+        label: AUDIT_LOG_VARIANT,
+        token,
+        modulePath: SOFTHSM_MODULE,
+        env: { ...env, AUDIT_LOG: auditLog },
+        ...sessionSettings(ctx.o),
+        latencyUs: 0,
+        auditLog,
+      });
     }
     if (ctx.o.hsmLatencyUs !== undefined && ctx.o.hsmLatencyUs > 0) {
       const shim = latencyModule(SOFTHSM_MODULE, ctx.o.hsmLatencyUs);
@@ -165,7 +183,11 @@ export async function directTargetFor(
     }
   } else {
     ctx.phase(`preparing the harness token in ${ctx.o.tokenDir}`);
-    const { token, keys } = await prepareToken(ctx.o.tokenDir, ctx.o.tokenLabel, pairs.map((s) => s.keySpec));
+    const { token, keys } = await prepareToken(
+      ctx.o.tokenDir,
+      ctx.o.tokenLabel,
+      pairs.map((s) => s.keySpec),
+    );
     ({ modulePath, label: tokenLabel, pin } = token);
     env = { SOFTHSM2_CONF: token.conf };
     for (const [spec, name] of keys) labels.set(spec, keyLabel(name, 1));

@@ -6,7 +6,7 @@
  */
 import autocannon from 'autocannon';
 import type { Judgement, RequestTemplate, VerifyOutcome } from './requests.js';
-import { type LatencyStats, type ServiceSample, type StepResult } from './results.js';
+import type { LatencyStats, ServiceSample, StepResult } from './results.js';
 import { percentile } from '../testkit/percentile.js';
 import type { ServiceProbe } from './serviceProbe.js';
 
@@ -38,7 +38,6 @@ export interface StepOptions {
 }
 
 const round3 = (n: number): number => Math.round(n * 1000) / 1000;
-
 
 export function latencyStats(values: Float64Array): LatencyStats {
   if (values.length === 0) return { p50: 0, p90: 0, p99: 0, max: 0, mean: 0 };
@@ -123,7 +122,8 @@ export async function runStep(o: StepOptions): Promise<StepResult> {
     if (every > 0 && (j.checkAlways === true || ok % every === 0)) {
       try {
         const v = j.verify();
-        if (v instanceof Promise) pendingChecks.push(v.then(record, (e: unknown) => record({ checked: 1, bad: 1, reason: `check failed: ${(e as Error).message}` })));
+        if (v instanceof Promise)
+          pendingChecks.push(v.then(record, (e: unknown) => record({ checked: 1, bad: 1, reason: `check failed: ${(e as Error).message}` })));
         else record(v);
       } catch (e) {
         record({ checked: 1, bad: 1, reason: `check failed: ${(e as Error).message}` });

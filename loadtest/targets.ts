@@ -13,7 +13,15 @@ const stepAt = (steps: readonly StepResult[], scenario: string, connections: num
 
 function check(id: string, description: string, threshold: number, kind: 'min' | 'max', measured: number | undefined, detail: string): TargetCheck {
   const met = measured === undefined || !Number.isFinite(measured) ? undefined : kind === 'min' ? measured >= threshold : measured <= threshold;
-  return { id, description, threshold, kind, ...(measured !== undefined && Number.isFinite(measured) ? { measured } : {}), ...(met === undefined ? {} : { met }), detail };
+  return {
+    id,
+    description,
+    threshold,
+    kind,
+    ...(measured !== undefined && Number.isFinite(measured) ? { measured } : {}),
+    ...(met === undefined ? {} : { met }),
+    detail,
+  };
 }
 
 function efficiencyChecks(r: LoadTestReport): TargetCheck[] {
@@ -31,8 +39,15 @@ function efficiencyChecks(r: LoadTestReport): TargetCheck[] {
       }
       const e = step.signaturesPerSec / ceiling.combinedOpsPerSec;
       out.push(
-        check(id, description, t.min, 'min', e, `${formatRate(step.signaturesPerSec)} sig/s of ${formatRate(ceiling.combinedOpsPerSec)} combined ` +
-          `(direct ${formatRate(ceiling.directOpsPerSec)}, bare HTTP ${formatRate(ceiling.httpReqPerSec)} req/s)`),
+        check(
+          id,
+          description,
+          t.min,
+          'min',
+          e,
+          `${formatRate(step.signaturesPerSec)} sig/s of ${formatRate(ceiling.combinedOpsPerSec)} combined ` +
+            `(direct ${formatRate(ceiling.directOpsPerSec)}, bare HTTP ${formatRate(ceiling.httpReqPerSec)} req/s)`,
+        ),
       );
     }
   }
@@ -48,8 +63,14 @@ function batchCheck(r: LoadTestReport): TargetCheck {
     return check('batch', description, t.min, 'min', undefined, steps.length === 0 ? 'no batch steps in this run' : 'no direct rate measured in this run');
   }
   const best = steps.reduce((a, b) => (b.signaturesPerSec > a.signaturesPerSec ? b : a));
-  return check('batch', description, t.min, 'min', best.signaturesPerSec / ceiling.directOpsPerSec,
-    `${formatRate(best.signaturesPerSec)} sig/s at ${best.connections} connections of ${formatRate(ceiling.directOpsPerSec)} direct`);
+  return check(
+    'batch',
+    description,
+    t.min,
+    'min',
+    best.signaturesPerSec / ceiling.directOpsPerSec,
+    `${formatRate(best.signaturesPerSec)} sig/s at ${best.connections} connections of ${formatRate(ceiling.directOpsPerSec)} direct`,
+  );
 }
 
 function latencyCheck(r: LoadTestReport): TargetCheck {
@@ -57,9 +78,16 @@ function latencyCheck(r: LoadTestReport): TargetCheck {
   const description = `${t.scenario} with ${formatInt(t.latencyUs)} µs added per HSM call, ${t.connections} connections: at least ${formatPercent(t.min, 0)} of the same run without`;
   const base = stepAt(r.steps, t.scenario, t.connections);
   const slow = stepAt(r.steps, withVariant(t.scenario, latencyVariant(t.latencyUs)), t.connections);
-  if (!base || !slow) return check('hsm-latency', description, t.min, 'min', undefined, 'the run did not hold both steps (needs --hsm-latency 1ms and 100 connections)');
-  return check('hsm-latency', description, t.min, 'min', slow.signaturesPerSec / base.signaturesPerSec,
-    `${formatRate(slow.signaturesPerSec)} sig/s with the latency, ${formatRate(base.signaturesPerSec)} without`);
+  if (!base || !slow)
+    return check('hsm-latency', description, t.min, 'min', undefined, 'the run did not hold both steps (needs --hsm-latency 1ms and 100 connections)');
+  return check(
+    'hsm-latency',
+    description,
+    t.min,
+    'min',
+    slow.signaturesPerSec / base.signaturesPerSec,
+    `${formatRate(slow.signaturesPerSec)} sig/s with the latency, ${formatRate(base.signaturesPerSec)} without`,
+  );
 }
 
 function auditLogCheck(r: LoadTestReport): TargetCheck {
@@ -67,9 +95,16 @@ function auditLogCheck(r: LoadTestReport): TargetCheck {
   const description = `${t.scenario} with the audit trail on, ${t.connections} connections: at least ${formatPercent(t.min, 0)} of the same run with it off`;
   const off = stepAt(r.steps, t.scenario, t.connections);
   const on = stepAt(r.steps, withVariant(t.scenario, AUDIT_LOG_VARIANT), t.connections);
-  if (!off || !on) return check('audit-log', description, t.min, 'min', undefined, `the run did not hold both steps (needs --audit-log and ${t.connections} connections)`);
-  return check('audit-log', description, t.min, 'min', on.signaturesPerSec / off.signaturesPerSec,
-    `${formatRate(on.signaturesPerSec)} sig/s with the audit trail, ${formatRate(off.signaturesPerSec)} without`);
+  if (!off || !on)
+    return check('audit-log', description, t.min, 'min', undefined, `the run did not hold both steps (needs --audit-log and ${t.connections} connections)`);
+  return check(
+    'audit-log',
+    description,
+    t.min,
+    'min',
+    on.signaturesPerSec / off.signaturesPerSec,
+    `${formatRate(on.signaturesPerSec)} sig/s with the audit trail, ${formatRate(off.signaturesPerSec)} without`,
+  );
 }
 
 function tokenObjectsChecks(r: LoadTestReport): TargetCheck[] {
@@ -87,10 +122,28 @@ function tokenObjectsChecks(r: LoadTestReport): TargetCheck[] {
     // Summed over the common connection counts: one noisy step should not decide it.
     const with_ = pairs.reduce((a, [, w]) => a + w.signaturesPerSec, 0);
     const without = pairs.reduce((a, [b]) => a + b.signaturesPerSec, 0);
-    out.push(check(`token-objects:${base}`, description, t.min, 'min', with_ / without,
-      `${formatRate(with_ / pairs.length)} vs ${formatRate(without / pairs.length)} sig/s on average over ${pairs.map(([b]) => b.connections).join(', ')} connections`));
+    out.push(
+      check(
+        `token-objects:${base}`,
+        description,
+        t.min,
+        'min',
+        with_ / without,
+        `${formatRate(with_ / pairs.length)} vs ${formatRate(without / pairs.length)} sig/s on average over ${pairs.map(([b]) => b.connections).join(', ')} connections`,
+      ),
+    );
   }
-  if (out.length === 0) out.push(check('token-objects', `sign throughput with ${formatInt(t.objects)} other objects on the token within ${formatPercent(1 - t.min, 0)} of none`, t.min, 'min', undefined, `needs --token-objects ${t.objects}`));
+  if (out.length === 0)
+    out.push(
+      check(
+        'token-objects',
+        `sign throughput with ${formatInt(t.objects)} other objects on the token within ${formatPercent(1 - t.min, 0)} of none`,
+        t.min,
+        'min',
+        undefined,
+        `needs --token-objects ${t.objects}`,
+      ),
+    );
   return out;
 }
 
@@ -139,11 +192,23 @@ function rssChecks(r: LoadTestReport): TargetCheck[] {
     const description = `${step.scenario} at ${step.connections} connections for ${formatInt(step.durationSec)} s: every worker's RSS flat within ${formatPercent(t.max, 0)}`;
     const detail = d
       ? `worker ${d.worker}, median RSS per fifth of the step: ${d.medians.map((m) => formatBytesMiB(m)).join(', ')}` +
-        (s ? `; all samples of worker ${s.worker} between ${formatBytesMiB(s.min)} and ${formatBytesMiB(s.max)} (${formatPercent(s.spread)}, the GC's saw-tooth)` : '')
+        (s
+          ? `; all samples of worker ${s.worker} between ${formatBytesMiB(s.min)} and ${formatBytesMiB(s.max)} (${formatPercent(s.spread)}, the GC's saw-tooth)`
+          : '')
       : 'no RSS samples (only when the harness starts the service)';
     out.push(check(`rss:${step.scenario}@${step.connections}`, description, t.max, 'max', d?.drift, detail));
   }
-  if (out.length === 0) out.push(check('rss', `per-worker RSS flat within ${formatPercent(t.max, 0)} over a ${t.minDurationSec / 60}-minute step`, t.max, 'max', undefined, `needs a step of at least ${t.minDurationSec} s (--duration ${t.minDurationSec})`));
+  if (out.length === 0)
+    out.push(
+      check(
+        'rss',
+        `per-worker RSS flat within ${formatPercent(t.max, 0)} over a ${t.minDurationSec / 60}-minute step`,
+        t.max,
+        'max',
+        undefined,
+        `needs a step of at least ${t.minDurationSec} s (--duration ${t.minDurationSec})`,
+      ),
+    );
   return out;
 }
 

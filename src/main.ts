@@ -135,7 +135,10 @@ async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefin
   // Refused handshakes (no, untrusted or expired client certificate) are the client's problem, and can be many.
   server.on('tlsClientError', (e: NodeJS.ErrnoException) => logger.debug({ code: e.code }, 'TLS handshake failed'));
   server.listen(config.port, config.host, () => {
-    logger.info({ host: config.host, port: config.port, tls: tls !== undefined, clientCertificates: tls?.ca !== undefined, keys: running.keyManager.health().keys }, 'serving');
+    logger.info(
+      { host: config.host, port: config.port, tls: tls !== undefined, clientCertificates: tls?.ca !== undefined, keys: running.keyManager.health().keys },
+      'serving',
+    );
     hangup.handler = () => {
       running.reopenAuditLog();
       reloadFiles(config, server, running.clients, logger);
@@ -202,7 +205,9 @@ export async function main(): Promise<void> {
   let tls: TlsMaterial | undefined;
   let clients: ClientRegistry | undefined;
   // Until the configuration is read: a LOG_LEVEL it would refuse must not stop pino first.
-  const logger = createLogger(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(process.env.LOG_LEVEL ?? '') ? process.env.LOG_LEVEL! : 'info');
+  const logger = createLogger(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(process.env.LOG_LEVEL ?? '') ? process.env.LOG_LEVEL! : 'info',
+  );
   try {
     const env = cluster.isWorker ? { ...process.env, HSM_PIN: await pinFromPrimary(), HSM_PIN_FILE: undefined } : process.env;
     config = loadConfig(env);

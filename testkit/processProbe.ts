@@ -44,7 +44,11 @@ export function childPids(pid: number): number[] {
   } catch {
     // No /proc children file (a kernel without CONFIG_PROC_CHILDREN), or the process is gone.
     try {
-      return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' }).trim().split('\n').filter(Boolean).map(Number);
+      return execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map(Number);
     } catch {
       return [];
     }

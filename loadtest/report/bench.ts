@@ -24,4 +24,3 @@ export function benchTable(report: LoadTestReport): string {
     rows,
   );
 }
-

@@ -2,7 +2,7 @@
  * Old run vs new run as a plain-text table for a terminal or a PR comment: did a change make
  * signing faster or slower, at which concurrency?
  */
-import { type LoadTestReport, type MachineFacts, type StepResult } from '../results.js';
+import type { LoadTestReport, MachineFacts, StepResult } from '../results.js';
 import { NOT_AVAILABLE, formatInt, formatMs, formatPercent, formatRate, formatSignedPercent, spreadOf } from '../format.js';
 import { percentile } from '../../testkit/percentile.js';
 
@@ -39,16 +39,7 @@ function index(steps: readonly StepResult[]): { map: Map<string, StepResult>; re
   return { map, repeats };
 }
 
-const MACHINE_FIELDS: Array<keyof MachineFacts> = [
-  'cpus',
-  'cpuModel',
-  'node',
-  'platform',
-  'hsmModule',
-  'workers',
-  'sessionsPerWorker',
-  'hsmLatencyUs',
-];
+const MACHINE_FIELDS: Array<keyof MachineFacts> = ['cpus', 'cpuModel', 'node', 'platform', 'hsmModule', 'workers', 'sessionsPerWorker', 'hsmLatencyUs'];
 
 function runLine(label: string, r: LoadTestReport): string {
   const m = r.machine;
@@ -122,10 +113,7 @@ export function compareReports(oldR: LoadTestReport, newR: LoadTestReport): stri
   if (onlyOld.length > 0) out.push('', 'Only in old:', ...onlyOld.map(describe));
   if (onlyNew.length > 0) out.push('', 'Only in new:', ...onlyNew.map(describe));
   if (olds.repeats + news.repeats > 0) {
-    out.push(
-      '',
-      `Note: repeated (scenario, connections) steps were ignored after the first (old ${olds.repeats}, new ${news.repeats}).`,
-    );
+    out.push('', `Note: repeated (scenario, connections) steps were ignored after the first (old ${olds.repeats}, new ${news.repeats}).`);
   }
   out.push('', `Δ is (new − old) / old; ${NOT_AVAILABLE} where old is 0. Higher sig/s is better, lower p99 is better.`);
   return `${out.join('\n')}\n`;

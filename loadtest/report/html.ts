@@ -8,12 +8,7 @@ import { formatNumber } from '../format.js';
 import { buildReportModel, type Block, type Table } from './model.js';
 
 export function escapeHtml(s: string): string {
-  return s
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    .replace(/'/g, '&#39;');
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&#39;');
 }
 
 // ---- charts ----
@@ -100,9 +95,7 @@ export function lineChart(spec: ChartSpec): string {
   for (const ref of spec.references ?? []) {
     if (!Number.isFinite(ref.y)) continue;
     const y = r1(sy(ref.y));
-    out.push(
-      `<line x1="${M.left}" y1="${y}" x2="${W - M.right}" y2="${y}" stroke="${ref.color}" stroke-dasharray="6 4"/>`,
-    );
+    out.push(`<line x1="${M.left}" y1="${y}" x2="${W - M.right}" y2="${y}" stroke="${ref.color}" stroke-dasharray="6 4"/>`);
   }
   for (const s of spec.series) {
     const good = s.points.filter(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
@@ -146,9 +139,7 @@ export function scenarioCharts(report: LoadTestReport, scenario: string): string
     xLabel: 'connections',
     yLabel: 'signatures/s',
     series: [{ name: 'sig/s', color: COLORS.throughput, points: steps.map((s) => [s.connections, s.signaturesPerSec]) }],
-    ...(ceiling && ceiling.combinedOpsPerSec > 0
-      ? { references: [{ name: 'combined ceiling', y: ceiling.combinedOpsPerSec, color: COLORS.ceiling }] }
-      : {}),
+    ...(ceiling && ceiling.combinedOpsPerSec > 0 ? { references: [{ name: 'combined ceiling', y: ceiling.combinedOpsPerSec, color: COLORS.ceiling }] } : {}),
   });
   const latency = lineChart({
     title: `Latency: ${scenario}`,
@@ -167,9 +158,7 @@ export function scenarioCharts(report: LoadTestReport, scenario: string): string
 function htmlTable(t: Table): string {
   const cls = (i: number): string => (t.align[i] === 'right' ? ' class="num"' : '');
   const head = t.headers.map((h, i) => `<th${cls(i)}>${escapeHtml(h)}</th>`).join('');
-  const body = t.rows
-    .map((row) => `<tr>${row.map((c, i) => `<td${cls(i)}>${escapeHtml(c)}</td>`).join('')}</tr>`)
-    .join('\n');
+  const body = t.rows.map((row) => `<tr>${row.map((c, i) => `<td${cls(i)}>${escapeHtml(c)}</td>`).join('')}</tr>`).join('\n');
   const caption = t.caption ? `<caption>${escapeHtml(t.caption)}</caption>` : '';
   return `<table>${caption}<thead><tr>${head}</tr></thead>\n<tbody>\n${body}\n</tbody></table>`;
 }
@@ -215,9 +204,7 @@ svg .label{font-size:12px}svg .legend{font-size:12px}
 
 export function toHtml(report: LoadTestReport): string {
   const model = buildReportModel(report);
-  const nav = model.sections
-    .map((s) => `<a href="#${escapeHtml(s.id)}">${escapeHtml(s.title + (s.code === undefined ? '' : ` ${s.code}`))}</a>`)
-    .join('\n');
+  const nav = model.sections.map((s) => `<a href="#${escapeHtml(s.id)}">${escapeHtml(s.title + (s.code === undefined ? '' : ` ${s.code}`))}</a>`).join('\n');
   const sections = model.sections.map((s) => {
     const title = `${escapeHtml(s.title)}${s.code === undefined ? '' : ` <code>${escapeHtml(s.code)}</code>`}`;
     return `<section id="${escapeHtml(s.id)}">\n<h2>${title}</h2>\n${s.blocks.map((b) => htmlBlock(report, b)).join('\n')}\n</section>`;

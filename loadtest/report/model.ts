@@ -4,7 +4,17 @@
  * can never disagree on a number.
  */
 import { ceilingFor, scenariosOf, stepsOf, type CapacityPlan, type LoadTestReport, type StepResult } from '../results.js';
-import { NOT_AVAILABLE, formatInt, formatNumber, formatPercent, formatTargetPercent, formatRate, formatRatio, formatSignedPercent, probeSummary } from '../format.js';
+import {
+  NOT_AVAILABLE,
+  formatInt,
+  formatNumber,
+  formatPercent,
+  formatTargetPercent,
+  formatRate,
+  formatRatio,
+  formatSignedPercent,
+  probeSummary,
+} from '../format.js';
 import { STEP_HEADERS, stepRow } from './stepTable.js';
 
 export type Align = 'left' | 'right';
@@ -53,7 +63,11 @@ function durationBetween(startIso: string, endIso: string): string {
   return m > 0 ? `${m} min ${s % 60} s` : `${s} s`;
 }
 
-const slug = (s: string): string => s.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '') || 'x';
+const slug = (s: string): string =>
+  s
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-|-$/g, '') || 'x';
 
 function headerSection(r: LoadTestReport): Section {
   const m = r.machine;
@@ -162,14 +176,7 @@ function practicesSection(r: LoadTestReport): Section | undefined {
         table: {
           headers: ['practice', 'good', 'ops/s', 'bad', 'ops/s', 'ratio'],
           align: ['left', 'left', 'right', 'left', 'right', 'right'],
-          rows: r.practices.map((p) => [
-            p.practice,
-            p.goodLabel,
-            formatRate(p.goodOpsPerSec),
-            p.badLabel,
-            formatRate(p.badOpsPerSec),
-            formatRatio(p.ratio),
-          ]),
+          rows: r.practices.map((p) => [p.practice, p.goodLabel, formatRate(p.goodOpsPerSec), p.badLabel, formatRate(p.badOpsPerSec), formatRatio(p.ratio)]),
         },
       },
     ],

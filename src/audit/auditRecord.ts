@@ -47,7 +47,11 @@ export interface AuditRecord {
 export const MAX_SUBJECT_CHARS = 1024;
 
 const digestSha256 = (d: AuditRecord['digest']): string | undefined =>
-  d === undefined ? undefined : createHash('sha256').update(typeof d === 'function' ? d() : d).digest('hex');
+  d === undefined
+    ? undefined
+    : createHash('sha256')
+        .update(typeof d === 'function' ? d() : d)
+        .digest('hex');
 
 /** The record as one JSON line (with its newline), fields in the documented order; absent fields are left out. */
 export function auditLine(r: AuditRecord): string {

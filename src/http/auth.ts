@@ -22,7 +22,10 @@ const clientsSchema = z.strictObject({
     z
       .strictObject({
         name: z.string().min(1).max(128),
-        tokenSha256: z.string().regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters').optional(),
+        tokenSha256: z
+          .string()
+          .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters')
+          .optional(),
         certificate: certificateSchema.optional(),
         allow: z.array(z.strictObject({ keys: z.string().min(1).max(128), operations: z.array(z.enum(OPERATIONS)).min(1) })),
       })
@@ -42,7 +45,12 @@ export interface Client {
 
 /** `payments-*` matches every name starting with `payments-`; `*` matches all. */
 function globToRegExp(glob: string): RegExp {
-  return new RegExp(`^${glob.split('*').map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
+  return new RegExp(
+    `^${glob
+      .split('*')
+      .map((p) => p.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+      .join('.*')}$`,
+  );
 }
 
 function certificateMatch(c: { subject?: string | undefined; san?: string | undefined }, field: string): CertificateMatch {

@@ -27,7 +27,13 @@ export function clientLimit(max: number): RequestHandler {
     const name = client.name;
     const n = inFlight.get(name) ?? 0;
     if (n >= max) {
-      return next(new ServiceError('RESOURCE_EXHAUSTED', `client '${name}' already has ${max} requests in flight (CLIENT_MAX_IN_FLIGHT); retry after Retry-After seconds`, 1));
+      return next(
+        new ServiceError(
+          'RESOURCE_EXHAUSTED',
+          `client '${name}' already has ${max} requests in flight (CLIENT_MAX_IN_FLIGHT); retry after Retry-After seconds`,
+          1,
+        ),
+      );
     }
     inFlight.set(name, n + 1);
     let finished = false;

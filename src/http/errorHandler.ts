@@ -28,7 +28,8 @@ const BODY_ERRORS: Record<string, [ErrorCode, string]> = {
 function clientErrorMessage(err: unknown, req: Request): string {
   if (err instanceof URIError) return 'path: malformed percent-encoding';
   const encoding = req.headers['content-encoding'];
-  if (encoding !== undefined && encoding.toLowerCase() !== 'identity') return `body: cannot be decoded as Content-Encoding ${JSON.stringify(encoding.slice(0, 32))}`;
+  if (encoding !== undefined && encoding.toLowerCase() !== 'identity')
+    return `body: cannot be decoded as Content-Encoding ${JSON.stringify(encoding.slice(0, 32))}`;
   return 'request: malformed';
 }
 

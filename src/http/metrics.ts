@@ -37,7 +37,11 @@ fromHealth('hsm_signer_hsm_sessions_idle', 'HSM sessions idle in the pool', (s) 
 fromHealth('hsm_signer_hsm_sessions_waiting', 'requests waiting for an HSM session', (s) => s.health().sessions.waiting);
 fromHealth('hsm_signer_hsm_calls_in_flight', 'PKCS#11 calls issued and not yet answered', (s) => s.health().callsInFlight);
 fromHealth('hsm_signer_hsm_recoveries', 'HSM connection recoveries since start', (s) => s.health().recoveries);
-fromHealth('hsm_signer_hsm_breaker_open', 'workers whose HSM circuit breaker is open (1) or half-open (0.5)', (s) => ({ closed: 0, halfOpen: 0.5, open: 1 })[s.health().breaker]);
+fromHealth(
+  'hsm_signer_hsm_breaker_open',
+  'workers whose HSM circuit breaker is open (1) or half-open (0.5)',
+  (s) => ({ closed: 0, halfOpen: 0.5, open: 1 })[s.health().breaker],
+);
 fromHealth('hsm_signer_hsm_ready', 'workers ready (logged in, keys loaded, not recovering)', (s) => (s.health().ready ? 1 : 0));
 fromHealth('hsm_signer_keys', 'key versions in the cache', (s) => s.health().keys, 'max');
 fromHealth('hsm_signer_hsm_threads', 'HSM threads running PKCS#11 calls', (s) => s.health().threads.running);
@@ -127,7 +131,7 @@ export async function collectClusterMetrics(expectedWorkers: number): Promise<st
     });
   }
   const id = nextId++;
-  const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && w.isConnected());
+  const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w?.isConnected() === true);
   const parts = new Map<number, CollectMessage['metrics']>();
   await new Promise<void>((resolve) => {
     if (workers.length === 0) return resolve();

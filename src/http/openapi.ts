@@ -13,12 +13,29 @@ const errorResponses = (...codes: (keyof typeof ERROR_CODES)[]) =>
   Object.fromEntries(
     [...new Set(codes.map((c) => ERROR_CODES[c].status))].map((status) => [
       String(status),
-      { description: codes.filter((c) => ERROR_CODES[c].status === status).map((c) => `${c}: ${ERROR_CODES[c].description}`).join(' '), ...json(ref('Error')) },
+      {
+        description: codes
+          .filter((c) => ERROR_CODES[c].status === status)
+          .map((c) => `${c}: ${ERROR_CODES[c].description}`)
+          .join(' '),
+        ...json(ref('Error')),
+      },
     ]),
   );
 const nameParam = { name: 'name', in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } };
 const versionQuery = { name: 'keyVersion', in: 'query', required: false, schema: { type: 'integer', minimum: 1 } };
-const hsmErrors = ['INVALID_ARGUMENT', 'UNAUTHENTICATED', 'PERMISSION_DENIED', 'NOT_FOUND', 'PAYLOAD_TOO_LARGE', 'UNSUPPORTED_MEDIA_TYPE', 'RESOURCE_EXHAUSTED', 'HSM_UNAVAILABLE', 'DEADLINE_EXCEEDED', 'INTERNAL'] as const;
+const hsmErrors = [
+  'INVALID_ARGUMENT',
+  'UNAUTHENTICATED',
+  'PERMISSION_DENIED',
+  'NOT_FOUND',
+  'PAYLOAD_TOO_LARGE',
+  'UNSUPPORTED_MEDIA_TYPE',
+  'RESOURCE_EXHAUSTED',
+  'HSM_UNAVAILABLE',
+  'DEADLINE_EXCEEDED',
+  'INTERNAL',
+] as const;
 /** Operations that leave an audit record (AUDIT_LOG): answered only once it is written. */
 const audited = [...hsmErrors, 'AUDIT_UNAVAILABLE'] as const;
 
@@ -34,12 +51,25 @@ export const OPENAPI_DOCUMENT = {
   openapi: '3.0.3',
   info: { title: 'hsm-signer', version: '1', description: 'Sign and verify with keys held in a PKCS#11 HSM; intermediate-CA operations on the HSM.' },
   components: {
-    securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'on /v1 when a CLIENTS_FILE is configured; or instead (or as well, naming the same client) a TLS client certificate verified against TLS_CLIENT_CA_FILE' } },
+    securitySchemes: {
+      bearer: {
+        type: 'http',
+        scheme: 'bearer',
+        description:
+          'on /v1 when a CLIENTS_FILE is configured; or instead (or as well, naming the same client) a TLS client certificate verified against TLS_CLIENT_CA_FILE',
+      },
+    },
     schemas: {
       Error: {
         type: 'object',
         required: ['error'],
-        properties: { error: { type: 'object', required: ['code', 'message', 'requestId'], properties: { code: { type: 'string', enum: Object.keys(ERROR_CODES) }, message: { type: 'string' }, requestId: { type: 'string' } } } },
+        properties: {
+          error: {
+            type: 'object',
+            required: ['code', 'message', 'requestId'],
+            properties: { code: { type: 'string', enum: Object.keys(ERROR_CODES) }, message: { type: 'string' }, requestId: { type: 'string' } },
+          },
+        },
       },
       KeyInfo: {
         type: 'object',
@@ -48,12 +78,26 @@ export const OPENAPI_DOCUMENT = {
           currentVersion: { type: 'integer' },
           keySpec: { type: 'string', enum: KEY_SPECS },
           signingAlgorithms: { type: 'array', items: { type: 'string', enum: SIGNING_ALGORITHMS } },
-          versions: { type: 'array', items: { type: 'object', properties: { version: { type: 'integer' }, keySpec: { type: 'string', enum: KEY_SPECS }, publicKeyPem: { type: 'string' }, hasCertificate: { type: 'boolean' } } } },
+          versions: {
+            type: 'array',
+            items: {
+              type: 'object',
+              properties: {
+                version: { type: 'integer' },
+                keySpec: { type: 'string', enum: KEY_SPECS },
+                publicKeyPem: { type: 'string' },
+                hasCertificate: { type: 'boolean' },
+              },
+            },
+          },
         },
       },
       SignRequest: { type: 'object', additionalProperties: false, required: ['algorithm'], properties: signFields },
       VerifyRequest: { type: 'object', additionalProperties: false, required: ['algorithm', 'signature'], properties: { ...signFields, signature: b64 } },
-      SignResponse: { type: 'object', properties: { keyName: { type: 'string' }, keyVersion: { type: 'integer' }, algorithm: { type: 'string' }, signature: b64 } },
+      SignResponse: {
+        type: 'object',
+        properties: { keyName: { type: 'string' }, keyVersion: { type: 'integer' }, algorithm: { type: 'string' }, signature: b64 },
+      },
       SubjectAltNames: {
         type: 'object',
         additionalProperties: false,
@@ -66,7 +110,12 @@ export const OPENAPI_DOCUMENT = {
         properties: {
           subject: { type: 'string', description: 'RFC 4514, e.g. CN=Issuing CA,O=Example,C=US' },
           keyVersion: { type: 'integer', minimum: 1, description: 'default: the current version' },
-          ca: { type: 'object', additionalProperties: false, properties: { pathLength: { type: 'integer', minimum: 0, maximum: MAX_PATH_LENGTH } }, description: 'request a CA certificate' },
+          ca: {
+            type: 'object',
+            additionalProperties: false,
+            properties: { pathLength: { type: 'integer', minimum: 0, maximum: MAX_PATH_LENGTH } },
+            description: 'request a CA certificate',
+          },
           subjectAltNames: ref('SubjectAltNames'),
         },
       },
@@ -76,7 +125,7 @@ export const OPENAPI_DOCUMENT = {
         required: ['certificatePem'],
         properties: {
           certificatePem: { type: 'string', description: "the key version's CA certificate (PEM)" },
-          chainPem: { type: 'string', description: 'its issuer, that one\'s issuer, ... (PEM; the root may be left out)' },
+          chainPem: { type: 'string', description: "its issuer, that one's issuer, ... (PEM; the root may be left out)" },
           keyVersion: { type: 'integer', minimum: 1, description: 'default: the current version' },
         },
       },
@@ -105,28 +154,93 @@ export const OPENAPI_DOCUMENT = {
       BatchRequest: {
         type: 'object',
         required: ['requests'],
-        properties: { requests: { type: 'array', minItems: 1, maxItems: 256, items: { type: 'object', required: ['keyName', 'algorithm'], properties: { keyName: { type: 'string' }, ...signFields } } } },
+        properties: {
+          requests: {
+            type: 'array',
+            minItems: 1,
+            maxItems: 256,
+            items: { type: 'object', required: ['keyName', 'algorithm'], properties: { keyName: { type: 'string' }, ...signFields } },
+          },
+        },
       },
     },
   },
   security: [{ bearer: [] }],
   paths: {
     '/healthz': { get: { summary: 'liveness', security: [], responses: { 200: { description: 'the process serves' } } } },
-    '/readyz': { get: { summary: 'readiness: HSM answers, sessions available, breaker not open, audit log (if any) writable', security: [], responses: { 200: { description: 'ready' }, 503: { description: 'unavailable, with a reason' } } } },
-    '/metrics': { get: { summary: 'Prometheus metrics (all workers); in production on its own listener (METRICS_HOST:METRICS_PORT), not this port', security: [], responses: { 200: { description: 'text format' } } } },
+    '/readyz': {
+      get: {
+        summary: 'readiness: HSM answers, sessions available, breaker not open, audit log (if any) writable',
+        security: [],
+        responses: { 200: { description: 'ready' }, 503: { description: 'unavailable, with a reason' } },
+      },
+    },
+    '/metrics': {
+      get: {
+        summary: 'Prometheus metrics (all workers); in production on its own listener (METRICS_HOST:METRICS_PORT), not this port',
+        security: [],
+        responses: { 200: { description: 'text format' } },
+      },
+    },
     '/openapi.json': { get: { summary: 'this document', security: [], responses: { 200: { description: 'OpenAPI 3' } } } },
-    '/v1/keys': { get: { summary: 'list keys', responses: { 200: { description: 'keys', ...json({ type: 'object', properties: { keys: { type: 'array', items: ref('KeyInfo') } } }) }, ...errorResponses(...hsmErrors) } } },
-    '/v1/keys/{name}': { get: { summary: 'one key', parameters: [nameParam], responses: { 200: { description: 'key', ...json(ref('KeyInfo')) }, ...errorResponses(...hsmErrors) } } },
-    '/v1/keys/{name}/jwks': { get: { summary: 'public keys as JWKs, kid = name/vN', parameters: [nameParam], responses: { 200: { description: 'JWK set' }, ...errorResponses(...hsmErrors) } } },
-    '/v1/keys/{name}/sign': { post: { summary: 'sign a message or digest', parameters: [nameParam], requestBody: json(ref('SignRequest')), responses: { 200: { description: 'signature', ...json(ref('SignResponse')) }, ...errorResponses(...audited, 'OVERLOADED') } } },
-    '/v1/keys/{name}/verify': { post: { summary: 'verify a signature (a wrong one is valid:false)', parameters: [nameParam], requestBody: json(ref('VerifyRequest')), responses: { 200: { description: 'result', ...json({ type: 'object', properties: { valid: { type: 'boolean' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...audited, 'OVERLOADED') } } },
-    '/v1/sign/batch': { post: { summary: 'sign 1 to 256 items; each result is a signature or that item\'s error', requestBody: json(ref('BatchRequest')), responses: { 200: { description: 'results in request order' }, ...errorResponses(...audited) } } },
+    '/v1/keys': {
+      get: {
+        summary: 'list keys',
+        responses: {
+          200: { description: 'keys', ...json({ type: 'object', properties: { keys: { type: 'array', items: ref('KeyInfo') } } }) },
+          ...errorResponses(...hsmErrors),
+        },
+      },
+    },
+    '/v1/keys/{name}': {
+      get: {
+        summary: 'one key',
+        parameters: [nameParam],
+        responses: { 200: { description: 'key', ...json(ref('KeyInfo')) }, ...errorResponses(...hsmErrors) },
+      },
+    },
+    '/v1/keys/{name}/jwks': {
+      get: {
+        summary: 'public keys as JWKs, kid = name/vN',
+        parameters: [nameParam],
+        responses: { 200: { description: 'JWK set' }, ...errorResponses(...hsmErrors) },
+      },
+    },
+    '/v1/keys/{name}/sign': {
+      post: {
+        summary: 'sign a message or digest',
+        parameters: [nameParam],
+        requestBody: json(ref('SignRequest')),
+        responses: { 200: { description: 'signature', ...json(ref('SignResponse')) }, ...errorResponses(...audited, 'OVERLOADED') },
+      },
+    },
+    '/v1/keys/{name}/verify': {
+      post: {
+        summary: 'verify a signature (a wrong one is valid:false)',
+        parameters: [nameParam],
+        requestBody: json(ref('VerifyRequest')),
+        responses: {
+          200: { description: 'result', ...json({ type: 'object', properties: { valid: { type: 'boolean' }, keyVersion: { type: 'integer' } } }) },
+          ...errorResponses(...audited, 'OVERLOADED'),
+        },
+      },
+    },
+    '/v1/sign/batch': {
+      post: {
+        summary: "sign 1 to 256 items; each result is a signature or that item's error",
+        requestBody: json(ref('BatchRequest')),
+        responses: { 200: { description: 'results in request order' }, ...errorResponses(...audited) },
+      },
+    },
     '/v1/keys/{name}/csr': {
       post: {
         summary: 'PKCS#10 CSR signed by the key on the HSM',
         parameters: [nameParam],
         requestBody: json(ref('CsrRequest')),
-        responses: { 200: { description: 'the CSR', ...json({ type: 'object', properties: { csrPem: { type: 'string' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...audited) },
+        responses: {
+          200: { description: 'the CSR', ...json({ type: 'object', properties: { csrPem: { type: 'string' }, keyVersion: { type: 'integer' } } }) },
+          ...errorResponses(...audited),
+        },
       },
     },
     '/v1/keys/{name}/certificate': {
@@ -139,7 +253,13 @@ export const OPENAPI_DOCUMENT = {
       get: {
         summary: "the key version's certificate and chain",
         parameters: [nameParam, versionQuery],
-        responses: { 200: { description: 'certificate and chain', ...json({ type: 'object', properties: { certificatePem: { type: 'string' }, chainPem: { type: 'string' }, keyVersion: { type: 'integer' } } }) }, ...errorResponses(...hsmErrors) },
+        responses: {
+          200: {
+            description: 'certificate and chain',
+            ...json({ type: 'object', properties: { certificatePem: { type: 'string' }, chainPem: { type: 'string' }, keyVersion: { type: 'integer' } } }),
+          },
+          ...errorResponses(...hsmErrors),
+        },
       },
     },
     '/v1/keys/{name}/certificates': {

@@ -7,7 +7,9 @@ import type { Client } from './auth.js';
 export type AuditedOperation = 'sign' | 'verify' | 'csr' | 'certificate' | 'issue';
 
 /** What a route learns about an operation as it goes; whatever is known when it ends goes into the record. */
-export type AuditFacts = { -readonly [K in 'keyName' | 'keyVersion' | 'algorithm' | 'digest' | 'valid' | 'serialNumber' | 'subject' | 'profile']?: AuditRecord[K] };
+export type AuditFacts = {
+  -readonly [K in 'keyName' | 'keyVersion' | 'algorithm' | 'digest' | 'valid' | 'serialNumber' | 'subject' | 'profile']?: AuditRecord[K];
+};
 
 const outcomeOf = (e: unknown): string => (e instanceof ServiceError ? e.code : 'INTERNAL');
 

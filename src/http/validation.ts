@@ -1,13 +1,16 @@
 import { z } from 'zod';
 import { isSigningAlgorithm, SIGNING_ALGORITHMS } from '../crypto/algorithms.js';
-import { invalid, ServiceError } from '../errors.js';
+import { invalid, type ServiceError } from '../errors.js';
 import { isKeyName } from '../hsm/keyLabel.js';
 import type { SignInput, VerifyInput } from '../service/SigningService.js';
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
 /** Standard base64 with padding (RFC 4648 §4); anything else is a 400 naming the field. */
-const base64 = z.string().regex(BASE64, 'must be standard base64 with padding').transform((s) => Buffer.from(s, 'base64'));
+const base64 = z
+  .string()
+  .regex(BASE64, 'must be standard base64 with padding')
+  .transform((s) => Buffer.from(s, 'base64'));
 
 const algorithm = z.string().refine(isSigningAlgorithm, { message: `must be one of ${SIGNING_ALGORITHMS.join(', ')}` });
 export const keyVersion = z.number().int().min(1).max(999_999_999);
@@ -33,7 +36,8 @@ function describe(error: z.ZodError, prefix = ''): string {
   const issue = error.issues[0]!;
   const path = [prefix, ...issue.path.map(String)].filter(Boolean).join('.') || 'body';
   if (issue.code === 'unrecognized_keys') return `${path}: unknown field(s) ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
-  if (issue.code === 'invalid_type') return `${path}: must be ${issue.expected === 'object' && !prefix && path === 'body' ? 'a JSON object' : `a ${issue.expected}`}`;
+  if (issue.code === 'invalid_type')
+    return `${path}: must be ${issue.expected === 'object' && !prefix && path === 'body' ? 'a JSON object' : `a ${issue.expected}`}`;
   return `${path}: ${issue.message}`;
 }
 

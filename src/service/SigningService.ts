@@ -219,7 +219,8 @@ export class SigningService {
     if (info.padding === 'PSS' && input.signature.length !== signatureLength(version.keySpec)) return { valid: false, keyVersion: version.version };
     // node:crypto cannot verify a prehashed PSS or ECDSA signature: the HSM does, with the public key object.
     const valid = await this.guarded(
-      (signal) => this.keys.verifyDigest({ name: key.name, version: version.version, algorithm: input.algorithm, digest, signature: raw ?? input.signature, signal }),
+      (signal) =>
+        this.keys.verifyDigest({ name: key.name, version: version.version, algorithm: input.algorithm, digest, signature: raw ?? input.signature, signal }),
       deadline,
     );
     return { valid, keyVersion: version.version };
@@ -261,4 +262,3 @@ function pkcs1DigestValid(publicKey: KeyObject, digest: Buffer, hashName: 'sha25
     return false;
   }
 }
-

@@ -64,8 +64,16 @@ describe('commands and their output', () => {
 
     const list = await admin(token, 'keys', 'list');
     assert.equal(list, 'app\tv1\tRSA_2048\tno certificate\napp\tv2\tRSA_2048\tno certificate\n');
-    const json = JSON.parse(await admin(token, 'keys', 'list', '--json')) as { keys: { name: string; version: number; keySpec: string; id: string; hasCertificate: boolean }[] };
-    assert.deepEqual(json.keys.map((k) => [k.name, k.version, k.keySpec, k.hasCertificate]), [['app', 1, 'RSA_2048', false], ['app', 2, 'RSA_2048', false]]);
+    const json = JSON.parse(await admin(token, 'keys', 'list', '--json')) as {
+      keys: { name: string; version: number; keySpec: string; id: string; hasCertificate: boolean }[];
+    };
+    assert.deepEqual(
+      json.keys.map((k) => [k.name, k.version, k.keySpec, k.hasCertificate]),
+      [
+        ['app', 1, 'RSA_2048', false],
+        ['app', 2, 'RSA_2048', false],
+      ],
+    );
     assert.notEqual(json.keys[0]!.id, json.keys[1]!.id);
 
     // The same through the package's bin entry and its npm script.
@@ -148,8 +156,17 @@ test('keys on the token: token objects, sensitive, never extractable, sign only,
     assert.equal(publicKeys[0]!.flags.ENCRYPT, false);
     assert.equal(publicKeys[0]!.flags.WRAP, false);
   }
-  assert.deepEqual(privateKeys.filter((k) => k.secrets?.PRIVATE_EXPONENT).map((k) => k.label).sort(), ['app/v1', 'app/v2']);
-  assert.deepEqual(privateKeys.filter((k) => k.secrets?.VALUE).map((k) => k.label), ['ec/v1']);
+  assert.deepEqual(
+    privateKeys
+      .filter((k) => k.secrets?.PRIVATE_EXPONENT)
+      .map((k) => k.label)
+      .sort(),
+    ['app/v1', 'app/v2'],
+  );
+  assert.deepEqual(
+    privateKeys.filter((k) => k.secrets?.VALUE).map((k) => k.label),
+    ['ec/v1'],
+  );
   assert.equal(new Set(privateKeys.map((k) => k.id)).size, privateKeys.length, 'CKA_IDs are unique');
 });
 
@@ -165,7 +182,13 @@ test('the running service picks up a rotated version within KEY_REFRESH_MS, /sig
     while (!stop) {
       const message = Buffer.from(`message ${n++}`);
       const r = await call('POST', '/v1/keys/live/sign', { algorithm: 'ECDSA_SHA_256', message: message.toString('base64') });
-      results.push({ status: r.status, version: r.json?.keyVersion, at: Date.now(), message, ...(r.status === 200 ? { signature: Buffer.from(r.json.signature, 'base64') } : {}) });
+      results.push({
+        status: r.status,
+        version: r.json?.keyVersion,
+        at: Date.now(),
+        message,
+        ...(r.status === 200 ? { signature: Buffer.from(r.json.signature, 'base64') } : {}),
+      });
     }
   };
   const loops = Array.from({ length: 4 }, loop);
@@ -179,7 +202,11 @@ test('the running service picks up a rotated version within KEY_REFRESH_MS, /sig
   stop = true;
   await Promise.all(loops);
 
-  assert.deepEqual(results.filter((r) => r.status !== 200).map((r) => r.status), [], 'no failed request during the rotation');
+  assert.deepEqual(
+    results.filter((r) => r.status !== 200).map((r) => r.status),
+    [],
+    'no failed request during the rotation',
+  );
   // The periodic rescan every KEY_REFRESH_MS (plus the scan itself) bounds the delay.
   assert.ok(firstV2 - rotatedAt <= KEY_REFRESH_MS + 800, `version 2 served ${firstV2 - rotatedAt} ms after the rotation`);
   assert.ok(results.some((r) => r.version === 1) && results.some((r) => r.version === 2));
@@ -191,10 +218,13 @@ test('the running service picks up a rotated version within KEY_REFRESH_MS, /sig
   assert.equal(key.json.currentVersion, 2);
   const jwks = await call('GET', '/v1/keys/live/jwks');
   assert.equal(jwks.status, 200);
-  assert.deepEqual(jwks.json.keys.map((k: { kid: string; kty: string; crv: string; use: string }) => [k.kid, k.kty, k.crv, k.use]), [
-    ['live/v1', 'EC', 'P-256', 'sig'],
-    ['live/v2', 'EC', 'P-256', 'sig'],
-  ]);
+  assert.deepEqual(
+    jwks.json.keys.map((k: { kid: string; kty: string; crv: string; use: string }) => [k.kid, k.kty, k.crv, k.use]),
+    [
+      ['live/v1', 'EC', 'P-256', 'sig'],
+      ['live/v2', 'EC', 'P-256', 'sig'],
+    ],
+  );
   // A relying party verifies across the rotation with the JWK named by the version.
   const jwk = (v: number) => createPublicKey({ key: jwks.json.keys[v - 1] as JsonWebKey, format: 'jwk' });
   for (const v of [1, 2]) {
@@ -241,8 +271,14 @@ test('retire: refuses without --confirm and the only version; prints every objec
   const [head, ...lines] = retired.stdout.trim().split('\n');
   assert.match(head!, /^retired app version 1 \(RSA_2048, CKA_ID [0-9a-f]{32}, with certificate\); destroyed 3 object\(s\):$/);
   assert.deepEqual(lines.map((l) => l.trim()).sort(), ['certificate\tapp/v1', 'private key\tapp/v1', 'public key\tapp/v1']);
-  assert.deepEqual((await dumpTokenObjects(token)).filter((o) => o.id === id), []);
-  assert.equal(await admin(token, 'keys', 'list'), 'app\tv2\tRSA_2048\tno certificate\nec\tv1\tECC_NIST_P384\tno certificate\nlive\tv1\tECC_NIST_P256\tno certificate\nlive\tv2\tECC_NIST_P256\tno certificate\nsolo\tv1\tECC_NIST_P256\tno certificate\n');
+  assert.deepEqual(
+    (await dumpTokenObjects(token)).filter((o) => o.id === id),
+    [],
+  );
+  assert.equal(
+    await admin(token, 'keys', 'list'),
+    'app\tv2\tRSA_2048\tno certificate\nec\tv1\tECC_NIST_P384\tno certificate\nlive\tv1\tECC_NIST_P256\tno certificate\nlive\tv2\tECC_NIST_P256\tno certificate\nsolo\tv1\tECC_NIST_P256\tno certificate\n',
+  );
   // The service drops the retired version at its next rescan.
   await until(async () => (await call('GET', '/v1/keys/app/jwks')).json.keys.length === 1, 3000, 'the JWKS without app/v1');
 });
@@ -253,6 +289,9 @@ test('concurrent admin commands run one at a time: no two keys ever share a vers
   for (const r of runs) assert.equal(r.code, 0, r.stderr);
   const versions = runs.map((r) => Number(/version (\d+)/.exec(r.stdout)![1])).sort();
   assert.deepEqual(versions, [2, 3, 4]);
-  const labels = (await dumpTokenObjects(token)).filter((o) => o.class === 'privateKey' && o.label.startsWith('race/')).map((o) => o.label).sort();
+  const labels = (await dumpTokenObjects(token))
+    .filter((o) => o.class === 'privateKey' && o.label.startsWith('race/'))
+    .map((o) => o.label)
+    .sort();
   assert.deepEqual(labels, ['race/v1', 'race/v2', 'race/v3', 'race/v4']);
 });

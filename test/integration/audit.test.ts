@@ -5,7 +5,20 @@
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import assert from 'node:assert/strict';
@@ -108,32 +121,47 @@ describe('records', () => {
       },
     );
     assert.match(String(rec.source), /127\.0\.0\.1|::1/);
-    assert.ok(cryptoVerify('sha256', message, await publicKey('payments-ec'), Buffer.from(res.body.signature, 'base64')), 'the signature verifies (node:crypto)');
+    assert.ok(
+      cryptoVerify('sha256', message, await publicKey('payments-ec'), Buffer.from(res.body.signature, 'base64')),
+      'the signature verifies (node:crypto)',
+    );
   });
 
   test('sign with a digest; refusals (403, 404, 400) are recorded with their code', async () => {
     const digest = createHash('sha256').update('a digest sent by the caller').digest();
     secrets.push(digest.toString('base64'));
-    const ok = await pay(request(svc.app).post('/v1/keys/payments-rsa/sign')).send({ algorithm: 'RSASSA_PKCS1_V1_5_SHA_256', digest: digest.toString('base64') }).expect(200);
+    const ok = await pay(request(svc.app).post('/v1/keys/payments-rsa/sign'))
+      .send({ algorithm: 'RSASSA_PKCS1_V1_5_SHA_256', digest: digest.toString('base64') })
+      .expect(200);
     secrets.push(ok.body.signature);
     const rec = recordsOf(file, ok.headers['x-request-id']!)[0]!;
     assert.equal(rec.digestSha256, sha(digest));
     assert.equal(rec.algorithm, 'RSASSA_PKCS1_V1_5_SHA_256');
     assert.ok(cryptoVerify('sha256', Buffer.from('a digest sent by the caller'), await publicKey('payments-rsa'), Buffer.from(ok.body.signature, 'base64')));
 
-    const denied = await pay(request(svc.app).post('/v1/keys/other-ec/sign')).send({ algorithm: 'ECDSA_SHA_256', digest: digest.toString('base64') }).expect(403);
-    assert.deepEqual(recordsOf(file, denied.headers['x-request-id']!).map((r) => [r.operation, r.keyName, r.client, r.outcome, r.digestSha256]), [
-      ['sign', 'other-ec', 'payments-api', 'PERMISSION_DENIED', undefined],
-    ]);
-    const missing = await pay(request(svc.app).post('/v1/keys/payments-none/sign')).send({ algorithm: 'ECDSA_SHA_256', digest: digest.toString('base64') }).expect(404);
+    const denied = await pay(request(svc.app).post('/v1/keys/other-ec/sign'))
+      .send({ algorithm: 'ECDSA_SHA_256', digest: digest.toString('base64') })
+      .expect(403);
+    assert.deepEqual(
+      recordsOf(file, denied.headers['x-request-id']!).map((r) => [r.operation, r.keyName, r.client, r.outcome, r.digestSha256]),
+      [['sign', 'other-ec', 'payments-api', 'PERMISSION_DENIED', undefined]],
+    );
+    const missing = await pay(request(svc.app).post('/v1/keys/payments-none/sign'))
+      .send({ algorithm: 'ECDSA_SHA_256', digest: digest.toString('base64') })
+      .expect(404);
     assert.equal(recordsOf(file, missing.headers['x-request-id']!)[0]?.outcome, 'NOT_FOUND');
     const bad = await pay(request(svc.app).post('/v1/keys/payments-ec/sign')).send({ algorithm: 'ECDSA_SHA_256', digest: 'not base64!' }).expect(400);
-    assert.deepEqual(recordsOf(file, bad.headers['x-request-id']!).map((r) => [r.keyName, r.outcome]), [['payments-ec', 'INVALID_ARGUMENT']]);
+    assert.deepEqual(
+      recordsOf(file, bad.headers['x-request-id']!).map((r) => [r.keyName, r.outcome]),
+      [['payments-ec', 'INVALID_ARGUMENT']],
+    );
   });
 
   test('verify: a record with the answer, for a good and a wrong signature', async () => {
     const message = Buffer.from('verify me');
-    const signed = await pay(request(svc.app).post('/v1/keys/payments-ec/sign')).send({ algorithm: 'ECDSA_SHA_256', message: message.toString('base64') }).expect(200);
+    const signed = await pay(request(svc.app).post('/v1/keys/payments-ec/sign'))
+      .send({ algorithm: 'ECDSA_SHA_256', message: message.toString('base64') })
+      .expect(200);
     const good = await pay(request(svc.app).post('/v1/keys/payments-ec/verify'))
       .send({ algorithm: 'ECDSA_SHA_256', message: message.toString('base64'), signature: signed.body.signature })
       .expect(200);
@@ -143,7 +171,10 @@ describe('records', () => {
       .expect(200);
     assert.equal(wrong.body.valid, false);
     const g = recordsOf(file, good.headers['x-request-id']!)[0]!;
-    assert.deepEqual([g.operation, g.keyVersion, g.valid, g.outcome, g.digestSha256], ['verify', 1, true, 'ok', sha(createHash('sha256').update(message).digest())]);
+    assert.deepEqual(
+      [g.operation, g.keyVersion, g.valid, g.outcome, g.digestSha256],
+      ['verify', 1, true, 'ok', sha(createHash('sha256').update(message).digest())],
+    );
     assert.equal(recordsOf(file, wrong.headers['x-request-id']!)[0]?.valid, false);
   });
 
@@ -174,7 +205,9 @@ describe('records', () => {
 
   test('csr, certificate attach and issue: recorded, issuance with serial number, subject and profile', async () => {
     const auth = (r: request.Test): request.Test => pki(r);
-    const csr = await auth(request(svc.app).post('/v1/keys/issuing-ca/csr')).send({ subject: 'CN=Audit Issuing CA,O=Example,C=US', ca: { pathLength: 0 } }).expect(200);
+    const csr = await auth(request(svc.app).post('/v1/keys/issuing-ca/csr'))
+      .send({ subject: 'CN=Audit Issuing CA,O=Example,C=US', ca: { pathLength: 0 } })
+      .expect(200);
     const c = recordsOf(file, csr.headers['x-request-id']!)[0]!;
     assert.deepEqual([c.operation, c.client, c.keyName, c.keyVersion, c.algorithm, c.outcome], ['csr', 'pki-ops', 'issuing-ca', 1, 'ECDSA_SHA_384', 'ok']);
     assert.match(String(c.digestSha256), /^[0-9a-f]{64}$/);
@@ -195,8 +228,13 @@ describe('records', () => {
       [i.operation, i.keyName, i.keyVersion, i.algorithm, i.outcome, i.serialNumber, i.subject, i.profile],
       ['issue', 'issuing-ca', 1, 'ECDSA_SHA_384', 'ok', issued.body.serialNumber, 'CN=www.audit.example,O=Example', 'tls-server'],
     );
-    const refused = await auth(request(svc.app).post('/v1/keys/issuing-ca/certificates')).send({ csrPem: leafCsr, profile: 'tls-server', validityDays: 99999 }).expect(400);
-    assert.deepEqual(recordsOf(file, refused.headers['x-request-id']!).map((r) => [r.operation, r.outcome]), [['issue', 'INVALID_ARGUMENT']]);
+    const refused = await auth(request(svc.app).post('/v1/keys/issuing-ca/certificates'))
+      .send({ csrPem: leafCsr, profile: 'tls-server', validityDays: 99999 })
+      .expect(400);
+    assert.deepEqual(
+      recordsOf(file, refused.headers['x-request-id']!).map((r) => [r.operation, r.outcome]),
+      [['issue', 'INVALID_ARGUMENT']],
+    );
   });
 
   test('no token, PIN, message or signature in the audit log', () => {
@@ -274,7 +312,11 @@ test('the answer waits for its record: while a FIFO is full, the signature is he
 
 describe('when the audit log cannot be written', () => {
   const sign = (app: Parameters<typeof request>[0], id: string): request.Test =>
-    request(app).post('/v1/keys/payments-ec/sign').set('X-Request-Id', id).set('Authorization', `Bearer ${PAYMENTS_TOKEN}`).send({ algorithm: 'ECDSA_SHA_256', message: 'YQ==' });
+    request(app)
+      .post('/v1/keys/payments-ec/sign')
+      .set('X-Request-Id', id)
+      .set('Authorization', `Bearer ${PAYMENTS_TOKEN}`)
+      .send({ algorithm: 'ECDSA_SHA_256', message: 'YQ==' });
 
   function assertRefused(res: request.Response): void {
     assert.equal(res.status, 503, res.text);
@@ -342,7 +384,10 @@ describe('when the audit log cannot be written', () => {
       assert.equal(recs[0]?.operation, 'audit.resumed', 'the new file starts with the record of the gap');
       assert.equal(recs[0]?.refused, 2, 'the refused operations are counted');
       assert.match(String(recs[0]?.reason), /ENOENT/);
-      assert.deepEqual(recs.slice(1).map((r) => [r.requestId, r.outcome]), [['dir-4', 'ok']]);
+      assert.deepEqual(
+        recs.slice(1).map((r) => [r.requestId, r.outcome]),
+        [['dir-4', 'ok']],
+      );
     } finally {
       await svc.close();
     }
@@ -355,7 +400,10 @@ describe('when the audit log cannot be written', () => {
       assert.equal((await sign(svc.app, 'rm-1')).status, 200);
       unlinkSync(file);
       assert.equal((await sign(svc.app, 'rm-2')).status, 200);
-      assert.deepEqual(lines(file).map((r) => r.requestId), ['rm-2']);
+      assert.deepEqual(
+        lines(file).map((r) => r.requestId),
+        ['rm-2'],
+      );
     } finally {
       await svc.close();
     }
@@ -364,7 +412,10 @@ describe('when the audit log cannot be written', () => {
   test('a FIFO: no reader at start stops the service; its reader gone (EPIPE) is a 503; a reader back, signing again', async () => {
     const fifo = join(token.dir, 'audit.fifo');
     execFileSync('mkfifo', [fifo]);
-    await assert.rejects(startTestService(token, { CLIENTS_FILE: clientsFile, AUDIT_LOG: fifo }), /AUDIT_LOG: cannot open .*audit\.fifo for appending \(ENXIO\)/);
+    await assert.rejects(
+      startTestService(token, { CLIENTS_FILE: clientsFile, AUDIT_LOG: fifo }),
+      /AUDIT_LOG: cannot open .*audit\.fifo for appending \(ENXIO\)/,
+    );
     const out = join(token.dir, 'fifo-out.log');
     const reader = (): ChildProcess => spawn('sh', ['-c', `exec cat "${fifo}" >> "${out}"`], { stdio: 'ignore' });
     let cat = reader();
@@ -423,7 +474,9 @@ describe('the admin CLI', () => {
   });
 
   test('a log it cannot open stops it before the HSM is touched; one it cannot write to is reported, naming what was done', async () => {
-    const missing = await runAdmin(token, ['keys', 'create', '--name', 'never-made', '--spec', 'ECC_NIST_P256'], { AUDIT_LOG: join(token.dir, 'no-such-dir', 'audit.log') });
+    const missing = await runAdmin(token, ['keys', 'create', '--name', 'never-made', '--spec', 'ECC_NIST_P256'], {
+      AUDIT_LOG: join(token.dir, 'no-such-dir', 'audit.log'),
+    });
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /AUDIT_LOG: cannot open .*no-such-dir\/audit\.log for appending \(ENOENT\)/);
     assert.ok(!(await runAdmin(token, ['keys', 'list'])).stdout.includes('never-made'), 'no key was created');

@@ -46,7 +46,10 @@ test('two processes appending batches of 130 KB at once: every line whole, none 
   const go = join(token.dir, 'two-writers.go');
   // Both started, both ready, then both released at once: their writes overlap whatever their start-up took.
   const writer = (tag: string): { ready: Promise<void>; done: Promise<string> } => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/auditWriter.ts', file, tag, '40', '100', go], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'test/support/auditWriter.ts', file, tag, '40', '100', go], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let out = '';
     let signal: () => void;
     const ready = new Promise<void>((r) => (signal = r));
@@ -54,7 +57,9 @@ test('two processes appending batches of 130 KB at once: every line whole, none 
       out += d;
       if (out.startsWith('ready\n')) signal();
     });
-    const done = new Promise<string>((resolve, reject) => child.on('exit', (code) => (code === 0 ? resolve(out.slice('ready\n'.length)) : reject(new Error(`writer ${tag} exited ${code}`)))));
+    const done = new Promise<string>((resolve, reject) =>
+      child.on('exit', (code) => (code === 0 ? resolve(out.slice('ready\n'.length)) : reject(new Error(`writer ${tag} exited ${code}`)))),
+    );
     return { ready, done };
   };
   const writers = [writer('writer-a'), writer('writer-b')];
@@ -64,8 +69,15 @@ test('two processes appending batches of 130 KB at once: every line whole, none 
   assert.deepEqual(done, ['done 4000\n', 'done 4000\n']);
   const records = parseAll(file);
   const seen = (tag: string): number[] => records.filter((r) => r.client === tag).map((r) => r.keyVersion as number);
-  assert.deepEqual(seen('writer-a'), Array.from({ length: 4000 }, (_, i) => i), "writer a's records, all, in its order");
-  assert.deepEqual(seen('writer-b'), Array.from({ length: 4000 }, (_, i) => i));
+  assert.deepEqual(
+    seen('writer-a'),
+    Array.from({ length: 4000 }, (_, i) => i),
+    "writer a's records, all, in its order",
+  );
+  assert.deepEqual(
+    seen('writer-b'),
+    Array.from({ length: 4000 }, (_, i) => i),
+  );
   // The writes really overlapped: the two writers' records alternate in runs somewhere in the file.
   let switches = 0;
   for (let i = 1; i < records.length; i++) if (records[i]!.client !== records[i - 1]!.client) switches++;
@@ -73,20 +85,31 @@ test('two processes appending batches of 130 KB at once: every line whole, none 
   assert.ok(switches >= 2, 'the two processes wrote at the same time');
 });
 
-test('the service with two workers: one whole line per request; SIGUSR2 and SIGHUP to the primary reopen the log in every worker', { timeout: 90_000 }, async (t) => {
+test('the service with two workers: one whole line per request; SIGUSR2 and SIGHUP to the primary reopen the log in every worker', {
+  timeout: 90_000,
+}, async (t) => {
   const file = join(token.dir, 'cluster.log');
   svc = await startServiceProcess(token.env({ WORKERS: '2', AUDIT_LOG: file, LOG_LEVEL: 'info' }), { maxSockets: 32 });
   const s = svc;
   const ids = new Set<string>();
   const sign = async (id: string): Promise<boolean> => {
-    const r = await s.driver.request('POST', '/v1/keys/cluster-ec/sign', { algorithm: 'ECDSA_SHA_256', message: Buffer.from(id).toString('base64') }, { 'x-request-id': id });
+    const r = await s.driver.request(
+      'POST',
+      '/v1/keys/cluster-ec/sign',
+      { algorithm: 'ECDSA_SHA_256', message: Buffer.from(id).toString('base64') },
+      { 'x-request-id': id },
+    );
     assert.equal(r.status, 200, r.text);
     ids.add(id);
     return true;
   };
   let n = 0;
   const end = Date.now() + 3000;
-  await closedLoops(32, () => Date.now() < end, (c, i) => sign(`c${c}-${i}-${n++}`));
+  await closedLoops(
+    32,
+    () => Date.now() < end,
+    (c, i) => sign(`c${c}-${i}-${n++}`),
+  );
   const records = parseAll(file);
   t.diagnostic(`${ids.size} signatures at 32 connections in 3 s, ${records.length} records`);
   assert.equal(records.length, ids.size, 'one record per request');
@@ -113,7 +136,11 @@ test('the service with two workers: one whole line per request; SIGUSR2 and SIGH
     }
     await sleep(50);
     assert.equal(parseAll(rotated).length, before, `no record went to the moved file after ${signal}`);
-    assert.deepEqual(parseAll(file).map((r) => r.requestId), after, `the records after ${signal} are in the new file`);
+    assert.deepEqual(
+      parseAll(file).map((r) => r.requestId),
+      after,
+      `the records after ${signal} are in the new file`,
+    );
   }
   assert.ok(s.alive(), 'the service survived both signals');
 });
@@ -123,18 +150,25 @@ test('AUDIT_LOG=stdout: the records go to standard output with the log lines, ev
   try {
     const ids = new Set<string>();
     let n = 0;
-    await closedLoops(16, () => n < 400, async () => {
-      const id = `stdout-${n++}`;
-      const r = await s.driver.request('POST', '/v1/keys/cluster-ec/sign', { algorithm: 'ECDSA_SHA_256', message: 'YQ==' }, { 'x-request-id': id });
-      assert.equal(r.status, 200, r.text);
-      ids.add(id);
-    });
+    await closedLoops(
+      16,
+      () => n < 400,
+      async () => {
+        const id = `stdout-${n++}`;
+        const r = await s.driver.request('POST', '/v1/keys/cluster-ec/sign', { algorithm: 'ECDSA_SHA_256', message: 'YQ==' }, { 'x-request-id': id });
+        assert.equal(r.status, 200, r.text);
+        ids.add(id);
+      },
+    );
     // The service's stdout (and stderr) is a file here: pino's lines and the audit records, each line one JSON object.
     const all = s.logs().map((l) => JSON.parse(l) as Record<string, unknown>);
     const records = all.filter((l) => l.operation === 'sign');
     t.diagnostic(`${records.length} records among ${all.length} lines of standard output`);
     assert.deepEqual(new Set(records.map((r) => r.requestId)), ids);
-    assert.ok(all.some((l) => l.msg === 'serving'), 'the log lines are there too');
+    assert.ok(
+      all.some((l) => l.msg === 'serving'),
+      'the log lines are there too',
+    );
   } finally {
     await s.stop();
   }

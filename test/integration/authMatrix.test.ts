@@ -81,12 +81,26 @@ let issued = 0;
 
 const ENDPOINTS: readonly Endpoint[] = [
   {
-    op: 'read', route: 'GET /v1/keys', kind: 'list', key: KEY, okStatus: 200,
+    op: 'read',
+    route: 'GET /v1/keys',
+    kind: 'list',
+    key: KEY,
+    okStatus: 200,
     request: () => ({ method: 'GET', path: '/v1/keys' }),
-    ok: async (r) => assert.deepEqual(json<{ keys: { name: string }[] }>(r).keys.map((k) => k.name).sort(), readable('owner')),
+    ok: async (r) =>
+      assert.deepEqual(
+        json<{ keys: { name: string }[] }>(r)
+          .keys.map((k) => k.name)
+          .sort(),
+        readable('owner'),
+      ),
   },
   {
-    op: 'read', route: 'GET /v1/keys/{name}', kind: 'key', key: KEY, okStatus: 200,
+    op: 'read',
+    route: 'GET /v1/keys/{name}',
+    kind: 'key',
+    key: KEY,
+    okStatus: 200,
     request: (k) => ({ method: 'GET', path: `/v1/keys/${k}` }),
     ok: async (r) => {
       const b = json<{ name: string; versions: { publicKeyPem: string }[] }>(r);
@@ -95,7 +109,11 @@ const ENDPOINTS: readonly Endpoint[] = [
     },
   },
   {
-    op: 'read', route: 'GET /v1/keys/{name}/jwks', kind: 'key', key: KEY, okStatus: 200,
+    op: 'read',
+    route: 'GET /v1/keys/{name}/jwks',
+    kind: 'key',
+    key: KEY,
+    okStatus: 200,
     request: (k) => ({ method: 'GET', path: `/v1/keys/${k}/jwks` }),
     ok: async (r) => {
       const jwk = json<{ keys: (Record<string, string> & { kid: string })[] }>(r).keys[0]!;
@@ -104,7 +122,11 @@ const ENDPOINTS: readonly Endpoint[] = [
     },
   },
   {
-    op: 'read', route: 'GET /v1/keys/{name}/certificate', kind: 'key', key: CA_KEY, okStatus: 200,
+    op: 'read',
+    route: 'GET /v1/keys/{name}/certificate',
+    kind: 'key',
+    key: CA_KEY,
+    okStatus: 200,
     request: (k) => ({ method: 'GET', path: `/v1/keys/${k}/certificate` }),
     ok: async (r) => {
       const b = json<{ certificatePem: string; chainPem: string }>(r);
@@ -113,7 +135,11 @@ const ENDPOINTS: readonly Endpoint[] = [
     },
   },
   {
-    op: 'sign', route: 'POST /v1/keys/{name}/sign', kind: 'key', key: KEY, okStatus: 200,
+    op: 'sign',
+    route: 'POST /v1/keys/{name}/sign',
+    kind: 'key',
+    key: KEY,
+    okStatus: 200,
     request: (k) => ({ method: 'POST', path: `/v1/keys/${k}/sign`, body: { algorithm: ALG, message: b64(MESSAGE) } }),
     ok: async (r) => {
       const b = json<{ keyName: string; keyVersion: number; signature: string }>(r);
@@ -122,7 +148,11 @@ const ENDPOINTS: readonly Endpoint[] = [
     },
   },
   {
-    op: 'sign', route: 'POST /v1/sign/batch', kind: 'batch', key: KEY, okStatus: 200,
+    op: 'sign',
+    route: 'POST /v1/sign/batch',
+    kind: 'batch',
+    key: KEY,
+    okStatus: 200,
     request: (k) => ({ method: 'POST', path: '/v1/sign/batch', body: { requests: [{ keyName: k, algorithm: ALG, message: b64(MESSAGE) }] } }),
     ok: async (r) => {
       const [item] = json<{ results: { signature?: string }[] }>(r).results;
@@ -130,12 +160,20 @@ const ENDPOINTS: readonly Endpoint[] = [
     },
   },
   {
-    op: 'verify', route: 'POST /v1/keys/{name}/verify', kind: 'key', key: KEY, okStatus: 200,
+    op: 'verify',
+    route: 'POST /v1/keys/{name}/verify',
+    kind: 'key',
+    key: KEY,
+    okStatus: 200,
     request: (k) => ({ method: 'POST', path: `/v1/keys/${k}/verify`, body: { algorithm: ALG, message: b64(MESSAGE), signature: fx.signature } }),
     ok: async (r) => assert.deepEqual(r.body, { valid: true, keyVersion: 1 }),
   },
   {
-    op: 'csr', route: 'POST /v1/keys/{name}/csr', kind: 'key', key: CA_KEY, okStatus: 200,
+    op: 'csr',
+    route: 'POST /v1/keys/{name}/csr',
+    kind: 'key',
+    key: CA_KEY,
+    okStatus: 200,
     request: (k) => ({ method: 'POST', path: `/v1/keys/${k}/csr`, body: { subject: 'CN=App Issuing CA,O=Example', ca: { pathLength: 0 } } }),
     ok: async (r) => {
       const file = await pki.dir.write(`csr-${++issued}.csr`, json<{ csrPem: string }>(r).csrPem);
@@ -147,18 +185,37 @@ const ENDPOINTS: readonly Endpoint[] = [
     },
   },
   {
-    op: 'certificate', route: 'PUT /v1/keys/{name}/certificate', kind: 'key', key: CA_KEY, okStatus: 204,
+    op: 'certificate',
+    route: 'PUT /v1/keys/{name}/certificate',
+    kind: 'key',
+    key: CA_KEY,
+    okStatus: 204,
     request: (k) => ({ method: 'PUT', path: `/v1/keys/${k}/certificate`, body: { certificatePem: fx.intPem, chainPem: fx.rootPem } }),
     ok: async (r) => assert.equal(r.text, ''),
   },
   {
-    op: 'issue', route: 'POST /v1/keys/{name}/certificates', kind: 'key', key: CA_KEY, okStatus: 201,
+    op: 'issue',
+    route: 'POST /v1/keys/{name}/certificates',
+    kind: 'key',
+    key: CA_KEY,
+    okStatus: 201,
     request: (k) => ({ method: 'POST', path: `/v1/keys/${k}/certificates`, body: { csrPem: fx.leafCsrPem, profile: 'tls-client', validityDays: 1 } }),
     ok: async (r) => {
       const n = ++issued;
       await pki.dir.write(`issued-${n}.pem`, json<{ certificatePem: string }>(r).certificatePem);
       await pki.dir.write('app-ca-int.pem', fx.intPem);
-      const v = await openssl(pki.dir.path, 'verify', '-x509_strict', '-purpose', 'sslclient', '-CAfile', 'root.pem', '-untrusted', 'app-ca-int.pem', `issued-${n}.pem`);
+      const v = await openssl(
+        pki.dir.path,
+        'verify',
+        '-x509_strict',
+        '-purpose',
+        'sslclient',
+        '-CAfile',
+        'root.pem',
+        '-untrusted',
+        'app-ca-int.pem',
+        `issued-${n}.pem`,
+      );
       assert.equal(v.stdout.trim(), `issued-${n}.pem: OK`, `openssl verify: ${v.stdout}${v.stderr}`);
     },
   },
@@ -219,31 +276,31 @@ type Expected = 200 | 201 | 204 | 401 | 403 | '200 own' | 'item 403' | 'TLS' | '
 // prettier-ignore
 const TOKEN_MATRIX: Record<string, readonly Expected[]> = {
   //                                   right  none  malformed  unknown  other's     lacks op    outside glob
-  'GET /v1/keys':                      [200,  401,  401,       401,     '200 own',  '200 own',  '-'],
-  'GET /v1/keys/{name}':               [200,  401,  401,       401,     403,        403,        403],
-  'GET /v1/keys/{name}/jwks':          [200,  401,  401,       401,     403,        403,        403],
-  'GET /v1/keys/{name}/certificate':   [200,  401,  401,       401,     403,        403,        403],
-  'POST /v1/keys/{name}/sign':         [200,  401,  401,       401,     403,        403,        403],
-  'POST /v1/sign/batch':               [200,  401,  401,       401,     'item 403', 'item 403', 'item 403'],
-  'POST /v1/keys/{name}/verify':       [200,  401,  401,       401,     403,        403,        403],
-  'POST /v1/keys/{name}/csr':          [200,  401,  401,       401,     403,        403,        403],
-  'PUT /v1/keys/{name}/certificate':   [204,  401,  401,       401,     403,        403,        403],
-  'POST /v1/keys/{name}/certificates': [201,  401,  401,       401,     403,        403,        403],
+  'GET /v1/keys': [200, 401, 401, 401, '200 own', '200 own', '-'],
+  'GET /v1/keys/{name}': [200, 401, 401, 401, 403, 403, 403],
+  'GET /v1/keys/{name}/jwks': [200, 401, 401, 401, 403, 403, 403],
+  'GET /v1/keys/{name}/certificate': [200, 401, 401, 401, 403, 403, 403],
+  'POST /v1/keys/{name}/sign': [200, 401, 401, 401, 403, 403, 403],
+  'POST /v1/sign/batch': [200, 401, 401, 401, 'item 403', 'item 403', 'item 403'],
+  'POST /v1/keys/{name}/verify': [200, 401, 401, 401, 403, 403, 403],
+  'POST /v1/keys/{name}/csr': [200, 401, 401, 401, 403, 403, 403],
+  'PUT /v1/keys/{name}/certificate': [204, 401, 401, 401, 403, 403, 403],
+  'POST /v1/keys/{name}/certificates': [201, 401, 401, 401, 403, 403, 403],
 };
 
 // prettier-ignore
 const CERT_MATRIX: Record<string, readonly Expected[]> = {
   //                                   right  lacks op    outside glob  cert≠token  no entry  untrusted  expired  no cert
-  'GET /v1/keys':                      [200,  '200 own',  '-',          401,        401,      'TLS',     'TLS',   'TLS'],
-  'GET /v1/keys/{name}':               [200,  403,        403,          401,        401,      'TLS',     'TLS',   'TLS'],
-  'GET /v1/keys/{name}/jwks':          [200,  403,        403,          401,        401,      'TLS',     'TLS',   'TLS'],
-  'GET /v1/keys/{name}/certificate':   [200,  403,        403,          401,        401,      'TLS',     'TLS',   'TLS'],
-  'POST /v1/keys/{name}/sign':         [200,  403,        403,          401,        401,      'TLS',     'TLS',   'TLS'],
-  'POST /v1/sign/batch':               [200,  'item 403', 'item 403',   401,        401,      'TLS',     'TLS',   'TLS'],
-  'POST /v1/keys/{name}/verify':       [200,  403,        403,          401,        401,      'TLS',     'TLS',   'TLS'],
-  'POST /v1/keys/{name}/csr':          [200,  403,        403,          401,        401,      'TLS',     'TLS',   'TLS'],
-  'PUT /v1/keys/{name}/certificate':   [204,  403,        403,          401,        401,      'TLS',     'TLS',   'TLS'],
-  'POST /v1/keys/{name}/certificates': [201,  403,        403,          401,        401,      'TLS',     'TLS',   'TLS'],
+  'GET /v1/keys': [200, '200 own', '-', 401, 401, 'TLS', 'TLS', 'TLS'],
+  'GET /v1/keys/{name}': [200, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
+  'GET /v1/keys/{name}/jwks': [200, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
+  'GET /v1/keys/{name}/certificate': [200, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
+  'POST /v1/keys/{name}/sign': [200, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
+  'POST /v1/sign/batch': [200, 'item 403', 'item 403', 401, 401, 'TLS', 'TLS', 'TLS'],
+  'POST /v1/keys/{name}/verify': [200, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
+  'POST /v1/keys/{name}/csr': [200, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
+  'PUT /v1/keys/{name}/certificate': [204, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
+  'POST /v1/keys/{name}/certificates': [201, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -272,9 +329,17 @@ function agentFor(leaf: string | undefined): https.Agent {
   return a;
 }
 
-function call(svc: ServiceProcess, c: Caller, req: { method: string; path: string; body?: unknown }, o: { fresh?: boolean; requestId?: string } = {}): Promise<HttpsResult> {
+function call(
+  svc: ServiceProcess,
+  c: Caller,
+  req: { method: string; path: string; body?: unknown },
+  o: { fresh?: boolean; requestId?: string } = {},
+): Promise<HttpsResult> {
   const l = c.leaf === undefined ? undefined : leaves[c.leaf];
-  const headers = { ...(c.authorization !== undefined ? { authorization: c.authorization } : {}), ...(o.requestId !== undefined ? { 'x-request-id': o.requestId } : {}) };
+  const headers = {
+    ...(c.authorization !== undefined ? { authorization: c.authorization } : {}),
+    ...(o.requestId !== undefined ? { 'x-request-id': o.requestId } : {}),
+  };
   return httpsRequest(svc.port, {
     ...req,
     ca: pki.ca,
@@ -310,10 +375,7 @@ function tls12Handshake(port: number, leaf: Leaf | undefined, requestId: string)
 }
 
 before(async () => {
-  [token, pki] = await Promise.all([
-    createTestToken(TOKEN_KEYS.map((name) => ({ name, spec: 'ECC_NIST_P256' as const }))),
-    TestPki.create(),
-  ]);
+  [token, pki] = await Promise.all([createTestToken(TOKEN_KEYS.map((name) => ({ name, spec: 'ECC_NIST_P256' as const }))), TestPki.create()]);
   secrets = [
     ...Object.entries(TOKENS).flatMap(([c, t]) => [
       { label: `${c}'s token`, value: t },
@@ -359,7 +421,8 @@ before(async () => {
       TLS_KEY_FILE: pki.server.keyFile,
       ...extra,
     });
-  const readyz = async (port: number, client?: Leaf): Promise<boolean> => (await httpsRequest(port, { path: '/readyz', ca: pki.ca, ...(client ? { client } : {}) })).status === 200;
+  const readyz = async (port: number, client?: Leaf): Promise<boolean> =>
+    (await httpsRequest(port, { path: '/readyz', ca: pki.ca, ...(client ? { client } : {}) })).status === 200;
   [bearerSvc, mtlsSvc] = await Promise.all([
     startServiceProcess(await env({}), { ready: (port) => readyz(port) }),
     startServiceProcess(await env({ TLS_CLIENT_CA_FILE: pki.caFile }), { ready: async (port) => readyz(port, (await made, leaves.owner)) }),
@@ -415,7 +478,11 @@ function errorProblems(r: HttpsResult, status: number, code: string): string[] {
 
 function observedOf(ep: Endpoint, r: HttpsResult): string {
   if (r.status !== 200) return String(r.status);
-  if (ep.kind === 'list') return `200 [${json<{ keys: { name: string }[] }>(r).keys.map((k) => k.name).sort().join(',')}]`;
+  if (ep.kind === 'list')
+    return `200 [${json<{ keys: { name: string }[] }>(r)
+      .keys.map((k) => k.name)
+      .sort()
+      .join(',')}]`;
   if (ep.kind === 'batch') {
     const item = json<{ results: { signature?: string; error?: { code: string } }[] }>(r).results[0];
     return item?.error ? `item ${item.error.code}` : '200';
@@ -503,10 +570,13 @@ describe('client certificates over mutual TLS', () => {
   test('batch: one permitted and one forbidden item is a 200 with a 403 item', () => mixedBatch(mtlsSvc, { leaf: 'owner' }));
 });
 
-test("service logs: no token, token hash or PIN; no request from a refused handshake", () => {
+test('service logs: no token, token hash or PIN; no request from a refused handshake', () => {
   for (const svc of [bearerSvc, mtlsSvc]) {
     const logs = svc.logs();
-    assert.ok(logs.some((l) => l.includes('"msg":"request"')), 'the debug log has a line per request handled');
+    assert.ok(
+      logs.some((l) => l.includes('"msg":"request"')),
+      'the debug log has a line per request handled',
+    );
     assert.deepEqual(leaked(logs.join('\n')), []);
     assert.deepEqual(logs.filter((l) => l.includes(REFUSED_ID)).length, 0, 'a request sent on a refused handshake was handled');
   }
@@ -536,8 +606,9 @@ test('the matrix: operation x case, expected and observed', (t) => {
   };
   print('bearer', TOKEN_CASES, TOKEN_MATRIX);
   print('mtls', CERT_CASES, CERT_MATRIX);
-  const missing = [...ENDPOINTS.flatMap((ep) => TOKEN_CASES.map((c) => cellKey('bearer', ep.route, c.id))), ...ENDPOINTS.flatMap((ep) => CERT_CASES.map((c) => cellKey('mtls', ep.route, c.id)))].filter(
-    (k) => !outcomes.has(k),
-  );
+  const missing = [
+    ...ENDPOINTS.flatMap((ep) => TOKEN_CASES.map((c) => cellKey('bearer', ep.route, c.id))),
+    ...ENDPOINTS.flatMap((ep) => CERT_CASES.map((c) => cellKey('mtls', ep.route, c.id))),
+  ].filter((k) => !outcomes.has(k));
   assert.deepEqual(missing, [], 'every cell ran');
 });

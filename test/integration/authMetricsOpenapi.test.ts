@@ -52,11 +52,19 @@ test('auth: 401 without or with an unknown token; 403 outside the grant; allowed
   assert.equal(denied.body.error.code, 'PERMISSION_DENIED');
   await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', `Bearer ${RO}`).send(body).expect(403);
   const list = await request(svc.app).get('/v1/keys').set('Authorization', `Bearer ${PAY}`).expect(200);
-  assert.deepEqual(list.body.keys.map((k: { name: string }) => k.name), ['payments-ec']);
+  assert.deepEqual(
+    list.body.keys.map((k: { name: string }) => k.name),
+    ['payments-ec'],
+  );
   const batch = await request(svc.app)
     .post('/v1/sign/batch')
     .set('Authorization', `Bearer ${PAY}`)
-    .send({ requests: [{ keyName: 'payments-ec', ...body }, { keyName: 'other-ec', ...body }] })
+    .send({
+      requests: [
+        { keyName: 'payments-ec', ...body },
+        { keyName: 'other-ec', ...body },
+      ],
+    })
     .expect(200);
   assert.ok(batch.body.results[0].signature);
   assert.equal(batch.body.results[1].error.code, 'PERMISSION_DENIED');
@@ -67,8 +75,10 @@ test('auth: 401 without or with an unknown token; 403 outside the grant; allowed
 test('metrics: Prometheus text with request counts and HSM pool gauges', async () => {
   const signs = (text: string, status: number): number =>
     Number(new RegExp(`hsm_signer_http_requests_total\\{method="POST",route="/v1/keys/:name/sign",status="${status}"\\} (\\d+)`).exec(text)?.[1] ?? 0);
-  const timed = (text: string): number => Number(/hsm_signer_http_request_duration_seconds_count\{route="\/v1\/keys\/:name\/sign"\} (\d+)/.exec(text)?.[1] ?? 0);
-  const unmatched400 = (text: string): number => Number(/hsm_signer_http_requests_total\{method="POST",route="unmatched",status="400"\} (\d+)/.exec(text)?.[1] ?? 0);
+  const timed = (text: string): number =>
+    Number(/hsm_signer_http_request_duration_seconds_count\{route="\/v1\/keys\/:name\/sign"\} (\d+)/.exec(text)?.[1] ?? 0);
+  const unmatched400 = (text: string): number =>
+    Number(/hsm_signer_http_requests_total\{method="POST",route="unmatched",status="400"\} (\d+)/.exec(text)?.[1] ?? 0);
   const before = (await request(svc.app).get('/metrics').expect(200)).text;
   for (let i = 0; i < 3; i++) await request(svc.app).post('/v1/keys/payments-ec/sign').set('Authorization', `Bearer ${PAY}`).send(body).expect(200);
   await request(svc.app).post('/v1/keys/other-ec/sign').set('Authorization', `Bearer ${PAY}`).send(body).expect(403);
@@ -97,7 +107,9 @@ test('metrics: a caller that hangs up before its answer is counted, as 499', asy
     // Half a body, then the caller gives up: no response is ever finished.
     const socket = connect(port, '127.0.0.1');
     await once(socket, 'connect');
-    socket.write(`POST /v1/keys/payments-ec/sign HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${PAY}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{"algorithm":`);
+    socket.write(
+      `POST /v1/keys/payments-ec/sign HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${PAY}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n{"algorithm":`,
+    );
     await new Promise((r) => setTimeout(r, 50));
     socket.destroy();
     let after = before;
@@ -114,13 +126,34 @@ test('metrics: a caller that hangs up before its answer is counted, as 499', asy
 test('openapi: documents every error code and the v1 paths', async () => {
   const res = await request(svc.app).get('/openapi.json').expect(200);
   assert.equal(res.body.openapi, '3.0.3');
-  for (const p of ['/v1/keys', '/v1/keys/{name}', '/v1/keys/{name}/sign', '/v1/keys/{name}/verify', '/v1/sign/batch', '/v1/keys/{name}/jwks', '/readyz', '/healthz']) assert.ok(res.body.paths[p], p);
+  for (const p of [
+    '/v1/keys',
+    '/v1/keys/{name}',
+    '/v1/keys/{name}/sign',
+    '/v1/keys/{name}/verify',
+    '/v1/sign/batch',
+    '/v1/keys/{name}/jwks',
+    '/readyz',
+    '/healthz',
+  ])
+    assert.ok(res.body.paths[p], p);
   assert.deepEqual(res.body.components.schemas.Error.properties.error.properties.code.enum, Object.keys(ERROR_CODES));
   // Every /v1 route may meet the per-client limit; the operations that leave an audit record may meet an unwritable log.
-  for (const [path, method] of [['/v1/keys', 'get'], ['/v1/keys/{name}/sign', 'post'], ['/v1/sign/batch', 'post']] as const) {
+  for (const [path, method] of [
+    ['/v1/keys', 'get'],
+    ['/v1/keys/{name}/sign', 'post'],
+    ['/v1/sign/batch', 'post'],
+  ] as const) {
     assert.match(res.body.paths[path][method].responses['429'].description, /RESOURCE_EXHAUSTED/, path);
   }
-  for (const [path, method] of [['/v1/keys/{name}/sign', 'post'], ['/v1/keys/{name}/verify', 'post'], ['/v1/sign/batch', 'post'], ['/v1/keys/{name}/csr', 'post'], ['/v1/keys/{name}/certificate', 'put'], ['/v1/keys/{name}/certificates', 'post']] as const) {
+  for (const [path, method] of [
+    ['/v1/keys/{name}/sign', 'post'],
+    ['/v1/keys/{name}/verify', 'post'],
+    ['/v1/sign/batch', 'post'],
+    ['/v1/keys/{name}/csr', 'post'],
+    ['/v1/keys/{name}/certificate', 'put'],
+    ['/v1/keys/{name}/certificates', 'post'],
+  ] as const) {
     assert.match(res.body.paths[path][method].responses['503'].description, /AUDIT_UNAVAILABLE/, path);
   }
   assert.doesNotMatch(res.body.paths['/v1/keys'].get.responses['503'].description, /AUDIT_UNAVAILABLE/, 'reads are not audited');

@@ -13,7 +13,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { closedLoops, errorCode, HttpDriver, percentile, signatureVerifies, startServiceProcess, type HttpResult, type ServiceProcess } from '../support/faultService.js';
+import {
+  closedLoops,
+  errorCode,
+  HttpDriver,
+  percentile,
+  signatureVerifies,
+  startServiceProcess,
+  type HttpResult,
+  type ServiceProcess,
+} from '../support/faultService.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
 
 const KEY = 'limit-ec';
@@ -38,10 +47,20 @@ after(async () => {
   token?.cleanup();
 });
 
-test('one client at 200 connections is held to 64 in flight; another at 4 connections sees no errors and a p99 below the deadline', { timeout: 60_000 }, async (t) => {
+test('one client at 200 connections is held to 64 in flight; another at 4 connections sees no errors and a p99 below the deadline', {
+  timeout: 60_000,
+}, async (t) => {
   const clientsFile = join(token.dir, 'clients.json');
   const grant = [{ keys: '*', operations: ['sign', 'read'] }];
-  writeFileSync(clientsFile, JSON.stringify({ clients: [{ name: 'bulk-batch-job', tokenSha256: sha(BULK), allow: grant }, { name: 'checkout-api', tokenSha256: sha(SMALL), allow: grant }] }));
+  writeFileSync(
+    clientsFile,
+    JSON.stringify({
+      clients: [
+        { name: 'bulk-batch-job', tokenSha256: sha(BULK), allow: grant },
+        { name: 'checkout-api', tokenSha256: sha(SMALL), allow: grant },
+      ],
+    }),
+  );
   svc = await startServiceProcess(
     token.env({ CLIENTS_FILE: clientsFile, HSM_SESSIONS: '16', HSM_MAX_WAITING: '96', REQUEST_DEADLINE_MS: String(DEADLINE_MS), LOG_LEVEL: 'error' }),
     { maxSockets: 4 },
@@ -79,12 +98,20 @@ test('one client at 200 connections is held to 64 in flight; another at 4 connec
   await sleep(WARMUP_MS);
   measuring = true;
   const end = Date.now() + RUN_MS;
-  await closedLoops(4, () => Date.now() < end, async () => smallResults.push(await sign(s.driver, SMALL)));
+  await closedLoops(
+    4,
+    () => Date.now() < end,
+    async () => smallResults.push(await sign(s.driver, SMALL)),
+  );
   measuring = false;
   await bulkLoad;
 
   const smallR = smallResults.map((x) => x.r);
-  const lat = (rs: readonly HttpResult[], p: number): number => percentile(rs.map((r) => r.end - r.start), p);
+  const lat = (rs: readonly HttpResult[], p: number): number =>
+    percentile(
+      rs.map((r) => r.end - r.start),
+      p,
+    );
   const smallErrors = smallR.filter((r) => r.status !== 200);
   const bulkOk = bulkResults.filter((r) => r.status === 200);
   const limited = bulkResults.filter((r) => r.status === 429);
@@ -92,12 +119,18 @@ test('one client at 200 connections is held to 64 in flight; another at 4 connec
     `bulk-batch-job, 200 connections: ${bulkOk.length} x 200 (p50 ${lat(bulkOk, 50).toFixed(1)} ms, p99 ${lat(bulkOk, 99).toFixed(1)} ms), ` +
       `${limited.length} x 429 (p50 ${lat(limited, 50).toFixed(1)} ms), ${bulkResults.length - bulkOk.length - limited.length} other, in ${RUN_MS / 1000} s`,
   );
-  t.diagnostic(`checkout-api, 4 connections: ${smallR.length - smallErrors.length} x 200, ${smallErrors.length} errors; p50 ${lat(smallR, 50).toFixed(1)} ms, p99 ${lat(smallR, 99).toFixed(1)} ms, max ${lat(smallR, 100).toFixed(1)} ms (deadline ${DEADLINE_MS} ms)`);
+  t.diagnostic(
+    `checkout-api, 4 connections: ${smallR.length - smallErrors.length} x 200, ${smallErrors.length} errors; p50 ${lat(smallR, 50).toFixed(1)} ms, p99 ${lat(smallR, 99).toFixed(1)} ms, max ${lat(smallR, 100).toFixed(1)} ms (deadline ${DEADLINE_MS} ms)`,
+  );
 
   assert.deepEqual(smallErrors.map((r) => `${r.status} ${errorCode(r)}`).slice(0, 5), [], 'the small client gets no errors');
   assert.ok(smallR.length >= 20, `the small client was served throughout (${smallR.length} requests)`);
   assert.ok(lat(smallR, 99) < DEADLINE_MS, 'its p99 is below the request deadline');
-  assert.equal(smallResults.filter((x) => !signatureVerifies(publicKey, ALGORITHM, x.message, (x.r.body as { signature: string }).signature)).length, 0, 'every signature it got verifies');
+  assert.equal(
+    smallResults.filter((x) => !signatureVerifies(publicKey, ALGORITHM, x.message, (x.r.body as { signature: string }).signature)).length,
+    0,
+    'every signature it got verifies',
+  );
 
   assert.ok(limited.length > 0, 'the bulk client was limited');
   assert.ok(bulkOk.length > 0, 'and served up to its limit');
@@ -108,5 +141,8 @@ test('one client at 200 connections is held to 64 in flight; another at 4 connec
   assert.match((l.body as { error: { message: string } }).error.message, /client 'bulk-batch-job' already has 64 requests in flight \(CLIENT_MAX_IN_FLIGHT\)/);
   assert.equal((l.body as { error: { requestId: string } }).error.requestId, l.headers['x-request-id']);
   for (const r of [...limited, ...smallR.slice(0, 50)]) assert.ok(!r.text.includes(BULK) && !r.text.includes(SMALL) && !r.text.includes(token.pin));
-  assert.ok(s.logs().every((line) => !line.includes(BULK) && !line.includes(SMALL) && !line.includes(token.pin)), 'no token or PIN in the service log');
+  assert.ok(
+    s.logs().every((line) => !line.includes(BULK) && !line.includes(SMALL) && !line.includes(token.pin)),
+    'no token or PIN in the service log',
+  );
 });

@@ -50,7 +50,11 @@ function servedBy(svc: ServiceProcess, requestId: string): number | undefined {
  * Sends `send` on new connections until every worker has given an answer that `accept` takes
  * (default: any), or 30 s pass (a worker may still be starting); returns each worker's last answer by pid.
  */
-async function onEveryWorker(svc: ServiceProcess, send: (requestId: string) => Promise<HttpResult>, accept: (r: HttpResult) => boolean = () => true): Promise<Map<number, HttpResult>> {
+async function onEveryWorker(
+  svc: ServiceProcess,
+  send: (requestId: string) => Promise<HttpResult>,
+  accept: (r: HttpResult) => boolean = () => true,
+): Promise<Map<number, HttpResult>> {
   const answers = new Map<number, HttpResult>();
   const done = (): number => [...answers.values()].filter(accept).length;
   const end = Date.now() + 30_000;
@@ -95,7 +99,10 @@ test('npm start, as a new user runs it: two workers, and one /metrics scrape cou
   let svc: ServiceProcess | undefined;
   try {
     // Exactly `npm start`'s environment: only where its token lives and the port differ.
-    svc = await startServiceProcess({ PATH: process.env.PATH ?? '', HSM_DEV_DIR: devDir, LOG_LEVEL: 'debug', ...workersEnv }, { entry: 'start', readyTimeoutMs: 90_000 });
+    svc = await startServiceProcess(
+      { PATH: process.env.PATH ?? '', HSM_DEV_DIR: devDir, LOG_LEVEL: 'debug', ...workersEnv },
+      { entry: 'start', readyTimeoutMs: 90_000 },
+    );
     const s = svc;
     // Ready means one worker answered; the others may still be starting (each logs in and reads the keys).
     assert.equal((await workerPids(s)).length, EXPECTED_WORKERS);
@@ -238,7 +245,11 @@ test('admin lock: two admin commands at once while both workers serve; both keys
     ['dc-lock-a', 'ECDSA_SHA_256'],
     ['dc-lock-b', 'ECDSA_SHA_384'],
   ] as const) {
-    const answers = await onEveryWorker(svc, (id) => fresh(svc, 'POST', `/v1/keys/${name}/sign`, { algorithm, message }, { 'x-request-id': id }), (r) => r.status === 200);
+    const answers = await onEveryWorker(
+      svc,
+      (id) => fresh(svc, 'POST', `/v1/keys/${name}/sign`, { algorithm, message }, { 'x-request-id': id }),
+      (r) => r.status === 200,
+    );
     for (const [pid, r] of answers) assert.equal(r.status, 200, `${name} on worker ${pid}: ${r.text}`);
   }
 });
@@ -249,14 +260,18 @@ test('a scrape while a worker restarts answers at once with the workers that ans
   process.kill(victim, 'SIGKILL');
   // Until the primary has reaped it, the cluster's round robin may still hand it a new connection,
   // which is then never answered (Node keeps the handle): wait for that, as the crash test will.
-  const reaped = await eventually(async () => {
-    try {
-      process.kill(victim, 0);
-      return 'not reaped yet';
-    } catch {
-      return undefined;
-    }
-  }, 5000, 5);
+  const reaped = await eventually(
+    async () => {
+      try {
+        process.kill(victim, 0);
+        return 'not reaped yet';
+      } catch {
+        return undefined;
+      }
+    },
+    5000,
+    5,
+  );
   assert.equal(reaped, undefined);
   const scrapes: { status: number; ms: number; answered: number; expected: number; unanswered: string[] }[] = [];
   const end = Date.now() + 3000;
@@ -271,18 +286,27 @@ test('a scrape while a worker restarts answers at once with the workers that ans
     });
     await sleep(100);
   }
-  t.diagnostic(`scrapes after SIGKILL of worker ${victim}: ${scrapes.map((s) => `${s.status}/${s.ms.toFixed(0)}ms/${s.answered}of${s.expected}${s.unanswered.length ? `(${s.unanswered.length} unanswered)` : ''}`).join(' ')}`);
+  t.diagnostic(
+    `scrapes after SIGKILL of worker ${victim}: ${scrapes.map((s) => `${s.status}/${s.ms.toFixed(0)}ms/${s.answered}of${s.expected}${s.unanswered.length ? `(${s.unanswered.length} unanswered)` : ''}`).join(' ')}`,
+  );
   assert.deepEqual([...new Set(scrapes.map((s) => s.status))], [200], 'never a 500');
   // 500 ms is the primary's wait for a worker; the rest is margin for two shared cores.
   assert.ok(Math.max(...scrapes.map((s) => s.ms)) < 1000, 'every scrape answered within 1 s');
-  assert.ok(scrapes.some((s) => s.answered < s.expected), 'a scrape said a worker was missing');
+  assert.ok(
+    scrapes.some((s) => s.answered < s.expected),
+    'a scrape said a worker was missing',
+  );
   // The cluster replaces the worker, and it serves.
-  const back = await eventually(async () => {
-    const now: (number | string)[] = await workerPids(svc).catch((e: unknown) => [String(e)]);
-    if (now.length !== EXPECTED_WORKERS || now.includes(victim)) return `workers ${now.join(',')}`;
-    const m = await fresh(svc, 'GET', '/metrics');
-    return sample(m.text, 'hsm_signer_metrics_workers_answered') === EXPECTED_WORKERS ? undefined : 'not every worker in the scrape';
-  }, 30_000, 250);
+  const back = await eventually(
+    async () => {
+      const now: (number | string)[] = await workerPids(svc).catch((e: unknown) => [String(e)]);
+      if (now.length !== EXPECTED_WORKERS || now.includes(victim)) return `workers ${now.join(',')}`;
+      const m = await fresh(svc, 'GET', '/metrics');
+      return sample(m.text, 'hsm_signer_metrics_workers_answered') === EXPECTED_WORKERS ? undefined : 'not every worker in the scrape';
+    },
+    30_000,
+    250,
+  );
   assert.equal(back, undefined, back);
 });
 

@@ -16,16 +16,7 @@ import assert from 'node:assert/strict';
 import { availableParallelism } from 'node:os';
 import { before, test, type TestContext } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  contractViolation,
-  errorCode,
-  eventually,
-  percentile,
-  perSecond,
-  pacedLoops,
-  rate,
-  type Outcome,
-} from '../support/faultService.js';
+import { contractViolation, errorCode, eventually, percentile, perSecond, pacedLoops, rate, type Outcome } from '../support/faultService.js';
 import { FaultFixture, sampleWhile } from '../support/faultFixture.js';
 import { P11KitServer, p11kitMissing } from '../support/p11kit.js';
 
@@ -65,14 +56,19 @@ const f = FaultFixture.use({
   },
 });
 
-test('outage under load, one worker: the HSM connection is killed for 5 s and the service rides through it', { timeout: 90_000 }, (t) => outage(t, { workers: '1' }));
+test('outage under load, one worker: the HSM connection is killed for 5 s and the service rides through it', { timeout: 90_000 }, (t) =>
+  outage(t, { workers: '1' }),
+);
 test('outage under load, the default workers: each worker reconnects by itself', { timeout: 90_000 }, (t) => outage(t, {}));
 test('outage under load, the default workers and callers that do not back off: reconnecting does not queue behind shedding', { timeout: 90_000 }, (t) =>
   outage(t, { noBackoff: true }),
 );
 
 async function outage(t: TestContext, run: OutageRun): Promise<void> {
-  const s = await f.start({ env: server.clientEnv(), sessions: SESSIONS, logLevel: 'warn', ...(run.workers ? { workers: Number(run.workers) } : {}) }, { maxSockets: CALLERS + 8 });
+  const s = await f.start(
+    { env: server.clientEnv(), sessions: SESSIONS, logLevel: 'warn', ...(run.workers ? { workers: Number(run.workers) } : {}) },
+    { maxSockets: CALLERS + 8 },
+  );
   const workers = Number(run.workers ?? availableParallelism());
   const d = s.driver;
   const pidAtStart = s.pid;
@@ -85,11 +81,15 @@ async function outage(t: TestContext, run: OutageRun): Promise<void> {
 
   let running = true;
   const loadStart = d.now();
-  const sampler = sampleWhile(() => running, 250, async () => {
-    const r = await s.readyz().catch(() => undefined);
-    const b = r?.body as { status?: string; breaker?: string; reason?: string } | undefined;
-    states.push({ at: d.now() - loadStart, state: !r ? 'no answer' : b?.status === 'ready' ? `ready/${b.breaker}` : `${b?.breaker}: ${b?.reason ?? ''}` });
-  });
+  const sampler = sampleWhile(
+    () => running,
+    250,
+    async () => {
+      const r = await s.readyz().catch(() => undefined);
+      const b = r?.body as { status?: string; breaker?: string; reason?: string } | undefined;
+      states.push({ at: d.now() - loadStart, state: !r ? 'no answer' : b?.status === 'ready' ? `ready/${b.breaker}` : `${b?.breaker}: ${b?.reason ?? ''}` });
+    },
+  );
 
   const load = pacedLoops(
     CALLERS,
@@ -134,7 +134,9 @@ async function outage(t: TestContext, run: OutageRun): Promise<void> {
     if (to <= restoreAt) return 'OUTAGE';
     return from < restoreAt ? 'HSM back' : 'after';
   };
-  t.diagnostic(`HSM killed at ${(killAt / 1000).toFixed(2)} s, back at ${(restoreAt / 1000).toFixed(2)} s; ${CALLERS} callers x ${PER_CALLER_RATE}/s = ${CALLERS * PER_CALLER_RATE}/s offered, ${SESSIONS} sessions, service pid ${s.pid}`);
+  t.diagnostic(
+    `HSM killed at ${(killAt / 1000).toFixed(2)} s, back at ${(restoreAt / 1000).toFixed(2)} s; ${CALLERS} callers x ${PER_CALLER_RATE}/s = ${CALLERS * PER_CALLER_RATE}/s offered, ${SESSIONS} sessions, service pid ${s.pid}`,
+  );
   t.diagnostic('  s | phase        |  2xx/s | 503 HSM_UNAVAILABLE | 503 OVERLOADED | 504 | other | /readyz at end of second');
   for (const row of perSecond(outcomes, 0, endAt)) {
     const state = [...states].reverse().find((x) => x.at < (row.second + 1) * 1000)?.state ?? '';
@@ -152,8 +154,12 @@ async function outage(t: TestContext, run: OutageRun): Promise<void> {
   }
   const recoveryMs = recoveredAt === undefined ? undefined : recoveredAt - restoreAt;
   const after = rate(outcomes, restoreAt + 3000, endAt);
-  t.diagnostic(`throughput: before ${baseline.toFixed(0)}/s, during ${rate(outcomes, killAt + 500, restoreAt).toFixed(0)}/s, after (from +3 s) ${after.toFixed(0)}/s`);
-  t.diagnostic(`time from HSM return to >= ${RECOVERED_SHARE * 100}% throughput (1 s window): ${recoveryMs === undefined ? 'never' : `${recoveryMs.toFixed(0)} ms`}`);
+  t.diagnostic(
+    `throughput: before ${baseline.toFixed(0)}/s, during ${rate(outcomes, killAt + 500, restoreAt).toFixed(0)}/s, after (from +3 s) ${after.toFixed(0)}/s`,
+  );
+  t.diagnostic(
+    `time from HSM return to >= ${RECOVERED_SHARE * 100}% throughput (1 s window): ${recoveryMs === undefined ? 'never' : `${recoveryMs.toFixed(0)} ms`}`,
+  );
   t.diagnostic(
     `breaker-open answers: ${breakerLatencies.length}, latency p50 ${percentile(breakerLatencies, 50).toFixed(1)} ms, p90 ${percentile(breakerLatencies, 90).toFixed(1)} ms, p95 ${percentile(breakerLatencies, 95).toFixed(1)} ms, p99 ${percentile(breakerLatencies, 99).toFixed(1)} ms, max ${Math.max(...breakerLatencies).toFixed(1)} ms`,
   );
@@ -163,20 +169,33 @@ async function outage(t: TestContext, run: OutageRun): Promise<void> {
 
   // Lose nothing, never a wrong result.
   assert.equal(badSignatures, 0, 'every 200 carries a signature that verifies');
-  assert.deepEqual([...statuses.keys()].filter((k) => ![200, 503, 504].includes(k)), [], 'only 200, 503 and 504 (no 500)');
+  assert.deepEqual(
+    [...statuses.keys()].filter((k) => ![200, 503, 504].includes(k)),
+    [],
+    'only 200, 503 and 504 (no 500)',
+  );
   assert.deepEqual(violations.slice(0, 5), [], "every 503/504 has the contract's body (and Retry-After)");
   // The fault really happened, and the breaker did its job.
-  assert.ok(outcomes.some((o) => o.code === 'HSM_UNAVAILABLE' && o.end > killAt && o.end < restoreAt), 'the outage was visible to callers');
+  assert.ok(
+    outcomes.some((o) => o.code === 'HSM_UNAVAILABLE' && o.end > killAt && o.end < restoreAt),
+    'the outage was visible to callers',
+  );
   assert.ok(breakerLatencies.length > 0, 'the breaker opened');
   // p90, not the maximum: on two shared cores another process can stall any request for a while;
   // the tail is printed above.
   // Not with callers that never pause: then the loop is saturated with 503s by design, and their
   // latency measures the queue in front of it, not the breaker.
   if (!run.noBackoff) assert.ok(percentile(breakerLatencies, 90) < BREAKER_ANSWER_MS, `an open breaker answers within ${BREAKER_ANSWER_MS} ms (p90)`);
-  assert.ok(states.some((x) => x.at > killAt && x.at < restoreAt && !x.state.startsWith('ready')), '/readyz reported the outage');
+  assert.ok(
+    states.some((x) => x.at > killAt && x.at < restoreAt && !x.state.startsWith('ready')),
+    '/readyz reported the outage',
+  );
   // And recovered by itself.
   assert.ok(baseline > 0);
-  assert.ok(recoveryMs !== undefined && recoveryMs <= RECOVERY_BOUND_MS, `throughput back to ${RECOVERED_SHARE * 100}% within ${RECOVERY_BOUND_MS} ms of the HSM's return (took ${recoveryMs})`);
+  assert.ok(
+    recoveryMs !== undefined && recoveryMs <= RECOVERY_BOUND_MS,
+    `throughput back to ${RECOVERED_SHARE * 100}% within ${RECOVERY_BOUND_MS} ms of the HSM's return (took ${recoveryMs})`,
+  );
 
   // No crash, and no leak: the pool, the calls and the HSM connections are back to normal.
   assert.ok(s.alive(), 'the service process is still running');
@@ -211,7 +230,10 @@ async function outage(t: TestContext, run: OutageRun): Promise<void> {
   assert.equal(reconnectMs.length, workers, 'every worker logged its reconnection');
   t.diagnostic(`service log (warn and up), lines per message: ${[...byMessage].map(([m, k]) => `"${m}" x${k}`).join(', ')}`);
   // p11-kit's client keeps one connection per loaded instance: sessions must not cross HSM threads.
-  assert.ok([...byMessage.keys()].some((m) => m.includes('separate state per loaded instance')), 'the service noticed and uses one HSM thread');
+  assert.ok(
+    [...byMessage.keys()].some((m) => m.includes('separate state per loaded instance')),
+    'the service noticed and uses one HSM thread',
+  );
   const threads = ((await s.readyz()).body as { threads: { configured: number; running: number; reason?: string } }).threads;
   assert.equal(threads.running, 1);
   assert.match(threads.reason ?? '', /separate state per loaded instance/, '/readyz says why one thread runs');

@@ -59,13 +59,27 @@ after(async () => {
 /** Signs once and checks the caller sees a 200 with a signature that verifies. */
 async function signsTransparently(): Promise<void> {
   const message = Buffer.from(`repair ${n++}`);
-  const res = await request(svc.app).post(`/v1/keys/${KEY}/sign`).send({ algorithm: ALGORITHM, message: message.toString('base64') });
-  assert.equal(res.status, 200, `${res.text}\n${logs.slice(-20).map((l) => JSON.stringify(l)).join('\n')}`);
+  const res = await request(svc.app)
+    .post(`/v1/keys/${KEY}/sign`)
+    .send({ algorithm: ALGORITHM, message: message.toString('base64') });
+  assert.equal(
+    res.status,
+    200,
+    `${res.text}\n${logs
+      .slice(-20)
+      .map((l) => JSON.stringify(l))
+      .join('\n')}`,
+  );
   assert.ok(signatureVerifies(publicKey, ALGORITHM, message, res.body.signature), 'the signature verifies');
 }
 
 /** Signs a batch of 40 while the shim fails the next `count` calls of `fn` with `rv`; the shim is reset after. */
-async function batchWhileFailing(fn: string, rv: number, count: number, tag: string): Promise<{ messages: Buffer[]; results: { signature?: string; error?: { code: string } }[] }> {
+async function batchWhileFailing(
+  fn: string,
+  rv: number,
+  count: number,
+  tag: string,
+): Promise<{ messages: Buffer[]; results: { signature?: string; error?: { code: string } }[] }> {
   shim.fail(fn, rv, count);
   await shim.settle();
   const messages = Array.from({ length: 40 }, (_, i) => Buffer.from(`batch ${tag} ${i}`));
@@ -117,7 +131,9 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
     test(`batch of 40: ${what}`, async () => {
       const { messages, results } = await batchWhileFailing(fn, rv, count, what);
       assert.equal(results.length, 40);
-      results.forEach((r, i) => assert.ok(r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature), `item ${i}: ${JSON.stringify(r)}`));
+      results.forEach((r, i) =>
+        assert.ok(r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature), `item ${i}: ${JSON.stringify(r)}`),
+      );
       assert.ok(logged(ckrName(rv)), `the service met ${ckrName(rv)}`);
       await poolIsWhole();
     });
@@ -133,12 +149,14 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
     await poolIsWhole();
   });
 
-  test('batch: a failure that is neither retried nor the input\'s (the HSM refusing the credentials) fails the rest of its chunk with 503, never a 500', async () => {
+  test("batch: a failure that is neither retried nor the input's (the HSM refusing the credentials) fails the rest of its chunk with 503, never a 500", async () => {
     const { messages, results } = await batchWhileFailing('C_Sign', CKR.PIN_INCORRECT, 1, 'credentials');
     const failed = results.flatMap((r, i) => (r.error ? [i] : []));
     assert.ok(failed.length >= 1 && failed.length <= 16, `one chunk at most: ${failed.length}`);
     for (const i of failed) assert.equal(results[i]!.error!.code, 'HSM_UNAVAILABLE');
-    results.forEach((r, i) => assert.ok(failed.includes(i) || (r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature)), `item ${i}`));
+    results.forEach((r, i) =>
+      assert.ok(failed.includes(i) || (r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature)), `item ${i}`),
+    );
     await poolIsWhole();
     await signsTransparently();
   });
@@ -146,7 +164,9 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
   test('a client error is not retried: the caller gets 400 at once', async () => {
     shim.fail('C_SignInit', CKR.KEY_FUNCTION_NOT_PERMITTED, 1); // a retry would have succeeded
     await shim.settle();
-    const res = await request(svc.app).post(`/v1/keys/${KEY}/sign`).send({ algorithm: ALGORITHM, message: Buffer.from('x').toString('base64') });
+    const res = await request(svc.app)
+      .post(`/v1/keys/${KEY}/sign`)
+      .send({ algorithm: ALGORITHM, message: Buffer.from('x').toString('base64') });
     shim.reset();
     await shim.settle();
     assert.equal(res.status, 400, res.text);
@@ -180,13 +200,22 @@ describe('taken away for real, from outside the service', () => {
    * number, so the login session (opened first) comes first.
    */
   async function serviceSessions(): Promise<Handle[]> {
-    const ownAlive = await other.getSessionState(own).then(() => true, () => false);
+    const ownAlive = await other.getSessionState(own).then(
+      () => true,
+      () => false,
+    );
     const live: Handle[] = [];
     for (let i = 1; i <= 4 * SESSIONS; i++) {
       const h = Buffer.alloc(own.length);
       h.writeUIntLE(i, 0, Math.min(6, own.length));
       if (ownAlive && h.equals(own)) continue;
-      if (await other.getSessionState(h).then(() => true, () => false)) live.push(h);
+      if (
+        await other.getSessionState(h).then(
+          () => true,
+          () => false,
+        )
+      )
+        live.push(h);
     }
     return live;
   }

@@ -9,15 +9,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  closedLoops,
-  contractViolation,
-  errorCode,
-  eventually,
-  percentile,
-  perSecond,
-  type Outcome,
-} from '../support/faultService.js';
+import { closedLoops, contractViolation, errorCode, eventually, percentile, perSecond, type Outcome } from '../support/faultService.js';
 import { FaultFixture, sampleWhile } from '../support/faultFixture.js';
 
 // WORKERS=1: the bounds checked here (one pool's sessions and waiters, the serving process's RSS) are per worker process.
@@ -54,13 +46,25 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
   let running = true;
   const t0 = d.now();
 
-  const sampler = sampleWhile(() => running, 200, async () => {
-    const r = await s.readyz().catch(() => undefined);
-    if (r) {
-      const b = r.body as { reason?: string; sessions: { inUse: number; waiting: number }; callsInFlight: number };
-      samples.push({ at: d.now() - t0, status: r.status, ...(b.reason ? { reason: b.reason } : {}), inUse: b.sessions.inUse, waiting: b.sessions.waiting, callsInFlight: b.callsInFlight, rss: s.rssMiB() });
-    }
-  });
+  const sampler = sampleWhile(
+    () => running,
+    200,
+    async () => {
+      const r = await s.readyz().catch(() => undefined);
+      if (r) {
+        const b = r.body as { reason?: string; sessions: { inUse: number; waiting: number }; callsInFlight: number };
+        samples.push({
+          at: d.now() - t0,
+          status: r.status,
+          ...(b.reason ? { reason: b.reason } : {}),
+          inUse: b.sessions.inUse,
+          waiting: b.sessions.waiting,
+          callsInFlight: b.callsInFlight,
+          rss: s.rssMiB(),
+        });
+      }
+    },
+  );
 
   const load = closedLoops(
     CALLERS,
@@ -94,7 +98,9 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
   await sampler;
   const endAt = d.now() - t0;
 
-  t.diagnostic(`stall from ${(stallAt / 1000).toFixed(2)} s to ${(resumeAt / 1000).toFixed(2)} s; ${CALLERS} callers, X-Deadline-Ms ${DEADLINE_MS}, HSM_SESSIONS ${POOL.sessions}, HSM_THREADS ${POOL.threads}, HSM_MAX_WAITING ${POOL.maxWaiting}`);
+  t.diagnostic(
+    `stall from ${(stallAt / 1000).toFixed(2)} s to ${(resumeAt / 1000).toFixed(2)} s; ${CALLERS} callers, X-Deadline-Ms ${DEADLINE_MS}, HSM_SESSIONS ${POOL.sessions}, HSM_THREADS ${POOL.threads}, HSM_MAX_WAITING ${POOL.maxWaiting}`,
+  );
   t.diagnostic('  s |  2xx | 503 OVERLOADED | 503 HSM_UNAVAILABLE | 504 | max waiting | max in use | max calls in flight | max RSS MiB | /readyz');
   for (const row of perSecond(outcomes, 0, endAt)) {
     const inSecond = samples.filter((x) => x.at >= row.second * 1000 && x.at < (row.second + 1) * 1000);
@@ -106,21 +112,45 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
   }
   const failedLatency = outcomes.filter((o) => o.status !== 200).map((o) => o.end - o.start);
   const timedOut = outcomes.filter((o) => o.status === 504).map((o) => o.end - o.start);
-  t.diagnostic(`504 latency: p50 ${percentile(timedOut, 50).toFixed(0)} ms, p99 ${percentile(timedOut, 99).toFixed(0)} ms, max ${Math.max(...timedOut).toFixed(0)} ms; all errors max ${Math.max(...failedLatency).toFixed(0)} ms`);
+  t.diagnostic(
+    `504 latency: p50 ${percentile(timedOut, 50).toFixed(0)} ms, p99 ${percentile(timedOut, 99).toFixed(0)} ms, max ${Math.max(...timedOut).toFixed(0)} ms; all errors max ${Math.max(...failedLatency).toFixed(0)} ms`,
+  );
   const during = samples.filter((x) => x.at > stallAt && x.at < resumeAt);
   const maxRss = Math.max(...during.map((x) => x.rss));
   t.diagnostic(`RSS before ${rssBefore.toFixed(0)} MiB, max during the stall ${maxRss.toFixed(0)} MiB`);
 
   assert.equal(badSignatures, 0, 'every 200 carries a signature that verifies');
-  assert.deepEqual(outcomes.filter((o) => ![200, 503, 504].includes(o.status)).map((o) => o.status).slice(0, 5), [], 'only 200, 503 and 504');
+  assert.deepEqual(
+    outcomes
+      .filter((o) => ![200, 503, 504].includes(o.status))
+      .map((o) => o.status)
+      .slice(0, 5),
+    [],
+    'only 200, 503 and 504',
+  );
   assert.deepEqual(violations.slice(0, 5), [], "every 503/504 has the contract's body");
   // The stall was felt, and shed: waiting callers hit their deadline, the excess was refused at once.
-  assert.ok(outcomes.some((o) => o.status === 504 && o.end > stallAt && o.end < resumeAt + DEADLINE_MS), 'requests timed out during the stall');
-  assert.ok(outcomes.some((o) => o.code === 'OVERLOADED' && o.end > stallAt && o.end < resumeAt), 'the bounded queue shed load during the stall');
+  assert.ok(
+    outcomes.some((o) => o.status === 504 && o.end > stallAt && o.end < resumeAt + DEADLINE_MS),
+    'requests timed out during the stall',
+  );
+  assert.ok(
+    outcomes.some((o) => o.code === 'OVERLOADED' && o.end > stallAt && o.end < resumeAt),
+    'the bounded queue shed load during the stall',
+  );
   // Nobody is held past the deadline.
   const late = outcomes.filter((o) => o.start > 1000 && o.end - o.start > DEADLINE_MS + LATE_MS);
-  if (late.length) t.diagnostic(`answered more than ${LATE_MS} ms after the deadline: ${late.slice(0, 20).map((o) => `${o.status} sent at ${(o.start / 1000).toFixed(3)} s took ${(o.end - o.start).toFixed(0)} ms`).join('; ')}`);
-  assert.ok(late.length <= outcomes.length * 0.001, `${late.length} of ${outcomes.length} requests ended more than ${LATE_MS} ms after their deadline (worst ${Math.max(...late.map((o) => o.end - o.start), 0).toFixed(0)} ms)`);
+  if (late.length)
+    t.diagnostic(
+      `answered more than ${LATE_MS} ms after the deadline: ${late
+        .slice(0, 20)
+        .map((o) => `${o.status} sent at ${(o.start / 1000).toFixed(3)} s took ${(o.end - o.start).toFixed(0)} ms`)
+        .join('; ')}`,
+    );
+  assert.ok(
+    late.length <= outcomes.length * 0.001,
+    `${late.length} of ${outcomes.length} requests ended more than ${LATE_MS} ms after their deadline (worst ${Math.max(...late.map((o) => o.end - o.start), 0).toFixed(0)} ms)`,
+  );
   // Bounded: the queue by HSM_MAX_WAITING, sessions by HSM_SESSIONS, calls by the sessions (each holds
   // one; the login session and a key scan may add one each). At most HSM_THREADS of them are inside
   // the module: each HSM thread runs one call at a time.
@@ -131,9 +161,15 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
     assert.ok(x.callsInFlight <= POOL.sessions + 2, `calls in flight ${x.callsInFlight} > ${POOL.sessions + 2}`);
   }
   assert.ok(maxRss - rssBefore < RSS_GROWTH_MIB, `RSS grew by ${(maxRss - rssBefore).toFixed(0)} MiB during the stall`);
-  assert.ok(during.some((x) => x.status === 503 && /not returned/.test(x.reason ?? '')), '/readyz reported the stall');
+  assert.ok(
+    during.some((x) => x.status === 503 && /not returned/.test(x.reason ?? '')),
+    '/readyz reported the stall',
+  );
   // Recovered: signing again within a second or two of the HSM answering, and the pool back to normal.
-  assert.ok(outcomes.some((o) => o.status === 200 && o.start > resumeAt && o.end < resumeAt + 2000), 'signing resumed after the stall');
+  assert.ok(
+    outcomes.some((o) => o.status === 200 && o.start > resumeAt && o.end < resumeAt + 2000),
+    'signing resumed after the stall',
+  );
   const notNormal = await eventually(() => f.notBackToNormal(), 5000);
   assert.equal(notNormal, undefined, notNormal);
   assert.ok(s.alive(), 'the service process is still running');

@@ -32,7 +32,20 @@ import {
   type SegmentEncoding,
 } from '../support/fuzzArbitraries.js';
 import { checkBatchResults, checkResponse, deadlineOf, FuzzClient, Tally, type CheckContext, type FuzzRequest } from '../support/fuzzClient.js';
-import { certSpec, csrSpec, dnString, makeAttachParties, makeCertificate, makeCsr, makeSoftKeys, sanInput, type AttachParties, type CertSpec, type CsrSpec, type SoftKeys } from '../support/fuzzPki.js';
+import {
+  certSpec,
+  csrSpec,
+  dnString,
+  makeAttachParties,
+  makeCertificate,
+  makeCsr,
+  makeSoftKeys,
+  sanInput,
+  type AttachParties,
+  type CertSpec,
+  type CsrSpec,
+  type SoftKeys,
+} from '../support/fuzzPki.js';
 import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
 import { INTERMEDIATE_EXT, makeRoot, signAsRoot, TempDir } from '../unit/pki/openssl.js';
 
@@ -87,7 +100,12 @@ before(async () => {
   await new Promise<void>((resolve) => server.once('listening', () => resolve()));
   client = new FuzzClient((server.address() as AddressInfo).port);
   ctx = { defaultDeadlineMs: svc.config.requestDeadlineMs, marginMs: 250, secrets: [token.pin] };
-  const json = (method: string, path: string, body: unknown): FuzzRequest => ({ method, path, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const json = (method: string, path: string, body: unknown): FuzzRequest => ({
+    method,
+    path,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   const ok = async (req: FuzzRequest, status = 200): Promise<Record<string, unknown>> => {
     const res = await client.send(req);
     assert.equal(res.status, status, `${req.method} ${req.path}: ${res.text}`);
@@ -103,7 +121,9 @@ before(async () => {
   for (const key of SIGN_KEYS) {
     for (const alg of algorithmsFor(KEYS[key])) {
       for (const format of algorithmInfo(alg).padding === 'ECDSA' ? (['der', 'raw'] as const) : [undefined]) {
-        const r = await ok(json('POST', `/v1/keys/${key}/sign`, { algorithm: alg, message: M.toString('base64'), ...(format ? { signatureFormat: format } : {}) }));
+        const r = await ok(
+          json('POST', `/v1/keys/${key}/sign`, { algorithm: alg, message: M.toString('base64'), ...(format ? { signatureFormat: format } : {}) }),
+        );
         goodSignatures.set(sigKey(key, alg, format), Buffer.from(r.signature as string, 'base64'));
       }
     }
@@ -113,7 +133,8 @@ before(async () => {
   parties = await makeAttachParties((att.versions as { publicKeyPem: string }[])[0]!.publicKeyPem, rootPem);
   goodCsrPem = await makeCsr(soft, BASE_CSR);
   goodAttach = await makeCertificate(parties, BASE_CERT);
-  for (const key of SIGN_KEYS) publicKeys.set(key, createPublicKey(((await ok({ method: 'GET', path: `/v1/keys/${key}` })).versions as { publicKeyPem: string }[])[0]!.publicKeyPem));
+  for (const key of SIGN_KEYS)
+    publicKeys.set(key, createPublicKey(((await ok({ method: 'GET', path: `/v1/keys/${key}` })).versions as { publicKeyPem: string }[])[0]!.publicKeyPem));
 });
 
 after(async () => {
@@ -152,9 +173,15 @@ interface Case {
 }
 
 const JSON_TYPE = { 'content-type': 'application/json' } as const;
-const jsonReq = (method: string, path: string, body: unknown, headers: Record<string, string> = {}): FuzzRequest => ({ method, path, headers: { ...JSON_TYPE, ...headers }, body: jsonText(body) });
+const jsonReq = (method: string, path: string, body: unknown, headers: Record<string, string> = {}): FuzzRequest => ({
+  method,
+  path,
+  headers: { ...JSON_TYPE, ...headers },
+  body: jsonText(body),
+});
 /** An X-Deadline-Ms the service refuses (HTTP trims the spaces around a header value). */
-const badDeadline = (h: string | readonly string[] | undefined): boolean => h !== undefined && (typeof h !== 'string' || !/^[0-9]{1,9}$/.test(h.trim()) || Number(h) < 1);
+const badDeadline = (h: string | readonly string[] | undefined): boolean =>
+  h !== undefined && (typeof h !== 'string' || !/^[0-9]{1,9}$/.test(h.trim()) || Number(h) < 1);
 const invalidArg = (field: string | readonly string[]): Expect => ({ status: 400, code: 'INVALID_ARGUMENT', field });
 
 /** Sends the case, checks the contract, then the oracle. */
@@ -185,7 +212,11 @@ async function exchange(c: Case, tally: Tally): Promise<void> {
           else {
             assert.equal(ierr?.code, ie.code, `results[${i}]: ${JSON.stringify(r)}; ${say}`);
             // Checks of the service layer name the item's field without its `requests[i].` prefix (the position says which item).
-            if (ie.field) assert.ok([ie.field, ie.field.replace(/^requests\[\d+\]\./, '')].some((f) => ierr!.message.startsWith(f)), `results[${i}] names ${ie.field}: ${ierr!.message}`);
+            if (ie.field)
+              assert.ok(
+                [ie.field, ie.field.replace(/^requests\[\d+\]\./, '')].some((f) => ierr!.message.startsWith(f)),
+                `results[${i}] names ${ie.field}: ${ierr!.message}`,
+              );
           }
         });
       }
@@ -196,7 +227,13 @@ async function exchange(c: Case, tally: Tally): Promise<void> {
 }
 
 /** One fuzz property: `runs` generated requests, then the service must still be healthy and ready. */
-async function fuzz<T>(t: { diagnostic(m: string): void }, name: keyof typeof SHARES, arb: fc.Arbitrary<T>, toCase: (x: T) => Case | Promise<Case>, minOk: number): Promise<Tally> {
+async function fuzz<T>(
+  t: { diagnostic(m: string): void },
+  name: keyof typeof SHARES,
+  arb: fc.Arbitrary<T>,
+  toCase: (x: T) => Case | Promise<Case>,
+  minOk: number,
+): Promise<Tally> {
   const tally = new Tally();
   const seed = SEED + Object.keys(SHARES).indexOf(name);
   const start = performance.now();
@@ -208,9 +245,14 @@ async function fuzz<T>(t: { diagnostic(m: string): void }, name: keyof typeof SH
   const ready = await client.send({ method: 'GET', path: '/readyz' });
   assert.equal(ready.status, 200, `/readyz after the ${name} property: ${ready.text}`);
   totals.set(name, tally.total);
-  t.diagnostic(`${name}: seed ${seed}, ${runsOf(name)} runs, ${tally.total} requests in ${((performance.now() - start) / 1000).toFixed(1)} s; statuses ${tally}; slowest answer ${tally.slowestMs.toFixed(0)} ms, least slack ${tally.leastSlackMs.toFixed(0)} ms before its deadline`);
+  t.diagnostic(
+    `${name}: seed ${seed}, ${runsOf(name)} runs, ${tally.total} requests in ${((performance.now() - start) / 1000).toFixed(1)} s; statuses ${tally}; slowest answer ${tally.slowestMs.toFixed(0)} ms, least slack ${tally.leastSlackMs.toFixed(0)} ms before its deadline`,
+  );
   // Near-valid requests must get through validation often enough to exercise what lies behind it.
-  assert.ok(tally.count((s) => s >= 200 && s < 300) >= Math.floor(minOk * tally.total), `${name}: too few successes (${tally}) - the fuzzing no longer reaches the deep paths`);
+  assert.ok(
+    tally.count((s) => s >= 200 && s < 300) >= Math.floor(minOk * tally.total),
+    `${name}: too few successes (${tally}) - the fuzzing no longer reaches the deep paths`,
+  );
   return tally;
 }
 
@@ -220,7 +262,12 @@ async function fuzz<T>(t: { diagnostic(m: string): void }, name: keyof typeof SH
 const FIELD_VALUES: Record<string, fc.Arbitrary<unknown>> = {
   algorithm: fc.constantFrom<unknown>(...SIGNING_ALGORITHMS, 'ecdsa_sha_256', 'ECDSA_SHA_1', 'ECDSA_SHA_256 '),
   message: fc.constantFrom<unknown>('eA==', '', 'eA', 'e A==', Buffer.alloc(64).toString('base64')),
-  digest: fc.constantFrom<unknown>(Buffer.alloc(32, 1).toString('base64'), Buffer.alloc(48, 1).toString('base64'), Buffer.alloc(64, 1).toString('base64'), 'AAAA'),
+  digest: fc.constantFrom<unknown>(
+    Buffer.alloc(32, 1).toString('base64'),
+    Buffer.alloc(48, 1).toString('base64'),
+    Buffer.alloc(64, 1).toString('base64'),
+    'AAAA',
+  ),
   signature: fc.constantFrom<unknown>('AAAA', Buffer.alloc(64).toString('base64'), Buffer.alloc(256).toString('base64')),
   keyVersion: fc.constantFrom<unknown>(1, 2, 0, -1, 1.5, '1', ...rawNumbers),
   signatureFormat: fc.constantFrom<unknown>('der', 'raw', 'DER', ''),
@@ -230,7 +277,11 @@ const FIELD_VALUES: Record<string, fc.Arbitrary<unknown>> = {
   subjectAltNames: sanInput,
   certificatePem: fc.constantFrom<unknown>('-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n', '-----BEGIN CERTIFICATE-----', 'hello', ''),
   chainPem: fc.constantFrom<unknown>('', ' ', '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n'),
-  csrPem: fc.constantFrom<unknown>('-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n', '-----BEGIN NEW CERTIFICATE REQUEST-----\nMA==\n-----END NEW CERTIFICATE REQUEST-----\n', ''),
+  csrPem: fc.constantFrom<unknown>(
+    '-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n',
+    '-----BEGIN NEW CERTIFICATE REQUEST-----\nMA==\n-----END NEW CERTIFICATE REQUEST-----\n',
+    '',
+  ),
   profile: fc.constantFrom<unknown>('tls-server', 'tls-client', 'code-signing', 'sub-ca', 'TLS-SERVER', 'web', ''),
   validityDays: fc.constantFrom<unknown>(1, 30, 365, 366, 3650, 3651, 0, -1, 1.5, '30', ...rawNumbers),
 };
@@ -247,29 +298,39 @@ const ROUTES: readonly { method: string; path: (key: string) => string; fields: 
 
 /** An object of some of `fields` (values of the right kind or not) and maybe a stray member. */
 const shapedObject = (fields: readonly string[], depth: number): fc.Arbitrary<JsonObject> =>
-  fc.tuple(
-    fc.subarray([...fields]),
-    fc.array(fc.tuple(fc.constantFrom(...fields, '__proto__', 'constructor', 'extra', ''), anyJson), { maxLength: 2 }),
-    fc.nat(),
-  ).chain(([chosen, strays, n]) =>
-    fc.tuple(...chosen.map((f) => (f === 'requests' && depth > 0 ? fc.array(fc.oneof(shapedObject([...SIGN_FIELDS, 'keyName'], 0), anyJson), { minLength: 0, maxLength: 6 }) : fc.oneof({ weight: 3, arbitrary: FIELD_VALUES[f] ?? anyJson }, { weight: 1, arbitrary: anyJson })))).map(
-      (values) => new JsonObject([...chosen.map((f, i) => [f, values[i]] as const), ...(n % 3 === 0 ? strays : [])]),
-    ),
-  );
+  fc
+    .tuple(
+      fc.subarray([...fields]),
+      fc.array(fc.tuple(fc.constantFrom(...fields, '__proto__', 'constructor', 'extra', ''), anyJson), { maxLength: 2 }),
+      fc.nat(),
+    )
+    .chain(([chosen, strays, n]) =>
+      fc
+        .tuple(
+          ...chosen.map((f) =>
+            f === 'requests' && depth > 0
+              ? fc.array(fc.oneof(shapedObject([...SIGN_FIELDS, 'keyName'], 0), anyJson), { minLength: 0, maxLength: 6 })
+              : fc.oneof({ weight: 3, arbitrary: FIELD_VALUES[f] ?? anyJson }, { weight: 1, arbitrary: anyJson }),
+          ),
+        )
+        .map((values) => new JsonObject([...chosen.map((f, i) => [f, values[i]] as const), ...(n % 3 === 0 ? strays : [])])),
+    );
 
-const shapesArb = fc.record({
-  route: fc.constantFrom(...ROUTES),
-  key: fc.oneof({ weight: 5, arbitrary: fc.constantFrom<string>(...KEY_NAMES) }, { weight: 1, arbitrary: fc.constant('nope') }),
-  body: fc.oneof(
-    { weight: 6, arbitrary: fc.constant(undefined) },
-    { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 4 }) },
-    { weight: 1, arbitrary: fc.constantFrom<unknown>(...rawNumbers, null, 'string', [], 0, true) },
-    { weight: 1, arbitrary: fc.integer({ min: 1, max: 20_000 }).map((n) => new RawJson(`${'['.repeat(n)}${']'.repeat(n)}`)) },
-    { weight: 1, arbitrary: fc.integer({ min: 1, max: 5_000 }).map((n) => new RawJson(`${'{"a":'.repeat(n)}1${'}'.repeat(n)}`)) },
-  ),
-}).chain(({ route, key, body }) =>
-  (body === undefined ? shapedObject(route.fields, 1) : fc.constant(body)).map((b): Case => ({ req: jsonReq(route.method, route.path(key), b) })),
-);
+const shapesArb = fc
+  .record({
+    route: fc.constantFrom(...ROUTES),
+    key: fc.oneof({ weight: 5, arbitrary: fc.constantFrom<string>(...KEY_NAMES) }, { weight: 1, arbitrary: fc.constant('nope') }),
+    body: fc.oneof(
+      { weight: 6, arbitrary: fc.constant(undefined) },
+      { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 4 }) },
+      { weight: 1, arbitrary: fc.constantFrom<unknown>(...rawNumbers, null, 'string', [], 0, true) },
+      { weight: 1, arbitrary: fc.integer({ min: 1, max: 20_000 }).map((n) => new RawJson(`${'['.repeat(n)}${']'.repeat(n)}`)) },
+      { weight: 1, arbitrary: fc.integer({ min: 1, max: 5_000 }).map((n) => new RawJson(`${'{"a":'.repeat(n)}1${'}'.repeat(n)}`)) },
+    ),
+  })
+  .chain(({ route, key, body }) =>
+    (body === undefined ? shapedObject(route.fields, 1) : fc.constant(body)).map((b): Case => ({ req: jsonReq(route.method, route.path(key), b) })),
+  );
 
 test('random JSON shapes on every POST and PUT route: the contract holds', async (t) => {
   await fuzz(t, 'shapes', shapesArb, (c) => c, 0);
@@ -300,16 +361,38 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
   {
     weight: 3,
     arbitrary: fc.oneof(
-      fc.record({ kind: fc.constant('set' as const), field: fc.constant('algorithm' as const), value: fc.oneof(fc.constantFrom<unknown>(...SIGNING_ALGORITHMS), nastyString) }),
-      fc.record({ kind: fc.constant('set' as const), field: fc.constant('keyVersion' as const), value: fc.constantFrom<unknown>(1, 2, 3, 0, -1, 1.5, 999_999_999, 1_000_000_000, 2 ** 53, ...rawNumbers) }),
-      fc.record({ kind: fc.constant('set' as const), field: fc.constant('signatureFormat' as const), value: fc.constantFrom<unknown>('der', 'raw', 'DER', 'RAW', '', ' der', 'pem', 'jws') }),
+      fc.record({
+        kind: fc.constant('set' as const),
+        field: fc.constant('algorithm' as const),
+        value: fc.oneof(fc.constantFrom<unknown>(...SIGNING_ALGORITHMS), nastyString),
+      }),
+      fc.record({
+        kind: fc.constant('set' as const),
+        field: fc.constant('keyVersion' as const),
+        value: fc.constantFrom<unknown>(1, 2, 3, 0, -1, 1.5, 999_999_999, 1_000_000_000, 2 ** 53, ...rawNumbers),
+      }),
+      fc.record({
+        kind: fc.constant('set' as const),
+        field: fc.constant('signatureFormat' as const),
+        value: fc.constantFrom<unknown>('der', 'raw', 'DER', 'RAW', '', ' der', 'pem', 'jws'),
+      }),
     ),
   },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('delete' as const), field: fc.constantFrom(...FIELDS) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('unknown-field' as const), key: fc.oneof(fc.constantFrom('messsage', 'Algorithm', '__proto__', 'constructor', 'keyname', ''), nastyString), value: anyJson }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('unknown-field' as const),
+      key: fc.oneof(fc.constantFrom('messsage', 'Algorithm', '__proto__', 'constructor', 'keyname', ''), nastyString),
+      value: anyJson,
+    }),
+  },
   { weight: 1, arbitrary: fc.constant({ kind: 'both' as const }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('duplicate' as const), value: anyJson }) },
-  { weight: 2, arbitrary: fc.record({ kind: fc.constant('key' as const), name: fc.oneof(fc.constantFrom<string>(...KEY_NAMES), badKeyName), enc: segmentEncoding }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({ kind: fc.constant('key' as const), name: fc.oneof(fc.constantFrom<string>(...KEY_NAMES), badKeyName), enc: segmentEncoding }),
+  },
 );
 
 interface SignBase {
@@ -322,7 +405,14 @@ interface SignBase {
 }
 
 const signBase: fc.Arbitrary<SignBase> = fc
-  .record({ key: fc.constantFrom(...SIGN_KEYS), algIndex: fc.nat(), digest: fc.boolean(), version: fc.boolean(), format: fc.constantFrom(undefined, 'der' as const, 'raw' as const), message: bytes })
+  .record({
+    key: fc.constantFrom(...SIGN_KEYS),
+    algIndex: fc.nat(),
+    digest: fc.boolean(),
+    version: fc.boolean(),
+    format: fc.constantFrom(undefined, 'der' as const, 'raw' as const),
+    message: bytes,
+  })
   .map(({ key, algIndex, format, ...rest }) => {
     const algs = algorithmsFor(KEYS[key]);
     const alg = algs[algIndex % algs.length]!;
@@ -347,7 +437,12 @@ function routedName(name: string, enc: SegmentEncoding): { name: string } | 'bad
  * A sign or verify body (or a batch item, with keyName) of `base` with `m` applied, and what the
  * answer must be. `prefix` is the batch item's field prefix (`requests[2].`).
  */
-function nearValid(kind: 'sign' | 'verify' | 'item', base: SignBase, m: Mutation, prefix = ''): { body: JsonObject; expect: Expect | 'generic'; keyName: string; seg: string } {
+function nearValid(
+  kind: 'sign' | 'verify' | 'item',
+  base: SignBase,
+  m: Mutation,
+  prefix = '',
+): { body: JsonObject; expect: Expect | 'generic'; keyName: string; seg: string } {
   const verify = kind === 'verify';
   const message = verify ? M : base.message;
   const members: [string, unknown][] = [['algorithm', base.alg]];
@@ -445,16 +540,25 @@ function nearValid(kind: 'sign' | 'verify' | 'item', base: SignBase, m: Mutation
 const lastMember = (o: JsonObject, key: string): unknown => o.members.filter(([k]) => k === key).at(-1)?.[1];
 
 /** A sign answer for `body` on `base`'s key: its fields, and a signature that verifies (node:crypto, with the key's public key). */
-const signedBy = (base: SignBase, body: JsonObject) => (answer: Record<string, unknown>): void => {
-  const alg = lastMember(body, 'algorithm') as SigningAlgorithm;
-  assert.deepEqual([answer.keyName, answer.keyVersion, answer.algorithm], [base.key, 1, alg], JSON.stringify(answer));
-  assert.ok(isStdBase64(answer.signature), 'signature is standard base64');
-  const message = lastMember(body, 'message');
-  if (typeof message !== 'string') return; // a digest: node:crypto cannot verify a prehashed PSS or ECDSA signature
-  const info = algorithmInfo(alg);
-  const key = { key: publicKeys.get(base.key)!, ...(info.padding === 'PSS' ? { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: info.digestLength } : {}), dsaEncoding: lastMember(body, 'signatureFormat') === 'raw' ? ('ieee-p1363' as const) : ('der' as const) };
-  assert.ok(cryptoVerify(info.hash, Buffer.from(message, 'base64'), key, Buffer.from(answer.signature as string, 'base64')), `the ${alg} signature does not verify: ${JSON.stringify(answer)}`);
-};
+const signedBy =
+  (base: SignBase, body: JsonObject) =>
+  (answer: Record<string, unknown>): void => {
+    const alg = lastMember(body, 'algorithm') as SigningAlgorithm;
+    assert.deepEqual([answer.keyName, answer.keyVersion, answer.algorithm], [base.key, 1, alg], JSON.stringify(answer));
+    assert.ok(isStdBase64(answer.signature), 'signature is standard base64');
+    const message = lastMember(body, 'message');
+    if (typeof message !== 'string') return; // a digest: node:crypto cannot verify a prehashed PSS or ECDSA signature
+    const info = algorithmInfo(alg);
+    const key = {
+      key: publicKeys.get(base.key)!,
+      ...(info.padding === 'PSS' ? { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: info.digestLength } : {}),
+      dsaEncoding: lastMember(body, 'signatureFormat') === 'raw' ? ('ieee-p1363' as const) : ('der' as const),
+    };
+    assert.ok(
+      cryptoVerify(info.hash, Buffer.from(message, 'base64'), key, Buffer.from(answer.signature as string, 'base64')),
+      `the ${alg} signature does not verify: ${JSON.stringify(answer)}`,
+    );
+  };
 
 /** Batch-level changes: none (items decide), or one that fails the whole request. */
 type BatchMutation = 'none' | 'empty' | 'too-many' | 'not-array' | 'missing' | 'unknown-field' | 'non-objects' | 'many-valid';
@@ -462,19 +566,24 @@ type BatchMutation = 'none' | 'empty' | 'too-many' | 'not-array' | 'missing' | '
 const signingArb = fc.oneof(
   {
     weight: 5,
-    arbitrary: fc.record({ kind: fc.constantFrom('sign' as const, 'verify' as const), base: signBase, m: mutation, deadline: rarely(deadlineHeader, 12) }).map(({ kind, base, m, deadline }): Case => {
-      const { body, expect, seg } = nearValid(kind, base, m);
-      const headers: Record<string, string | readonly string[]> = deadline === undefined ? {} : { 'x-deadline-ms': deadline };
-      const e = badDeadline(deadline) ? invalidArg('X-Deadline-Ms') : expect === 'generic' ? undefined : expect;
-      return { req: { ...jsonReq('POST', `/v1/keys/${seg}/${kind}`, body), headers: { ...JSON_TYPE, ...headers } }, ...(e ? { expect: e } : {}) };
-    }),
+    arbitrary: fc
+      .record({ kind: fc.constantFrom('sign' as const, 'verify' as const), base: signBase, m: mutation, deadline: rarely(deadlineHeader, 12) })
+      .map(({ kind, base, m, deadline }): Case => {
+        const { body, expect, seg } = nearValid(kind, base, m);
+        const headers: Record<string, string | readonly string[]> = deadline === undefined ? {} : { 'x-deadline-ms': deadline };
+        const e = badDeadline(deadline) ? invalidArg('X-Deadline-Ms') : expect === 'generic' ? undefined : expect;
+        return { req: { ...jsonReq('POST', `/v1/keys/${seg}/${kind}`, body), headers: { ...JSON_TYPE, ...headers } }, ...(e ? { expect: e } : {}) };
+      }),
   },
   {
     weight: 2,
     arbitrary: fc
       .record({
         items: fc.array(fc.tuple(signBase, mutation), { minLength: 1, maxLength: 6 }),
-        batch: fc.oneof({ weight: 8, arbitrary: fc.constant<BatchMutation>('none') }, { weight: 3, arbitrary: fc.constantFrom<BatchMutation>('empty', 'too-many', 'not-array', 'missing', 'unknown-field', 'non-objects', 'many-valid') }),
+        batch: fc.oneof(
+          { weight: 8, arbitrary: fc.constant<BatchMutation>('none') },
+          { weight: 3, arbitrary: fc.constantFrom<BatchMutation>('empty', 'too-many', 'not-array', 'missing', 'unknown-field', 'non-objects', 'many-valid') },
+        ),
         count: fc.integer({ min: 17, max: 80 }),
         junk: anyJson,
       })
@@ -491,7 +600,10 @@ const signingArb = fc.oneof(
           }
           return { bodies: built.map((x) => x.body), expect };
         };
-        const withItems = (bodies: unknown[], expect: ItemExpect[] | undefined): Case => ({ req: jsonReq('POST', path, obj({ requests: bodies })), ...(expect ? { expect: { status: 200, items: expect } } : {}) });
+        const withItems = (bodies: unknown[], expect: ItemExpect[] | undefined): Case => ({
+          req: jsonReq('POST', path, obj({ requests: bodies })),
+          ...(expect ? { expect: { status: 200, items: expect } } : {}),
+        });
         switch (batch) {
           case 'none': {
             const b = build(0);
@@ -515,7 +627,11 @@ const signingArb = fc.oneof(
           }
           case 'many-valid': {
             // More than one HSM chunk (16 items), all good: every one signed, in order.
-            const good = Array.from({ length: count }, (_, i) => ({ keyName: i % 5 === 4 ? 'rsa' : 'ec', algorithm: i % 5 === 4 ? 'RSASSA_PSS_SHA_256' : 'ECDSA_SHA_256', message: Buffer.from(`item ${i}`).toString('base64') }));
+            const good = Array.from({ length: count }, (_, i) => ({
+              keyName: i % 5 === 4 ? 'rsa' : 'ec',
+              algorithm: i % 5 === 4 ? 'RSASSA_PSS_SHA_256' : 'ECDSA_SHA_256',
+              message: Buffer.from(`item ${i}`).toString('base64'),
+            }));
             return { req: jsonReq('POST', path, { requests: good }), expect: { status: 200, items: good.map(() => ({})) } };
           }
         }
@@ -530,8 +646,31 @@ test('near-valid sign, verify and batch requests: each answer is the right one',
 // ---------------------------------------------------------------------------------------------
 // Property 3: near-valid PKI requests (CSR, attach, read certificate, issue).
 
-const BASE_CSR: CsrSpec = { key: 'p256', hash: 'SHA-256', subject: [[['2.5.4.3', 'fuzz.example.com']]], sans: [{ type: 'dns', value: 'fuzz.example.com' }], extras: [], breakSignature: false, pem: 'none', at: 0 };
-const BASE_CERT: CertSpec = { subjectKey: 'hsm', issuer: 'root', subject: [[['2.5.4.3', 'Fuzz Issuing CA']]], notBeforeDays: -1, notAfterDays: 365, basicConstraints: 'ca-pathlen-0', keyUsage: 'cert-sign', ski: 'auto', aki: 'auto', serial: '1000000000000001', chain: 'root', pem: 'none', at: 0 };
+const BASE_CSR: CsrSpec = {
+  key: 'p256',
+  hash: 'SHA-256',
+  subject: [[['2.5.4.3', 'fuzz.example.com']]],
+  sans: [{ type: 'dns', value: 'fuzz.example.com' }],
+  extras: [],
+  breakSignature: false,
+  pem: 'none',
+  at: 0,
+};
+const BASE_CERT: CertSpec = {
+  subjectKey: 'hsm',
+  issuer: 'root',
+  subject: [[['2.5.4.3', 'Fuzz Issuing CA']]],
+  notBeforeDays: -1,
+  notAfterDays: 365,
+  basicConstraints: 'ca-pathlen-0',
+  keyUsage: 'cert-sign',
+  ski: 'auto',
+  aki: 'auto',
+  serial: '1000000000000001',
+  chain: 'root',
+  pem: 'none',
+  at: 0,
+};
 
 const pathKey = (main: KeyName): fc.Arbitrary<{ name: string; enc: SegmentEncoding }> =>
   fc.oneof(
@@ -539,22 +678,96 @@ const pathKey = (main: KeyName): fc.Arbitrary<{ name: string; enc: SegmentEncodi
     { weight: 2, arbitrary: fc.record({ name: fc.constantFrom<string>(...KEY_NAMES), enc: fc.constant<SegmentEncoding>('encode') }) },
     { weight: 1, arbitrary: fc.record({ name: badKeyName, enc: segmentEncoding }) },
   );
-const keyVersionValue = fc.oneof({ weight: 6, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constantFrom<unknown>(1, 2, 0, -1, 1.5, '1', null, 999_999_999, ...rawNumbers) });
-const stray = fc.oneof({ weight: 12, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.tuple(fc.constantFrom('subjectAltName', 'profile', '__proto__', 'x'), anyJson) });
+const keyVersionValue = fc.oneof(
+  { weight: 6, arbitrary: fc.constant(undefined) },
+  { weight: 1, arbitrary: fc.constantFrom<unknown>(1, 2, 0, -1, 1.5, '1', null, 999_999_999, ...rawNumbers) },
+);
+const stray = fc.oneof(
+  { weight: 12, arbitrary: fc.constant(undefined) },
+  { weight: 1, arbitrary: fc.tuple(fc.constantFrom('subjectAltName', 'profile', '__proto__', 'x'), anyJson) },
+);
 
 type PkiPlan =
-  | { readonly op: 'csr'; readonly key: { name: string; enc: SegmentEncoding }; readonly subject: string; readonly ca: unknown; readonly sans: unknown; readonly keyVersion: unknown; readonly stray?: readonly [string, unknown]; readonly base: boolean }
-  | { readonly op: 'attach'; readonly key: { name: string; enc: SegmentEncoding }; readonly cert: CertSpec; readonly keyVersion: unknown; readonly stray?: readonly [string, unknown]; readonly base: boolean }
+  | {
+      readonly op: 'csr';
+      readonly key: { name: string; enc: SegmentEncoding };
+      readonly subject: string;
+      readonly ca: unknown;
+      readonly sans: unknown;
+      readonly keyVersion: unknown;
+      readonly stray?: readonly [string, unknown];
+      readonly base: boolean;
+    }
+  | {
+      readonly op: 'attach';
+      readonly key: { name: string; enc: SegmentEncoding };
+      readonly cert: CertSpec;
+      readonly keyVersion: unknown;
+      readonly stray?: readonly [string, unknown];
+      readonly base: boolean;
+    }
   | { readonly op: 'get'; readonly key: { name: string; enc: SegmentEncoding }; readonly query: string }
-  | { readonly op: 'issue'; readonly key: { name: string; enc: SegmentEncoding }; readonly csr: CsrSpec; readonly profile: unknown; readonly validityDays: unknown; readonly sans: unknown; readonly stray?: readonly [string, unknown]; readonly base: boolean; readonly deadline?: string };
+  | {
+      readonly op: 'issue';
+      readonly key: { name: string; enc: SegmentEncoding };
+      readonly csr: CsrSpec;
+      readonly profile: unknown;
+      readonly validityDays: unknown;
+      readonly sans: unknown;
+      readonly stray?: readonly [string, unknown];
+      readonly base: boolean;
+      readonly deadline?: string;
+    };
 
-const QUERIES = ['', '?keyVersion=1', '?keyVersion=2', '?keyVersion=0', '?keyVersion=-1', '?keyVersion=01', '?keyVersion=1.0', '?keyVersion=abc', '?keyVersion=', '?keyVersion=%31', '?keyVersion=1&keyVersion=1', '?keyVersion[]=1', '?keyVersion=999999999', '?keyVersion=1000000000', '?KeyVersion=1', '?__proto__=1', '?keyVersion=%zz', '?keyVersion=+1', '?keyVersion=1e0'];
+const QUERIES = [
+  '',
+  '?keyVersion=1',
+  '?keyVersion=2',
+  '?keyVersion=0',
+  '?keyVersion=-1',
+  '?keyVersion=01',
+  '?keyVersion=1.0',
+  '?keyVersion=abc',
+  '?keyVersion=',
+  '?keyVersion=%31',
+  '?keyVersion=1&keyVersion=1',
+  '?keyVersion[]=1',
+  '?keyVersion=999999999',
+  '?keyVersion=1000000000',
+  '?KeyVersion=1',
+  '?__proto__=1',
+  '?keyVersion=%zz',
+  '?keyVersion=+1',
+  '?keyVersion=1e0',
+];
 
 const pkiArb: fc.Arbitrary<PkiPlan> = fc.oneof(
   {
     weight: 3,
     arbitrary: fc.oneof(
-      { weight: 1, arbitrary: fc.constantFrom<PkiPlan>({ op: 'csr', key: { name: 'ca', enc: 'encode' }, subject: 'CN=Fuzz,O=Example,C=US', ca: undefined, sans: undefined, keyVersion: undefined, base: true }, { op: 'csr', key: { name: 'rsa', enc: 'encode' }, subject: 'CN=Fuzz RSA', ca: { pathLength: 1 }, sans: { dns: ['rsa.example.com'] }, keyVersion: 1, base: true }) },
+      {
+        weight: 1,
+        arbitrary: fc.constantFrom<PkiPlan>(
+          {
+            op: 'csr',
+            key: { name: 'ca', enc: 'encode' },
+            subject: 'CN=Fuzz,O=Example,C=US',
+            ca: undefined,
+            sans: undefined,
+            keyVersion: undefined,
+            base: true,
+          },
+          {
+            op: 'csr',
+            key: { name: 'rsa', enc: 'encode' },
+            subject: 'CN=Fuzz RSA',
+            ca: { pathLength: 1 },
+            sans: { dns: ['rsa.example.com'] },
+            keyVersion: 1,
+            base: true,
+          },
+        ),
+      },
       {
         weight: 5,
         arbitrary: fc.record({
@@ -574,21 +787,56 @@ const pkiArb: fc.Arbitrary<PkiPlan> = fc.oneof(
     weight: 3,
     arbitrary: fc.oneof(
       { weight: 1, arbitrary: fc.constant<PkiPlan>({ op: 'attach', key: { name: 'att', enc: 'encode' }, cert: BASE_CERT, keyVersion: undefined, base: true }) },
-      { weight: 5, arbitrary: fc.record({ op: fc.constant('attach' as const), key: pathKey('att').filter((k) => k.name !== 'ca'), cert: certSpec, keyVersion: keyVersionValue, stray, base: fc.constant(false) }) },
+      {
+        weight: 5,
+        arbitrary: fc.record({
+          op: fc.constant('attach' as const),
+          key: pathKey('att').filter((k) => k.name !== 'ca'),
+          cert: certSpec,
+          keyVersion: keyVersionValue,
+          stray,
+          base: fc.constant(false),
+        }),
+      },
     ),
   },
-  { weight: 1, arbitrary: fc.record({ op: fc.constant('get' as const), key: pathKey('ca'), query: fc.oneof(fc.constantFrom(...QUERIES), nastyString.map((s) => `?keyVersion=${encodeComponent(s).slice(0, MAX_SEGMENT)}`)) }) },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      op: fc.constant('get' as const),
+      key: pathKey('ca'),
+      query: fc.oneof(
+        fc.constantFrom(...QUERIES),
+        nastyString.map((s) => `?keyVersion=${encodeComponent(s).slice(0, MAX_SEGMENT)}`),
+      ),
+    }),
+  },
   {
     weight: 4,
     arbitrary: fc.oneof(
-      { weight: 1, arbitrary: fc.constant<PkiPlan>({ op: 'issue', key: { name: 'ca', enc: 'encode' }, csr: BASE_CSR, profile: 'tls-server', validityDays: 30, sans: undefined, base: true }) },
+      {
+        weight: 1,
+        arbitrary: fc.constant<PkiPlan>({
+          op: 'issue',
+          key: { name: 'ca', enc: 'encode' },
+          csr: BASE_CSR,
+          profile: 'tls-server',
+          validityDays: 30,
+          sans: undefined,
+          base: true,
+        }),
+      },
       {
         weight: 5,
         arbitrary: fc.record({
           op: fc.constant('issue' as const),
           key: pathKey('ca'),
           csr: fc.oneof({ weight: 1, arbitrary: fc.constant(BASE_CSR) }, { weight: 3, arbitrary: csrSpec }),
-          profile: fc.oneof({ weight: 6, arbitrary: fc.constantFrom('tls-server', 'tls-client', 'code-signing', 'sub-ca') }, { weight: 1, arbitrary: FIELD_VALUES.profile! }, { weight: 1, arbitrary: anyJson }),
+          profile: fc.oneof(
+            { weight: 6, arbitrary: fc.constantFrom('tls-server', 'tls-client', 'code-signing', 'sub-ca') },
+            { weight: 1, arbitrary: FIELD_VALUES.profile! },
+            { weight: 1, arbitrary: anyJson },
+          ),
           validityDays: fc.oneof({ weight: 6, arbitrary: fc.integer({ min: 1, max: INT_DAYS + 5 }) }, { weight: 1, arbitrary: FIELD_VALUES.validityDays! }),
           sans: fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 2, arbitrary: sanInput }),
           stray,
@@ -617,7 +865,10 @@ async function pkiCase(p: PkiPlan): Promise<Case> {
       return { req: jsonReq('PUT', path('certificate'), body), ...(p.base ? { expect: { status: 204 } } : {}) };
     }
     case 'get':
-      return { req: { method: 'GET', path: path('certificate') + p.query }, ...(p.key.name === 'ca' && p.key.enc === 'encode' && p.query === '' ? { expect: { status: 200 } } : {}) };
+      return {
+        req: { method: 'GET', path: path('certificate') + p.query },
+        ...(p.key.name === 'ca' && p.key.enc === 'encode' && p.query === '' ? { expect: { status: 200 } } : {}),
+      };
     case 'issue': {
       const csrPem = p.csr === BASE_CSR ? goodCsrPem : await makeCsr(soft, p.csr);
       const body = withStray(obj({ csrPem, profile: p.profile, validityDays: p.validityDays, subjectAltNames: p.sans }), p.stray);
@@ -637,10 +888,45 @@ test('near-valid PKI requests (csr, attach, read certificate, issue): the contra
 // Property 4: methods and paths.
 
 const METHODS = ['GET', 'GET', 'GET', 'POST', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS', 'TRACE', 'PROPFIND', 'PURGE', 'SEARCH'];
-const SEGMENTS = ['keys', 'keys', 'sign', 'verify', 'batch', 'jwks', 'csr', 'certificate', 'certificates', 'ec', 'rsa', 'ca', 'att', 'nope', '..', '.', '', 'v1', 'healthz', 'readyz', 'metrics', 'openapi.json', 'crl', 'revoke'];
+const SEGMENTS = [
+  'keys',
+  'keys',
+  'sign',
+  'verify',
+  'batch',
+  'jwks',
+  'csr',
+  'certificate',
+  'certificates',
+  'ec',
+  'rsa',
+  'ca',
+  'att',
+  'nope',
+  '..',
+  '.',
+  '',
+  'v1',
+  'healthz',
+  'readyz',
+  'metrics',
+  'openapi.json',
+  'crl',
+  'revoke',
+];
 const ACTIONS = ['sign', 'verify', 'jwks', 'csr', 'certificate', 'certificates', '', 'certificates/01', 'crl', 'revoke', 'SIGN', 'sign/', 'sign/extra'];
 /** The API's routes below /v1/keys/{name}, with their methods. */
-const ROUTED: readonly (readonly [string, string])[] = [['GET', ''], ['GET', 'jwks'], ['GET', 'certificate'], ['HEAD', ''], ['POST', 'sign'], ['POST', 'verify'], ['POST', 'csr'], ['PUT', 'certificate'], ['POST', 'certificates']];
+const ROUTED: readonly (readonly [string, string])[] = [
+  ['GET', ''],
+  ['GET', 'jwks'],
+  ['GET', 'certificate'],
+  ['HEAD', ''],
+  ['POST', 'sign'],
+  ['POST', 'verify'],
+  ['POST', 'csr'],
+  ['PUT', 'certificate'],
+  ['POST', 'certificates'],
+];
 const pathsArb = fc
   .record({
     shape: fc.oneof(
@@ -649,24 +935,66 @@ const pathsArb = fc
         weight: 4,
         arbitrary: fc
           .tuple(
-            fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...ROUTED) }, { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...METHODS), fc.constantFrom(...ACTIONS)) }),
+            fc.oneof(
+              { weight: 3, arbitrary: fc.constantFrom(...ROUTED) },
+              { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...METHODS), fc.constantFrom(...ACTIONS)) },
+            ),
             fc.oneof({ weight: 3, arbitrary: fc.constantFrom<string>(...KEY_NAMES, 'nope') }, { weight: 2, arbitrary: badKeyName }),
             segmentEncoding,
-            fc.oneof({ weight: 4, arbitrary: fc.constant('/v1/keys/') }, { weight: 1, arbitrary: fc.constantFrom('/v1//keys/', '/v1/keys/./', '/v1/keys/x/../', '/v1/Keys/', '/V1/KEYS/', '/v1/keys/%2E/', '/v1/%6Beys/') }),
+            fc.oneof(
+              { weight: 4, arbitrary: fc.constant('/v1/keys/') },
+              {
+                weight: 1,
+                arbitrary: fc.constantFrom('/v1//keys/', '/v1/keys/./', '/v1/keys/x/../', '/v1/Keys/', '/V1/KEYS/', '/v1/keys/%2E/', '/v1/%6Beys/'),
+              },
+            ),
           )
           .map(([[method, action], name, enc, prefix]) => ({ method, path: `${prefix}${segment(name, enc)}${action ? `/${action}` : ''}` })),
       },
-      { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...METHODS), fc.constantFrom('/v1/keys', '/v1/keys/', '/v1/sign/batch', '/v1/sign', '/v1', '/v1/', '/healthz', '/readyz', '/openapi.json', '/v1/openapi.json', '/v1/healthz', '/')).map(([method, path]) => ({ method, path })) },
+      {
+        weight: 1,
+        arbitrary: fc
+          .tuple(
+            fc.constantFrom(...METHODS),
+            fc.constantFrom(
+              '/v1/keys',
+              '/v1/keys/',
+              '/v1/sign/batch',
+              '/v1/sign',
+              '/v1',
+              '/v1/',
+              '/healthz',
+              '/readyz',
+              '/openapi.json',
+              '/v1/openapi.json',
+              '/v1/healthz',
+              '/',
+            ),
+          )
+          .map(([method, path]) => ({ method, path })),
+      },
       // Anything else built of the API's words and junk.
       {
         weight: 2,
         arbitrary: fc
-          .tuple(fc.constantFrom(...METHODS), fc.constantFrom('/v1', '/v1', '/V1', '/v2', '', '/v1/', '//v1', '/./v1', '/v1/..', '/%76%31', '/v1%2F', '/v1;x'), fc.array(fc.tuple(fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...SEGMENTS) }, { weight: 1, arbitrary: badKeyName }), segmentEncoding), { maxLength: 5 }))
+          .tuple(
+            fc.constantFrom(...METHODS),
+            fc.constantFrom('/v1', '/v1', '/V1', '/v2', '', '/v1/', '//v1', '/./v1', '/v1/..', '/%76%31', '/v1%2F', '/v1;x'),
+            fc.array(fc.tuple(fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...SEGMENTS) }, { weight: 1, arbitrary: badKeyName }), segmentEncoding), {
+              maxLength: 5,
+            }),
+          )
           .map(([method, prefix, segs]) => ({ method, path: `${prefix}/${segs.map(([s, enc]) => segment(s, enc)).join('/')}` })),
       },
     ),
-    trailing: fc.oneof({ weight: 6, arbitrary: fc.constant('') }, { weight: 1, arbitrary: fc.constantFrom('/', '//', '/.', '/..', '%2F', ';x=1', '.json', '%00', '%') }),
-    query: fc.oneof({ weight: 3, arbitrary: fc.constant('') }, { weight: 1, arbitrary: fc.constantFrom(...QUERIES, '?a=1&a=2', '?%zz', '?&&&', '?=', '?a[b][c]=1') }),
+    trailing: fc.oneof(
+      { weight: 6, arbitrary: fc.constant('') },
+      { weight: 1, arbitrary: fc.constantFrom('/', '//', '/.', '/..', '%2F', ';x=1', '.json', '%00', '%') },
+    ),
+    query: fc.oneof(
+      { weight: 3, arbitrary: fc.constant('') },
+      { weight: 1, arbitrary: fc.constantFrom(...QUERIES, '?a=1&a=2', '?%zz', '?&&&', '?=', '?a[b][c]=1') },
+    ),
     long: rarely(fc.integer({ min: 200, max: 6000 }), 8),
     body: fc.constantFrom<'none' | 'sign' | 'empty-json'>('none', 'sign', 'sign', 'empty-json'),
   })
@@ -702,13 +1030,36 @@ const VALID: readonly ValidRequest[] = [
   { method: 'GET', path: '/v1/keys/rsa/jwks' },
   { method: 'GET', path: '/v1/keys/ca/certificate' },
   { method: 'POST', path: '/v1/keys/ec/sign', body: () => ({ algorithm: 'ECDSA_SHA_256', message: 'aGVsbG8=' }) },
-  { method: 'POST', path: '/v1/keys/rsa/verify', body: () => ({ algorithm: 'RSASSA_PKCS1_V1_5_SHA_256', message: M.toString('base64'), signature: goodSignatures.get(sigKey('rsa', 'RSASSA_PKCS1_V1_5_SHA_256', undefined))!.toString('base64') }) },
-  { method: 'POST', path: '/v1/sign/batch', body: () => ({ requests: [{ keyName: 'ec', algorithm: 'ECDSA_SHA_256', digest: Buffer.alloc(32, 9).toString('base64') }] }) },
+  {
+    method: 'POST',
+    path: '/v1/keys/rsa/verify',
+    body: () => ({
+      algorithm: 'RSASSA_PKCS1_V1_5_SHA_256',
+      message: M.toString('base64'),
+      signature: goodSignatures.get(sigKey('rsa', 'RSASSA_PKCS1_V1_5_SHA_256', undefined))!.toString('base64'),
+    }),
+  },
+  {
+    method: 'POST',
+    path: '/v1/sign/batch',
+    body: () => ({ requests: [{ keyName: 'ec', algorithm: 'ECDSA_SHA_256', digest: Buffer.alloc(32, 9).toString('base64') }] }),
+  },
   { method: 'POST', path: '/v1/keys/ca/csr', body: () => ({ subject: 'CN=Headers Fuzz' }) },
   { method: 'PUT', path: '/v1/keys/att/certificate', body: () => goodAttach },
   { method: 'POST', path: '/v1/keys/ca/certificates', body: () => ({ csrPem: goodCsrPem, profile: 'tls-client', validityDays: 7 }) },
 ];
-const JSON_TYPES = new Set(['application/json', 'APPLICATION/JSON', 'application/json; charset=utf-8', 'application/json;charset=UTF-8', 'application/json; charset="utf-8"', 'application/json; charset=utf-16le', 'application/json; charset=latin1', 'application/json; charset=utf-7', 'application/json; charset=foo', 'application/json; foo=bar']);
+const JSON_TYPES = new Set([
+  'application/json',
+  'APPLICATION/JSON',
+  'application/json; charset=utf-8',
+  'application/json;charset=UTF-8',
+  'application/json; charset="utf-8"',
+  'application/json; charset=utf-16le',
+  'application/json; charset=latin1',
+  'application/json; charset=utf-7',
+  'application/json; charset=foo',
+  'application/json; foo=bar',
+]);
 
 type BodyKind = 'valid' | 'raw-bytes' | 'form' | 'bom' | 'empty' | 'utf16' | 'latin1' | 'nul' | 'huge' | 'deep';
 const headersArb = fc
@@ -719,7 +1070,11 @@ const headersArb = fc
     contentType: contentTypeHeader,
     contentEncoding: contentEncodingHeader,
     compress: fc.boolean(),
-    body: fc.oneof({ weight: 10, arbitrary: fc.constant<BodyKind>('valid') }, { weight: 6, arbitrary: fc.constantFrom<BodyKind>('raw-bytes', 'form', 'bom', 'empty', 'utf16', 'latin1', 'nul', 'deep') }, { weight: 1, arbitrary: fc.constant<BodyKind>('huge') }),
+    body: fc.oneof(
+      { weight: 10, arbitrary: fc.constant<BodyKind>('valid') },
+      { weight: 6, arbitrary: fc.constantFrom<BodyKind>('raw-bytes', 'form', 'bom', 'empty', 'utf16', 'latin1', 'nul', 'deep') },
+      { weight: 1, arbitrary: fc.constant<BodyKind>('huge') },
+    ),
     raw: fc.uint8Array({ maxLength: 200 }),
     accept: rarely(fc.constantFrom('text/html', 'application/xml', '*/*', 'application/json;q=0'), 4),
   })
@@ -756,7 +1111,8 @@ const headersArb = fc
     }
     const req: FuzzRequest = { method: route.method, path: route.path, headers, ...(payload !== undefined ? { body: payload } : {}) };
     if (badDeadline(deadline)) return { req, expect: invalidArg('X-Deadline-Ms') };
-    if (hasBody && !(contentType !== undefined && JSON_TYPES.has(contentType))) return { req, expect: { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', field: 'body' } };
+    if (hasBody && !(contentType !== undefined && JSON_TYPES.has(contentType)))
+      return { req, expect: { status: 415, code: 'UNSUPPORTED_MEDIA_TYPE', field: 'body' } };
     return { req };
   });
 
@@ -772,7 +1128,11 @@ test('fuzz regression: overlapping attaches and reads of one key version all suc
   // attach's C_DestroyObject met an object the first one had destroyed: 503 HSM_UNAVAILABLE.
   const abandoned = await client.send(jsonReq('PUT', '/v1/keys/att/certificate', goodAttach, { 'X-Deadline-Ms': '1' }));
   assert.ok(abandoned.status === 504 || abandoned.status === 204, abandoned.text);
-  const next = await client.send({ ...jsonReq('PUT', '/v1/keys/att/certificate', goodAttach), headers: { 'Content-Type': 'application/json; charset="utf-8"', 'Content-Encoding': 'gzip' }, body: gzipSync(jsonText(goodAttach)) });
+  const next = await client.send({
+    ...jsonReq('PUT', '/v1/keys/att/certificate', goodAttach),
+    headers: { 'Content-Type': 'application/json; charset="utf-8"', 'Content-Encoding': 'gzip' },
+    body: gzipSync(jsonText(goodAttach)),
+  });
   assert.equal(next.status, 204, next.text);
   // The same race, on purpose: replacements and reads of one version side by side. Before the certificate objects'
   // ReadWriteLock, SoftHSMv2 also answered CKR_GENERAL_ERROR / CKR_FUNCTION_FAILED here, and (in longer runs, with the
@@ -780,10 +1140,18 @@ test('fuzz regression: overlapping attaches and reads of one key version all suc
   const api = () => request(svc.app);
   for (let round = 0; round < 25; round++) {
     const answers = await Promise.all([
-      ...Array.from({ length: 4 }, () => api().put('/v1/keys/att/certificate').send(goodAttach as object)),
+      ...Array.from({ length: 4 }, () =>
+        api()
+          .put('/v1/keys/att/certificate')
+          .send(goodAttach as object),
+      ),
       ...Array.from({ length: 2 }, () => api().get('/v1/keys/att/certificate')),
     ]);
-    assert.deepEqual(answers.map((r) => r.status), [204, 204, 204, 204, 200, 200], JSON.stringify(answers.map((r) => r.body)));
+    assert.deepEqual(
+      answers.map((r) => r.status),
+      [204, 204, 204, 204, 200, 200],
+      JSON.stringify(answers.map((r) => r.body)),
+    );
   }
   const got = await api().get('/v1/keys/att/certificate').expect(200);
   assert.equal(got.body.certificatePem, goodAttach.certificatePem);
@@ -791,6 +1159,8 @@ test('fuzz regression: overlapping attaches and reads of one key version all suc
 
 test('fuzz totals', (t) => {
   const total = [...totals.values()].reduce((a, b) => a + b, 0);
-  t.diagnostic(`seed ${SEED} (FUZZ_SEED), ${RUNS} runs planned (FUZZ_RUNS), ${total} generated requests: ${[...totals].map(([k, v]) => `${k} ${v}`).join(', ')}; ${client.sent} requests sent in all`);
+  t.diagnostic(
+    `seed ${SEED} (FUZZ_SEED), ${RUNS} runs planned (FUZZ_RUNS), ${total} generated requests: ${[...totals].map(([k, v]) => `${k} ${v}`).join(', ')}; ${client.sent} requests sent in all`,
+  );
   assert.ok(total >= RUNS, `${total} generated requests, fewer than the ${RUNS} planned`);
 });

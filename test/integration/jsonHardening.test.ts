@@ -37,12 +37,15 @@ test('a 100,000-deep body is a 400 naming the body, found before parsing, cheapl
     invalidNaming(await post(path, '['.repeat(100_000) + ']'.repeat(100_000)), TOO_DEEP);
     assert.ok(performance.now() - t < 1000, `${path}: answered in ${(performance.now() - t).toFixed(0)} ms`);
   }
-  invalidNaming(await post('/v1/keys/ec/sign', '{"a":'.repeat(50_000) + '1' + '}'.repeat(50_000)), TOO_DEEP);
+  invalidNaming(await post('/v1/keys/ec/sign', `${'{"a":'.repeat(50_000)}1${'}'.repeat(50_000)}`), TOO_DEEP);
   // Never closed: JSON.parse would call it malformed; the depth check comes first.
   invalidNaming(await post('/v1/keys/ec/sign', '['.repeat(100_000)), TOO_DEEP);
   // Within the limit, the schema has its say; brackets inside strings do not count.
   invalidNaming(await post('/v1/keys/ec/sign', JSON.stringify({ algorithm: 'ECDSA_SHA_256', message: b64, x: [[[[[[1]]]]]] })), "body: unknown field(s) 'x'");
-  invalidNaming(await post('/v1/keys/ec/sign', JSON.stringify({ algorithm: 'ECDSA_SHA_256', message: b64, x: '['.repeat(1000) })), "body: unknown field(s) 'x'");
+  invalidNaming(
+    await post('/v1/keys/ec/sign', JSON.stringify({ algorithm: 'ECDSA_SHA_256', message: b64, x: '['.repeat(1000) })),
+    "body: unknown field(s) 'x'",
+  );
   // The service still signs.
   assert.equal((await post('/v1/keys/ec/sign', JSON.stringify({ algorithm: 'ECDSA_SHA_256', message: b64 }))).status, 200);
 });
@@ -50,9 +53,21 @@ test('a 100,000-deep body is a 400 naming the body, found before parsing, cheapl
 test('__proto__ and constructor keys pollute no prototype and are refused as unknown fields', async () => {
   const protoBefore = Object.getOwnPropertyNames(Object.prototype).sort();
   const cases: [string, string, string][] = [
-    ['/v1/keys/ec/sign', `{"algorithm":"ECDSA_SHA_256","message":"${b64}","__proto__":{"polluted":"yes","isAdmin":true}}`, "body: unknown field(s) '__proto__'"],
-    ['/v1/keys/ec/sign', `{"algorithm":"ECDSA_SHA_256","message":"${b64}","constructor":{"prototype":{"polluted":"yes"}}}`, "body: unknown field(s) 'constructor'"],
-    ['/v1/keys/ec/verify', `{"algorithm":"ECDSA_SHA_256","message":"${b64}","signature":"${b64}","__proto__":{"polluted":"yes"}}`, "body: unknown field(s) '__proto__'"],
+    [
+      '/v1/keys/ec/sign',
+      `{"algorithm":"ECDSA_SHA_256","message":"${b64}","__proto__":{"polluted":"yes","isAdmin":true}}`,
+      "body: unknown field(s) '__proto__'",
+    ],
+    [
+      '/v1/keys/ec/sign',
+      `{"algorithm":"ECDSA_SHA_256","message":"${b64}","constructor":{"prototype":{"polluted":"yes"}}}`,
+      "body: unknown field(s) 'constructor'",
+    ],
+    [
+      '/v1/keys/ec/verify',
+      `{"algorithm":"ECDSA_SHA_256","message":"${b64}","signature":"${b64}","__proto__":{"polluted":"yes"}}`,
+      "body: unknown field(s) '__proto__'",
+    ],
     ['/v1/sign/batch', `{"requests":[1],"__proto__":{"polluted":"yes"}}`, "body: unknown field(s) '__proto__'"],
     ['/v1/keys/ec/csr', `{"subject":"CN=x","__proto__":{"polluted":"yes"}}`, "body: unknown field(s) '__proto__'"],
     ['/v1/keys/ec/csr', `{"subject":"CN=x","subjectAltNames":{"__proto__":{"polluted":"yes"}}}`, 'subjectAltNames'],
@@ -79,5 +94,13 @@ test('a body that is not UTF-8 JSON is a 415 naming the charset', async () => {
   assert.equal(res.status, 415, res.text);
   assert.equal(res.body.error.code, 'UNSUPPORTED_MEDIA_TYPE');
   assert.match(res.body.error.message, /charset/);
-  assert.equal((await request(svc.app).post('/v1/keys/ec/sign').set('content-type', 'application/json; charset=UTF-8').send(JSON.stringify({ algorithm: 'ECDSA_SHA_256', message: b64 }))).status, 200);
+  assert.equal(
+    (
+      await request(svc.app)
+        .post('/v1/keys/ec/sign')
+        .set('content-type', 'application/json; charset=UTF-8')
+        .send(JSON.stringify({ algorithm: 'ECDSA_SHA_256', message: b64 }))
+    ).status,
+    200,
+  );
 });

@@ -48,10 +48,22 @@ test('a quick run writes report.json, report.md and report.html with sane number
   for (const when of ['start', 'end'] as const) {
     const p = report.machine.probe?.[when];
     assert.ok(p && p.computeMs.length === 6 && p.memoryMs.length === 6, `machine probe at the ${when}`);
-    assert.ok([...p.computeMs, ...p.memoryMs].every((ms) => ms > 0 && ms < 10_000), JSON.stringify(p));
+    assert.ok(
+      [...p.computeMs, ...p.memoryMs].every((ms) => ms > 0 && ms < 10_000),
+      JSON.stringify(p),
+    );
   }
-  assert.ok(report.notes.some((n) => n.startsWith('Machine steadiness')), 'steadiness note');
-  assert.deepEqual(report.steps.map((s) => [s.scenario, s.connections]), [[EC, 1], [EC, 8]]);
+  assert.ok(
+    report.notes.some((n) => n.startsWith('Machine steadiness')),
+    'steadiness note',
+  );
+  assert.deepEqual(
+    report.steps.map((s) => [s.scenario, s.connections]),
+    [
+      [EC, 1],
+      [EC, 8],
+    ],
+  );
   for (const s of report.steps) {
     assert.ok(s.okRequests > 0, `${s.connections}: no good answers`);
     assert.equal(s.signatures, s.okRequests, 'one signature per sign request');
@@ -61,7 +73,7 @@ test('a quick run writes report.json, report.md and report.html with sane number
     assert.ok(s.verified.sampled >= Math.floor(s.okRequests * 0.01), 'at least 1% verified');
     assert.deepEqual(s.errors, {}, JSON.stringify(s.errors));
     assert.ok(s.latency.p50 > 0 && s.latency.p50 <= s.latency.p90 && s.latency.p90 <= s.latency.p99 && s.latency.p99 <= s.latency.max);
-    assert.ok(s.service?.rssBytes && s.service.rssBytes.every((b) => b > 10 * 1024 * 1024), 'worker RSS sampled');
+    assert.ok(s.service?.rssBytes?.every((b) => b > 10 * 1024 * 1024), 'worker RSS sampled');
     assert.equal(s.service?.breakerState, 'closed');
   }
   const [c] = report.ceilings;

@@ -80,7 +80,10 @@ test('a new local token: the user and SO PINs from its files log in, and no comm
       lib.C_Logout(session);
       lib.C_Login(session, pkcs11js.CKU_SO, soPin);
       lib.C_Logout(session);
-      assert.throws(() => lib.C_Login(session, pkcs11js.CKU_USER, 'not-the-pin'), (e: { code?: number }) => e.code === pkcs11js.CKR_PIN_INCORRECT);
+      assert.throws(
+        () => lib.C_Login(session, pkcs11js.CKU_USER, 'not-the-pin'),
+        (e: { code?: number }) => e.code === pkcs11js.CKR_PIN_INCORRECT,
+      );
       lib.C_CloseSession(session);
     } finally {
       lib.C_Finalize();

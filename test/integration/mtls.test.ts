@@ -68,7 +68,12 @@ before(async () => {
       ],
     }),
   );
-  svc = await startTestService(token, { CLIENTS_FILE: clientsFile, TLS_CERT_FILE: pki.server.certFile, TLS_KEY_FILE: pki.server.keyFile, TLS_CLIENT_CA_FILE: pki.caFile });
+  svc = await startTestService(token, {
+    CLIENTS_FILE: clientsFile,
+    TLS_CERT_FILE: pki.server.certFile,
+    TLS_KEY_FILE: pki.server.keyFile,
+    TLS_CLIENT_CA_FILE: pki.caFile,
+  });
   server = createServer(svc.app, svc.config.server, readTlsFiles(svc.config.tls!));
   port = await listen(server);
 });
@@ -92,7 +97,10 @@ test('a client certificate names its client by subject: its grant applies', asyn
   assert.equal(denied.status, 403);
   assert.equal(errorOf(denied).code, 'PERMISSION_DENIED');
   const list = await as('payments', { path: '/v1/keys' });
-  assert.deepEqual((list.body as { keys: { name: string }[] }).keys.map((k) => k.name), ['payments-ec']);
+  assert.deepEqual(
+    (list.body as { keys: { name: string }[] }).keys.map((k) => k.name),
+    ['payments-ec'],
+  );
 });
 
 test('subjects compare in normal form (keyword case, spaces), in RFC 4514 order', async () => {

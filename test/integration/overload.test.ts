@@ -33,7 +33,11 @@ test('overload: 1,000 concurrent callers against 8 sessions; the excess is shed 
     const ok = results.filter((x) => x.r.status === 200);
     const shed = results.filter((x) => errorCode(x.r) === 'OVERLOADED');
     const others = results.filter((x) => x.r.status !== 200 && errorCode(x.r) !== 'OVERLOADED');
-    const lat = (xs: typeof results, p: number): string => percentile(xs.map((x) => x.ms), p).toFixed(0);
+    const lat = (xs: typeof results, p: number): string =>
+      percentile(
+        xs.map((x) => x.ms),
+        p,
+      ).toFixed(0);
     t.diagnostic(
       `wave ${wave}: ${ok.length} x 200 (p50 ${lat(ok, 50)} ms, p99 ${lat(ok, 99)} ms), ${shed.length} x 503 OVERLOADED (p50 ${lat(shed, 50)} ms, p99 ${lat(shed, 99)} ms), ${others.length} other`,
     );
@@ -42,13 +46,30 @@ test('overload: 1,000 concurrent callers against 8 sessions; the excess is shed 
     assert.ok(shed.length > 0, 'the excess was shed');
     assert.ok(ok.length >= POOL.sessions, 'at least a pool-full was accepted');
     assert.equal(ok.filter((x) => !x.verified).length, 0, 'every accepted request carries a signature that verifies');
-    assert.deepEqual(shed.map((x) => contractViolation(x.r)).filter(Boolean).slice(0, 5), [], "each shed answer has the contract's body and Retry-After");
+    assert.deepEqual(
+      shed
+        .map((x) => contractViolation(x.r))
+        .filter(Boolean)
+        .slice(0, 5),
+      [],
+      "each shed answer has the contract's body and Retry-After",
+    );
     // "At once": a shed request never waits for a session. On two shared cores, 1,000 requests
     // queue for the CPU (parsing, hashing) whatever the service does, so absolute times are noise;
     // what shows the shedding is that refusals come back sooner than the accepted requests, which
     // also wait for the HSM, and long before the deadline they would reach if they were queued.
-    const shedP50 = percentile(shed.map((x) => x.ms), 50);
-    assert.ok(shedP50 <= percentile(ok.map((x) => x.ms), 50), `shed answers (p50 ${shedP50.toFixed(0)} ms) come back sooner than served ones`);
+    const shedP50 = percentile(
+      shed.map((x) => x.ms),
+      50,
+    );
+    assert.ok(
+      shedP50 <=
+        percentile(
+          ok.map((x) => x.ms),
+          50,
+        ),
+      `shed answers (p50 ${shedP50.toFixed(0)} ms) come back sooner than served ones`,
+    );
     assert.ok(Math.max(...shed.map((x) => x.ms)) < POOL.requestDeadlineMs, 'no shed answer waited until the deadline');
   }
 

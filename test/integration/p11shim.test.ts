@@ -166,10 +166,7 @@ test('forwards calls to the real module unchanged', () => {
         y: point.subarray(33).toString('base64url'),
       },
     });
-    assert.equal(
-      verifySignature('sha256', MESSAGE, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature),
-      true,
-    );
+    assert.equal(verifySignature('sha256', MESSAGE, { key: publicKey, dsaEncoding: 'ieee-p1363' }, signature), true);
   } finally {
     lib.C_CloseSession(session);
   }
@@ -266,10 +263,7 @@ test('stall=1 blocks calls until it is cleared', async () => {
     } finally {
       ctl.stall(false);
     }
-    const signature = await Promise.race([
-      pending,
-      sleep(2000).then(() => assert.fail('C_SignAsync still blocked 2 s after the stall was cleared')),
-    ]);
+    const signature = await Promise.race([pending, sleep(2000).then(() => assert.fail('C_SignAsync still blocked 2 s after the stall was cleared'))]);
     assert.equal(hsmVerify(session, publicKey, signature), true);
   } finally {
     lib.C_CloseSession(session);
@@ -351,9 +345,11 @@ test('200 concurrent C_SignAsync over 16 sessions all succeed', { timeout: 20_00
   });
   // Rewrite the control file while the child's threads are busy, so reloads race with calls.
   let done = false;
-  void child.finally(() => {
-    done = true;
-  }).catch(() => {});
+  void child
+    .finally(() => {
+      done = true;
+    })
+    .catch(() => {});
   for (let i = 0; !done && i < 200; i++) {
     childCtl.latency(i % 2 === 0 ? 400 : 500);
     await sleep(5);

@@ -56,7 +56,10 @@ async function eventually(send: () => request.Test, status: number): Promise<req
 /** CSR from the service, signed by the openssl root, attached; returns the intermediate's PEM (also in `${out}.pem`). */
 async function certifyIntermediate(name: string, version: number, out: string): Promise<string> {
   const csr = await eventually(
-    () => api().post(`/v1/keys/${name}/csr`).send({ subject: `CN=Issuing CA ${name},O=Example,C=US`, keyVersion: version, ca: { pathLength: 0 } }),
+    () =>
+      api()
+        .post(`/v1/keys/${name}/csr`)
+        .send({ subject: `CN=Issuing CA ${name},O=Example,C=US`, keyVersion: version, ca: { pathLength: 0 } }),
     200,
   );
   assert.equal(csr.body.keyVersion, version);
@@ -138,7 +141,10 @@ describe('offline-root flow: admin CLI key, CSR from the service, openssl root, 
       assert.match(text, /X509v3 Basic Constraints: critical\s+CA:FALSE/);
       assert.match(text, /X509v3 Key Usage: critical\s+Digital Signature\s/);
       assert.match(text, /X509v3 Extended Key Usage:\s+TLS Web Server Authentication\s/);
-      assert.match(text, new RegExp(`X509v3 Subject Alternative Name:\\s+DNS:www\\.${name}\\.example\\.com, DNS:${name}\\.example\\.com, IP Address:192\\.0\\.2\\.10`));
+      assert.match(
+        text,
+        new RegExp(`X509v3 Subject Alternative Name:\\s+DNS:www\\.${name}\\.example\\.com, DNS:${name}\\.example\\.com, IP Address:192\\.0\\.2\\.10`),
+      );
       assert.match(text, /X509v3 Subject Key Identifier/);
       assert.match(text, new RegExp(`Issuer: C = US, O = Example, CN = Issuing CA ${name}`));
       assert.match(text, spec.startsWith('RSA') ? /Signature Algorithm: sha256WithRSAEncryption/ : /Signature Algorithm: ecdsa-with-SHA384/);
@@ -190,15 +196,27 @@ test('rotation: the new version is certified and issues; old leaves still verify
   const v1 = await api().get(`/v1/keys/${name}/certificate?keyVersion=1`).expect(200);
   assert.deepEqual(der(v1.body.certificatePem), der(await dir.read(`${name}-v1.pem`)));
   const key = await api().get(`/v1/keys/${name}`).expect(200);
-  assert.deepEqual(key.body.versions.map((v: { hasCertificate: boolean }) => v.hasCertificate), [true, true]);
+  assert.deepEqual(
+    key.body.versions.map((v: { hasCertificate: boolean }) => v.hasCertificate),
+    [true, true],
+  );
   const listed = JSON.parse(await admin(token, 'keys', 'list', '--json')).keys.filter((k: { name: string }) => k.name === name);
-  assert.deepEqual(listed.map((k: { version: number; hasCertificate: boolean }) => [k.version, k.hasCertificate]), [[1, true], [2, true]]);
+  assert.deepEqual(
+    listed.map((k: { version: number; hasCertificate: boolean }) => [k.version, k.hasCertificate]),
+    [
+      [1, true],
+      [2, true],
+    ],
+  );
 
   // Attaching again replaces the objects rather than adding to them.
   await api().put(`/v1/keys/${name}/certificate`).send({ certificatePem: int2, keyVersion: 2 }).expect(204);
   const objects = await dumpTokenObjects(token);
   const id = objects.find((o) => o.class === 'privateKey' && o.label === `${name}/v2`)!.id;
-  assert.deepEqual(objects.filter((o) => o.class === 'certificate' && o.id === id).map((o) => o.label), [`${name}/v2`]);
+  assert.deepEqual(
+    objects.filter((o) => o.class === 'certificate' && o.id === id).map((o) => o.label),
+    [`${name}/v2`],
+  );
   const again = await api().get(`/v1/keys/${name}/certificate?keyVersion=2`).expect(200);
   assert.equal(again.body.chainPem, '');
 });
@@ -218,7 +236,11 @@ describe('bad input: a clear 4xx naming the field', () => {
     brokenCsr = `-----BEGIN CERTIFICATE REQUEST-----\n${csrDer.toString('base64').replace(/(.{64})/g, '$1\n')}\n-----END CERTIFICATE REQUEST-----\n`;
     // A certificate for nocert's key that is not a CA certificate.
     const csr = await api().post('/v1/keys/nocert/csr').send({ subject: 'CN=Not A CA' }).expect(200);
-    nonCaCert = await signAsRoot(dir, csr.body.csrPem, { root: 'root', out: 'non-ca', ext: 'basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n' });
+    nonCaCert = await signAsRoot(dir, csr.body.csrPem, {
+      root: 'root',
+      out: 'non-ca',
+      ext: 'basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature\n',
+    });
     otherKeyCert = await dir.read('int-rsa-v1.pem');
     unrelatedCert = await makeRoot(dir, { name: 'unrelated', alg: 'ec-p256', subject: '/CN=Unrelated Root' });
   });
@@ -236,33 +258,253 @@ describe('bad input: a clear 4xx naming the field', () => {
   }
   const issue = (extra: object) => () => ({ csrPem: goodCsr, profile: 'tls-server', validityDays: 30, ...extra });
   const cases: Case[] = [
-    { name: 'empty CSR', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ csrPem: '' }), status: 400, code: 'INVALID_ARGUMENT', field: 'csrPem' },
-    { name: 'CSR with a broken self-signature', method: 'post', path: '/v1/keys/int-ec/certificates', body: () => ({ ...issue({})(), csrPem: brokenCsr }), status: 400, code: 'INVALID_ARGUMENT', field: 'csrPem', says: /signature does not verify/ },
-    { name: 'non-CA certificate to attach', method: 'put', path: '/v1/keys/nocert/certificate', body: () => ({ certificatePem: nonCaCert }), status: 409, code: 'CONFLICT', field: 'certificatePem', says: /not a CA certificate/ },
-    { name: 'certificate for another key', method: 'put', path: '/v1/keys/int-ec/certificate', body: () => ({ certificatePem: otherKeyCert, keyVersion: 1 }), status: 409, code: 'CONFLICT', field: 'certificatePem', says: /public key is not this key version's/ },
-    { name: 'chain that does not link', method: 'put', path: '/v1/keys/int-rsa/certificate', body: () => ({ certificatePem: otherKeyCert, chainPem: unrelatedCert }), status: 409, code: 'CONFLICT', field: 'chainPem', says: /does not link/ },
-    { name: 'certificate that is not PEM', method: 'put', path: '/v1/keys/int-rsa/certificate', body: () => ({ certificatePem: 'hello' }), status: 400, code: 'INVALID_ARGUMENT', field: 'certificatePem' },
-    { name: 'validity beyond the issuer', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ validityDays: INT_DAYS + 30 }), status: 400, code: 'INVALID_ARGUMENT', field: 'validityDays', says: /only valid until/ },
-    { name: 'validity out of range', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ validityDays: 0 }), status: 400, code: 'INVALID_ARGUMENT', field: 'validityDays' },
-    { name: 'validity not an integer', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ validityDays: '30' }), status: 400, code: 'INVALID_ARGUMENT', field: 'validityDays' },
-    { name: 'malformed DNS name', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ subjectAltNames: { dns: ['ok.example.com', 'bad_name!.example.com'] } }), status: 400, code: 'INVALID_ARGUMENT', field: 'subjectAltNames.dns[1]' },
-    { name: 'malformed IP', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ subjectAltNames: { dns: ['a.example.com'], ip: ['300.1.2.3'] } }), status: 400, code: 'INVALID_ARGUMENT', field: 'subjectAltNames.ip[0]' },
-    { name: 'malformed email', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ subjectAltNames: { dns: ['a.example.com'], email: ['no-at-sign'] } }), status: 400, code: 'INVALID_ARGUMENT', field: 'subjectAltNames.email[0]' },
-    { name: 'malformed URI', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ subjectAltNames: { dns: ['a.example.com'], uri: ['not a uri'] } }), status: 400, code: 'INVALID_ARGUMENT', field: 'subjectAltNames.uri[0]' },
-    { name: 'unknown SAN kind', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ subjectAltNames: { upn: ['x'] } }), status: 400, code: 'INVALID_ARGUMENT', field: 'subjectAltNames.upn' },
-    { name: 'tls-server without a DNS or IP name', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ subjectAltNames: { email: ['a@example.com'] } }), status: 400, code: 'INVALID_ARGUMENT', field: 'subjectAltNames' },
-    { name: 'unknown profile', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ profile: 'web' }), status: 400, code: 'INVALID_ARGUMENT', field: 'profile' },
-    { name: 'unknown field', method: 'post', path: '/v1/keys/int-ec/certificates', body: issue({ validity: 30 }), status: 400, code: 'INVALID_ARGUMENT', field: 'body', says: /'validity'/ },
-    { name: 'missing CSR', method: 'post', path: '/v1/keys/int-ec/certificates', body: () => ({ profile: 'tls-server', validityDays: 30 }), status: 400, code: 'INVALID_ARGUMENT', field: 'csrPem' },
-    { name: 'issue from a key without a certificate', method: 'post', path: '/v1/keys/nocert/certificates', body: issue({}), status: 409, code: 'CONFLICT', field: "key 'nocert'" },
-    { name: 'issue from an unknown key', method: 'post', path: '/v1/keys/nope/certificates', body: issue({}), status: 404, code: 'NOT_FOUND', field: "no key named 'nope'" },
-    { name: 'CSR with a malformed subject', method: 'post', path: '/v1/keys/int-ec/csr', body: () => ({ subject: 'CN' }), status: 400, code: 'INVALID_ARGUMENT', field: 'subject' },
-    { name: 'CSR without a subject', method: 'post', path: '/v1/keys/int-ec/csr', body: () => ({ ca: {} }), status: 400, code: 'INVALID_ARGUMENT', field: 'subject' },
-    { name: 'CSR with a negative path length', method: 'post', path: '/v1/keys/int-ec/csr', body: () => ({ subject: 'CN=x', ca: { pathLength: -1 } }), status: 400, code: 'INVALID_ARGUMENT', field: 'ca.pathLength' },
-    { name: 'CSR with a malformed SAN', method: 'post', path: '/v1/keys/int-ec/csr', body: () => ({ subject: 'CN=x', subjectAltNames: { dns: ['-bad-.example'] } }), status: 400, code: 'INVALID_ARGUMENT', field: 'subjectAltNames.dns[0]' },
-    { name: 'CSR for a version that does not exist', method: 'post', path: '/v1/keys/int-ec/csr', body: () => ({ subject: 'CN=x', keyVersion: 9 }), status: 404, code: 'NOT_FOUND', field: "key 'int-ec' has no version 9" },
-    { name: 'certificate of a version without one', method: 'get', path: '/v1/keys/nocert/certificate', status: 404, code: 'NOT_FOUND', field: "key 'nocert' version 1 has no certificate" },
-    { name: 'malformed keyVersion query', method: 'get', path: '/v1/keys/int-ec/certificate?keyVersion=abc', status: 400, code: 'INVALID_ARGUMENT', field: 'keyVersion' },
+    {
+      name: 'empty CSR',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ csrPem: '' }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'csrPem',
+    },
+    {
+      name: 'CSR with a broken self-signature',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: () => ({ ...issue({})(), csrPem: brokenCsr }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'csrPem',
+      says: /signature does not verify/,
+    },
+    {
+      name: 'non-CA certificate to attach',
+      method: 'put',
+      path: '/v1/keys/nocert/certificate',
+      body: () => ({ certificatePem: nonCaCert }),
+      status: 409,
+      code: 'CONFLICT',
+      field: 'certificatePem',
+      says: /not a CA certificate/,
+    },
+    {
+      name: 'certificate for another key',
+      method: 'put',
+      path: '/v1/keys/int-ec/certificate',
+      body: () => ({ certificatePem: otherKeyCert, keyVersion: 1 }),
+      status: 409,
+      code: 'CONFLICT',
+      field: 'certificatePem',
+      says: /public key is not this key version's/,
+    },
+    {
+      name: 'chain that does not link',
+      method: 'put',
+      path: '/v1/keys/int-rsa/certificate',
+      body: () => ({ certificatePem: otherKeyCert, chainPem: unrelatedCert }),
+      status: 409,
+      code: 'CONFLICT',
+      field: 'chainPem',
+      says: /does not link/,
+    },
+    {
+      name: 'certificate that is not PEM',
+      method: 'put',
+      path: '/v1/keys/int-rsa/certificate',
+      body: () => ({ certificatePem: 'hello' }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'certificatePem',
+    },
+    {
+      name: 'validity beyond the issuer',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ validityDays: INT_DAYS + 30 }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'validityDays',
+      says: /only valid until/,
+    },
+    {
+      name: 'validity out of range',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ validityDays: 0 }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'validityDays',
+    },
+    {
+      name: 'validity not an integer',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ validityDays: '30' }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'validityDays',
+    },
+    {
+      name: 'malformed DNS name',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ subjectAltNames: { dns: ['ok.example.com', 'bad_name!.example.com'] } }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'subjectAltNames.dns[1]',
+    },
+    {
+      name: 'malformed IP',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ subjectAltNames: { dns: ['a.example.com'], ip: ['300.1.2.3'] } }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'subjectAltNames.ip[0]',
+    },
+    {
+      name: 'malformed email',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ subjectAltNames: { dns: ['a.example.com'], email: ['no-at-sign'] } }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'subjectAltNames.email[0]',
+    },
+    {
+      name: 'malformed URI',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ subjectAltNames: { dns: ['a.example.com'], uri: ['not a uri'] } }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'subjectAltNames.uri[0]',
+    },
+    {
+      name: 'unknown SAN kind',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ subjectAltNames: { upn: ['x'] } }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'subjectAltNames.upn',
+    },
+    {
+      name: 'tls-server without a DNS or IP name',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ subjectAltNames: { email: ['a@example.com'] } }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'subjectAltNames',
+    },
+    {
+      name: 'unknown profile',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ profile: 'web' }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'profile',
+    },
+    {
+      name: 'unknown field',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: issue({ validity: 30 }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'body',
+      says: /'validity'/,
+    },
+    {
+      name: 'missing CSR',
+      method: 'post',
+      path: '/v1/keys/int-ec/certificates',
+      body: () => ({ profile: 'tls-server', validityDays: 30 }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'csrPem',
+    },
+    {
+      name: 'issue from a key without a certificate',
+      method: 'post',
+      path: '/v1/keys/nocert/certificates',
+      body: issue({}),
+      status: 409,
+      code: 'CONFLICT',
+      field: "key 'nocert'",
+    },
+    {
+      name: 'issue from an unknown key',
+      method: 'post',
+      path: '/v1/keys/nope/certificates',
+      body: issue({}),
+      status: 404,
+      code: 'NOT_FOUND',
+      field: "no key named 'nope'",
+    },
+    {
+      name: 'CSR with a malformed subject',
+      method: 'post',
+      path: '/v1/keys/int-ec/csr',
+      body: () => ({ subject: 'CN' }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'subject',
+    },
+    {
+      name: 'CSR without a subject',
+      method: 'post',
+      path: '/v1/keys/int-ec/csr',
+      body: () => ({ ca: {} }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'subject',
+    },
+    {
+      name: 'CSR with a negative path length',
+      method: 'post',
+      path: '/v1/keys/int-ec/csr',
+      body: () => ({ subject: 'CN=x', ca: { pathLength: -1 } }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'ca.pathLength',
+    },
+    {
+      name: 'CSR with a malformed SAN',
+      method: 'post',
+      path: '/v1/keys/int-ec/csr',
+      body: () => ({ subject: 'CN=x', subjectAltNames: { dns: ['-bad-.example'] } }),
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'subjectAltNames.dns[0]',
+    },
+    {
+      name: 'CSR for a version that does not exist',
+      method: 'post',
+      path: '/v1/keys/int-ec/csr',
+      body: () => ({ subject: 'CN=x', keyVersion: 9 }),
+      status: 404,
+      code: 'NOT_FOUND',
+      field: "key 'int-ec' has no version 9",
+    },
+    {
+      name: 'certificate of a version without one',
+      method: 'get',
+      path: '/v1/keys/nocert/certificate',
+      status: 404,
+      code: 'NOT_FOUND',
+      field: "key 'nocert' version 1 has no certificate",
+    },
+    {
+      name: 'malformed keyVersion query',
+      method: 'get',
+      path: '/v1/keys/int-ec/certificate?keyVersion=abc',
+      status: 400,
+      code: 'INVALID_ARGUMENT',
+      field: 'keyVersion',
+    },
     { name: 'malformed key name', method: 'get', path: '/v1/keys/bad%20name/certificate', status: 400, code: 'INVALID_ARGUMENT', field: 'name' },
   ];
   for (const c of cases) {
@@ -288,7 +530,7 @@ describe('bad input: a clear 4xx naming the field', () => {
   });
 });
 
-test("with auth on, each PKI route needs its own operation: csr, certificate (attach), read, issue", async () => {
+test('with auth on, each PKI route needs its own operation: csr, certificate (attach), read, issue', async () => {
   const clients = [
     { name: 'pki-job', token: 'job-token', allow: [{ keys: 'int-*', operations: ['csr', 'read'] }] },
     { name: 'issuer', token: 'issuer-token', allow: [{ keys: 'int-ec', operations: ['issue'] }] },

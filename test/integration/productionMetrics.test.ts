@@ -38,7 +38,8 @@ function get(port: number, path: string): Promise<{ status: number; text: string
   });
 }
 
-const signs = (text: string): number => Number(/hsm_signer_http_requests_total\{method="POST",route="\/v1\/keys\/:name\/sign",status="200"\} (\d+)/.exec(text)?.[1] ?? NaN);
+const signs = (text: string): number =>
+  Number(/hsm_signer_http_requests_total\{method="POST",route="\/v1\/keys\/:name\/sign",status="200"\} (\d+)/.exec(text)?.[1] ?? NaN);
 
 for (const workers of [undefined, '1'] as const) {
   test(`production, ${workers ? `WORKERS=${workers}` : 'the default workers'}: /metrics on METRICS_PORT only`, { timeout: 60_000 }, async () => {
@@ -46,7 +47,13 @@ for (const workers of [undefined, '1'] as const) {
     let svc: ServiceProcess | undefined;
     try {
       svc = await startServiceProcess(
-        token.env({ NODE_ENV: 'production', CLIENTS_FILE: clientsFile, METRICS_PORT: String(metricsPort), LOG_LEVEL: 'warn', ...(workers ? { WORKERS: workers } : {}) }),
+        token.env({
+          NODE_ENV: 'production',
+          CLIENTS_FILE: clientsFile,
+          METRICS_PORT: String(metricsPort),
+          LOG_LEVEL: 'warn',
+          ...(workers ? { WORKERS: workers } : {}),
+        }),
       );
       const body = { algorithm: 'ECDSA_SHA_256', message: Buffer.from('production metrics').toString('base64') };
       for (let i = 0; i < 6; i++) {

@@ -43,7 +43,12 @@ after(async () => {
 });
 
 const clientsV1 = { clients: [{ name: 'app', certificate: { subject: 'CN=app,O=Example' }, allow: [{ keys: '*', operations: ['read', 'sign'] }] }] };
-const clientsV2 = { clients: [...clientsV1.clients, { name: 'ops', tokenSha256: sha(OPS_TOKEN), certificate: { san: 'ops.example' }, allow: [{ keys: '*', operations: ['read'] }] }] };
+const clientsV2 = {
+  clients: [
+    ...clientsV1.clients,
+    { name: 'ops', tokenSha256: sha(OPS_TOKEN), certificate: { san: 'ops.example' }, allow: [{ keys: '*', operations: ['read'] }] },
+  ],
+};
 
 interface LogRecord {
   level: number;
@@ -62,11 +67,18 @@ async function hangUp(svc: ServiceProcess, workers: number): Promise<LogRecord[]
     return n >= before + workers ? undefined : `${n - before} of ${workers} workers reloaded`;
   }, 10_000);
   assert.equal(problem, undefined, problem);
-  return records(svc).filter((r) => r.msg === 'SIGHUP: reloaded').slice(before);
+  return records(svc)
+    .filter((r) => r.msg === 'SIGHUP: reloaded')
+    .slice(before);
 }
 
 /** Certificates presented to `n` new connections of `client`, and their answers to GET /v1/keys with `authorization`. */
-async function newConnections(svc: ServiceProcess, n: number, client: Leaf, authorization?: string): Promise<{ fingerprints: Set<string>; statuses: Set<number> }> {
+async function newConnections(
+  svc: ServiceProcess,
+  n: number,
+  client: Leaf,
+  authorization?: string,
+): Promise<{ fingerprints: Set<string>; statuses: Set<number> }> {
   const results = await Promise.all(
     Array.from({ length: n }, () => httpsRequest(svc.port, { path: '/v1/keys', ca: pki.ca, client, ...(authorization ? { headers: { authorization } } : {}) })),
   );
@@ -99,7 +111,10 @@ for (const workers of [2, 1]) {
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ca: pki.ca, cert: app.cert, key: app.key });
     try {
       // Every worker serving (a worker's /readyz answering is not all of them).
-      assert.equal(await eventually(async () => (records(svc).filter((r) => r.msg === 'serving').length >= workers ? undefined : 'not all serving'), 20_000), undefined);
+      assert.equal(
+        await eventually(async () => (records(svc).filter((r) => r.msg === 'serving').length >= workers ? undefined : 'not all serving'), 20_000),
+        undefined,
+      );
       const a = await newConnections(svc, 4, ops, `Bearer ${OPS_TOKEN}`);
       assert.deepEqual(a.fingerprints, new Set([fingerprint(pki.server.cert)]));
       assert.deepEqual(a.statuses, new Set([401]), 'the ops client is not known yet');
@@ -108,7 +123,14 @@ for (const workers of [2, 1]) {
       let socket: TLSSocket | undefined;
       const inFlight = new Promise<{ status: number; text: string }>((resolve, reject) => {
         const req = https.request(
-          { host: '127.0.0.1', port: svc.port, method: 'POST', path: '/v1/keys/ec/sign', agent, headers: { 'content-type': 'application/json', 'content-length': String(body.length) } },
+          {
+            host: '127.0.0.1',
+            port: svc.port,
+            method: 'POST',
+            path: '/v1/keys/ec/sign',
+            agent,
+            headers: { 'content-type': 'application/json', 'content-length': String(body.length) },
+          },
           (res) => {
             let text = '';
             res.on('data', (d: Buffer) => (text += d.toString()));
@@ -160,12 +182,16 @@ for (const workers of [2, 1]) {
       copyFileSync(app.keyFile, keyFile);
       const errorsBefore = records(svc).filter((r) => r.level === 50).length;
       await hangUp(svc, workers);
-      const errors = records(svc).filter((r) => r.level === 50).slice(errorsBefore);
+      const errors = records(svc)
+        .filter((r) => r.level === 50)
+        .slice(errorsBefore);
       assert.deepEqual(
         errors.map((r) => r.msg).sort(),
         [
           ...Array(workers).fill('SIGHUP: CLIENTS_FILE: cannot read it as JSON (invalid JSON); kept the previous clients'),
-          ...Array(workers).fill('SIGHUP: TLS_KEY_FILE: does not match the certificate in TLS_CERT_FILE (ERR_OSSL_X509_KEY_VALUES_MISMATCH); kept the previous TLS certificate, key and client CA'),
+          ...Array(workers).fill(
+            'SIGHUP: TLS_KEY_FILE: does not match the certificate in TLS_CERT_FILE (ERR_OSSL_X509_KEY_VALUES_MISMATCH); kept the previous TLS certificate, key and client CA',
+          ),
         ].sort(),
       );
       const log = svc.logs().join('\n');

@@ -20,7 +20,12 @@ let svc: ServiceProcess;
 before(async () => {
   token = await createTestToken([{ name: 'ec', spec: 'ECC_NIST_P256' }]);
   const clientsFile = join(token.dir, 'clients.json');
-  writeFileSync(clientsFile, JSON.stringify({ clients: [{ name: 'app', tokenSha256: createHash('sha256').update(TOKEN).digest('hex'), allow: [{ keys: '*', operations: ['sign', 'read'] }] }] }));
+  writeFileSync(
+    clientsFile,
+    JSON.stringify({
+      clients: [{ name: 'app', tokenSha256: createHash('sha256').update(TOKEN).digest('hex'), allow: [{ keys: '*', operations: ['sign', 'read'] }] }],
+    }),
+  );
   const { HSM_PIN_FILE: _file, ...env } = token.env({ WORKERS: '2', LOG_LEVEL: 'debug', CLIENTS_FILE: clientsFile, HSM_PIN: token.pin });
   svc = await startServiceProcess(env);
 });
@@ -37,19 +42,29 @@ test("no worker's environment holds HSM_PIN; the workers are logged in all the s
   // The primary's children are its workers (NODE_UNIQUE_ID set by node:cluster) and tsx's esbuild.
   const workers = (): number[] => childPids(svc.pid).filter((pid) => environ(pid).some((e) => e.startsWith('NODE_UNIQUE_ID=')));
   assert.equal(await eventually(async () => (workers().length === 2 ? undefined : `${workers().length} workers`), 20_000), undefined);
-  for (const pid of workers()) assert.ok(!environ(pid).some((e) => e.startsWith('HSM_PIN=') || e.includes(token.pin)), `worker ${pid}: no PIN in its environment`);
+  for (const pid of workers())
+    assert.ok(!environ(pid).some((e) => e.startsWith('HSM_PIN=') || e.includes(token.pin)), `worker ${pid}: no PIN in its environment`);
   // Both workers serve signatures (connections go round-robin), so both logged in.
-  const served = await eventually(async () => {
-    const r = await svc.driver.request('POST', '/v1/keys/ec/sign', { algorithm: 'ECDSA_SHA_256', message: 'eA==' }, { authorization: `Bearer ${TOKEN}`, connection: 'close' });
-    if (r.status !== 200) return `status ${r.status}: ${r.text}`;
-    const pids = new Set(
-      svc.logs().flatMap((l) => {
-        const j = JSON.parse(l) as { msg: string; status?: number; pid: number };
-        return j.msg === 'request' && j.status === 200 ? [j.pid] : [];
-      }),
-    );
-    return pids.size === 2 ? undefined : `signed by ${pids.size} worker(s)`;
-  }, 20_000, 50);
+  const served = await eventually(
+    async () => {
+      const r = await svc.driver.request(
+        'POST',
+        '/v1/keys/ec/sign',
+        { algorithm: 'ECDSA_SHA_256', message: 'eA==' },
+        { authorization: `Bearer ${TOKEN}`, connection: 'close' },
+      );
+      if (r.status !== 200) return `status ${r.status}: ${r.text}`;
+      const pids = new Set(
+        svc.logs().flatMap((l) => {
+          const j = JSON.parse(l) as { msg: string; status?: number; pid: number };
+          return j.msg === 'request' && j.status === 200 ? [j.pid] : [];
+        }),
+      );
+      return pids.size === 2 ? undefined : `signed by ${pids.size} worker(s)`;
+    },
+    20_000,
+    50,
+  );
   assert.equal(served, undefined, served);
 });
 
@@ -122,7 +137,19 @@ test('the sweep: nothing the service writes or answers holds the PIN or a client
     // Bad input and a key that does not exist.
     statuses.push(await send('POST', '/v1/keys/ec/sign', { ...sign, algorithm: tokens.a }, bearer(tokens.a)));
     statuses.push(await send('POST', '/v1/keys/no-such-key/sign', sign, bearer(tokens.a)));
-    statuses.push(await send('POST', '/v1/sign/batch', { requests: [{ keyName: 'ec', ...sign }, { keyName: 'ec', algorithm: 'RSASSA_PSS_SHA_256', message: sign.message }] }, bearer(tokens.a)));
+    statuses.push(
+      await send(
+        'POST',
+        '/v1/sign/batch',
+        {
+          requests: [
+            { keyName: 'ec', ...sign },
+            { keyName: 'ec', algorithm: 'RSASSA_PSS_SHA_256', message: sign.message },
+          ],
+        },
+        bearer(tokens.a),
+      ),
+    );
     // Faults: a lost login (the service logs in again with the PIN), then signs the HSM fails.
     shim.fail('C_Sign', CKR.USER_NOT_LOGGED_IN, 2);
     await shim.settle();
@@ -135,19 +162,25 @@ test('the sweep: nothing the service writes or answers holds the PIN or a client
     // Reloads: a new clients file (charlie), then a file that does not parse.
     writeClients(true);
     process.kill(sweep.pid, 'SIGHUP');
-    const charlie = await eventually(async () => ((await send('POST', '/v1/keys/ec/sign', sign, bearer(tokens.c))) === 200 ? undefined : 'charlie not yet known'), 10_000, 200);
+    const charlie = await eventually(
+      async () => ((await send('POST', '/v1/keys/ec/sign', sign, bearer(tokens.c))) === 200 ? undefined : 'charlie not yet known'),
+      10_000,
+      200,
+    );
     assert.equal(charlie, undefined, 'the reloaded clients file took effect');
     writeFileSync(clientsFile, `{"clients": [{"name": "broken", "tokenSha256": "${sha(tokens.a)}"`);
     process.kill(sweep.pid, 'SIGHUP');
     await eventually(async () => (sweep.logs().some((l) => l.includes('kept the previous clients')) ? undefined : 'no reload error yet'), 10_000, 100);
     statuses.push(await send('GET', '/v1/keys', undefined, bearer(tokens.a)));
     const metrics = await new Promise<string>((resolve, reject) => {
-      http.get({ host: '127.0.0.1', port: metricsPort, path: '/metrics' }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (text += c));
-        res.on('end', () => resolve(text));
-      }).on('error', reject);
+      http
+        .get({ host: '127.0.0.1', port: metricsPort, path: '/metrics' }, (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => resolve(text));
+        })
+        .on('error', reject);
     });
     const counts = new Map<number, number>();
     for (const s of statuses) counts.set(s, (counts.get(s) ?? 0) + 1);
@@ -163,8 +196,17 @@ test('the sweep: nothing the service writes or answers holds the PIN or a client
     assert.match(audit, /"client":"alpha"/, 'the audit log names the client (and is what the sweep reads)');
     const everything = [log, audit, metrics, ...answers].join('\n');
     const soPin = readFileSync(join(token.dir, 'so.pin'), 'utf8').trim();
-    const secrets: [string, string][] = [['PIN', token.pin], ['SO PIN', soPin], ['token a', tokens.a], ['token b', tokens.b], ['token c', tokens.c], ['unknown token', unknownToken]];
-    t.diagnostic(`swept ${everything.length} characters: ${log.split('\n').length} log lines, ${audit.split('\n').length - 1} audit records, ${metrics.length} characters of metrics, ${answers.length / 2} answers`);
+    const secrets: [string, string][] = [
+      ['PIN', token.pin],
+      ['SO PIN', soPin],
+      ['token a', tokens.a],
+      ['token b', tokens.b],
+      ['token c', tokens.c],
+      ['unknown token', unknownToken],
+    ];
+    t.diagnostic(
+      `swept ${everything.length} characters: ${log.split('\n').length} log lines, ${audit.split('\n').length - 1} audit records, ${metrics.length} characters of metrics, ${answers.length / 2} answers`,
+    );
     for (const [what, secret] of secrets) assert.ok(!everything.includes(secret), `the ${what} appears in what the service wrote or answered`);
   } finally {
     await sweep.stop();

@@ -74,7 +74,9 @@ async function closedWithin(clients: readonly SlowClient[], ms: number): Promise
 }
 
 test('200 connections sending one header byte a second do not stop a normal client, and are closed after HEADERS_TIMEOUT_MS', async (t) => {
-  const slow = await Promise.all(Array.from({ length: 200 }, () => slowClient(svc.port, '', 'GET /v1/keys HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa')));
+  const slow = await Promise.all(
+    Array.from({ length: 200 }, () => slowClient(svc.port, '', 'GET /v1/keys HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa')),
+  );
   const statuses: number[] = [];
   const latencies: number[] = [];
   const started = performance.now();
@@ -91,10 +93,18 @@ test('200 connections sending one header byte a second do not stop a normal clie
   const open = slow.filter((c) => c.closedAt === undefined).length;
   assert.equal(open, 0, `${open} slow connections still open`);
   const lifetimes = slow.map((c) => c.closedAt! - c.openedAt);
-  t.diagnostic(`slow connections closed after ${Math.min(...lifetimes).toFixed(0)} to ${Math.max(...lifetimes).toFixed(0)} ms; ${statuses.length} normal requests, slowest ${Math.max(...latencies).toFixed(0)} ms`);
+  t.diagnostic(
+    `slow connections closed after ${Math.min(...lifetimes).toFixed(0)} to ${Math.max(...lifetimes).toFixed(0)} ms; ${statuses.length} normal requests, slowest ${Math.max(...latencies).toFixed(0)} ms`,
+  );
   assert.ok(Math.min(...lifetimes) >= HEADERS_TIMEOUT_MS - 100, `none closed before the headers timeout (first after ${Math.min(...lifetimes).toFixed(0)} ms)`);
-  assert.ok(Math.max(...lifetimes) <= HEADERS_TIMEOUT_MS + CLOSE_SLACK_MS, `all closed within the headers timeout (last after ${Math.max(...lifetimes).toFixed(0)} ms)`);
-  assert.ok(slow.every((c) => c.received.startsWith('HTTP/1.1 408')), 'each was told 408 Request Timeout');
+  assert.ok(
+    Math.max(...lifetimes) <= HEADERS_TIMEOUT_MS + CLOSE_SLACK_MS,
+    `all closed within the headers timeout (last after ${Math.max(...lifetimes).toFixed(0)} ms)`,
+  );
+  assert.ok(
+    slow.every((c) => c.received.startsWith('HTTP/1.1 408')),
+    'each was told 408 Request Timeout',
+  );
 });
 
 test('a body that trickles in is cut off after REQUEST_TIMEOUT_MS', async (t) => {
@@ -105,8 +115,14 @@ test('a body that trickles in is cut off after REQUEST_TIMEOUT_MS', async (t) =>
   const lifetimes = slow.map((c) => (c.closedAt ?? Infinity) - c.openedAt);
   t.diagnostic(`trickling connections closed after ${Math.min(...lifetimes).toFixed(0)} to ${Math.max(...lifetimes).toFixed(0)} ms`);
   assert.ok(Math.min(...lifetimes) >= REQUEST_TIMEOUT_MS - 100, `none closed before the request timeout (first after ${Math.min(...lifetimes).toFixed(0)} ms)`);
-  assert.ok(Math.max(...lifetimes) <= REQUEST_TIMEOUT_MS + CLOSE_SLACK_MS, `all closed within the request timeout (last after ${Math.max(...lifetimes).toFixed(0)} ms)`);
-  assert.ok(slow.every((c) => c.received.startsWith('HTTP/1.1 408')), 'each was told 408 Request Timeout');
+  assert.ok(
+    Math.max(...lifetimes) <= REQUEST_TIMEOUT_MS + CLOSE_SLACK_MS,
+    `all closed within the request timeout (last after ${Math.max(...lifetimes).toFixed(0)} ms)`,
+  );
+  assert.ok(
+    slow.every((c) => c.received.startsWith('HTTP/1.1 408')),
+    'each was told 408 Request Timeout',
+  );
 });
 
 test('headers over MAX_HEADER_BYTES are refused with 431', async () => {
@@ -128,7 +144,10 @@ test('keep-alive: an idle connection is closed after KEEP_ALIVE_TIMEOUT_MS; one 
     while ((received.match(/HTTP\/1\.1 200/g) ?? []).length < i) await sleep(10);
   }
   const answers = received.split('HTTP/1.1 200').slice(1);
-  assert.ok(answers.slice(0, 2).every((a) => /connection: keep-alive/i.test(a)), 'the first two keep the connection');
+  assert.ok(
+    answers.slice(0, 2).every((a) => /connection: keep-alive/i.test(a)),
+    'the first two keep the connection',
+  );
   assert.match(answers[2]!, /connection: close/i, 'the third closes it');
   assert.match(answers[0]!, /keep-alive: timeout=1, max=3\r\n/i, 'clients are told both limits');
   socket.destroy();
@@ -164,7 +183,12 @@ async function raw(port: number, bytes: Buffer): Promise<string> {
 
 test("what Node's HTTP parser refuses is answered in the contract's JSON, with an X-Request-Id", async () => {
   const cases: [string, Buffer, number, string][] = [
-    ['raw bytes outside ASCII in the path', Buffer.concat([Buffer.from('GET /v1/keys/'), Buffer.from([0xc3, 0xa9, 0x01]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]), 400, 'INVALID_ARGUMENT'],
+    [
+      'raw bytes outside ASCII in the path',
+      Buffer.concat([Buffer.from('GET /v1/keys/'), Buffer.from([0xc3, 0xa9, 0x01]), Buffer.from(' HTTP/1.1\r\nHost: x\r\n\r\n')]),
+      400,
+      'INVALID_ARGUMENT',
+    ],
     ['a header line that is not a header', Buffer.from('GET /v1/keys HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n'), 400, 'INVALID_ARGUMENT'],
     ['headers over MAX_HEADER_BYTES', Buffer.from(`GET /v1/keys HTTP/1.1\r\nHost: x\r\nX-Pad: ${'a'.repeat(5000)}\r\n\r\n`), 431, 'HEADERS_TOO_LARGE'],
   ];

@@ -38,7 +38,10 @@ function opensslVerify(pem: string, algorithm: SigningAlgorithm, message: Buffer
   writeFileSync(join(dir, 'sig'), signature);
   const info = algorithmInfo(algorithm);
   const pss = info.padding === 'PSS' ? ['-sigopt', 'rsa_padding_mode:pss', '-sigopt', 'rsa_pss_saltlen:digest'] : [];
-  return execFileSync('openssl', ['dgst', `-${info.hash}`, '-verify', join(dir, 'pub.pem'), ...pss, '-signature', join(dir, 'sig'), join(dir, 'msg')], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+  return execFileSync('openssl', ['dgst', `-${info.hash}`, '-verify', join(dir, 'pub.pem'), ...pss, '-signature', join(dir, 'sig'), join(dir, 'msg')], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }).trim();
 }
 
 describe('every algorithm with every key spec, checked by node:crypto', () => {
@@ -46,7 +49,10 @@ describe('every algorithm with every key spec, checked by node:crypto', () => {
     for (const algorithm of algorithmsFor(spec as KeySpec)) {
       test(`${spec} ${algorithm}`, async () => {
         const message = Buffer.from(`message for ${spec} ${algorithm}`);
-        const res = await request(svc.app).post(`/v1/keys/${name}/sign`).send({ algorithm, message: message.toString('base64') }).expect(200);
+        const res = await request(svc.app)
+          .post(`/v1/keys/${name}/sign`)
+          .send({ algorithm, message: message.toString('base64') })
+          .expect(200);
         assert.equal(res.body.keyName, name);
         assert.equal(res.body.keyVersion, 1);
         assert.equal(res.body.algorithm, algorithm);
@@ -56,16 +62,25 @@ describe('every algorithm with every key spec, checked by node:crypto', () => {
 
         // The same with a digest the caller computed.
         const digest = createHash(algorithmInfo(algorithm).hash).update(message).digest();
-        const res2 = await request(svc.app).post(`/v1/keys/${name}/sign`).send({ algorithm, digest: digest.toString('base64') }).expect(200);
+        const res2 = await request(svc.app)
+          .post(`/v1/keys/${name}/sign`)
+          .send({ algorithm, digest: digest.toString('base64') })
+          .expect(200);
         assert.ok(nodeVerify(publicKeys.get(name)!, algorithm, message, Buffer.from(res2.body.signature, 'base64')));
 
         // And the service's own verify, by message and by digest, true and false.
         for (const input of [{ message: message.toString('base64') }, { digest: digest.toString('base64') }]) {
-          const ok = await request(svc.app).post(`/v1/keys/${name}/verify`).send({ algorithm, ...input, signature: res.body.signature }).expect(200);
+          const ok = await request(svc.app)
+            .post(`/v1/keys/${name}/verify`)
+            .send({ algorithm, ...input, signature: res.body.signature })
+            .expect(200);
           assert.deepEqual(ok.body, { valid: true, keyVersion: 1 });
           const tampered = Buffer.from(res.body.signature, 'base64');
           tampered[tampered.length - 3]! ^= 0x01;
-          const bad = await request(svc.app).post(`/v1/keys/${name}/verify`).send({ algorithm, ...input, signature: tampered.toString('base64') }).expect(200);
+          const bad = await request(svc.app)
+            .post(`/v1/keys/${name}/verify`)
+            .send({ algorithm, ...input, signature: tampered.toString('base64') })
+            .expect(200);
           assert.equal(bad.body.valid, false);
         }
       });
@@ -75,12 +90,19 @@ describe('every algorithm with every key spec, checked by node:crypto', () => {
 
 test('verify: only the exact encoding is valid (trailing bytes, padded DER, a short or long PSS signature are not)', async () => {
   const message = Buffer.from('encodings');
-  for (const [name, algorithm] of [['k-ecc_nist_p256', 'ECDSA_SHA_256'], ['k-rsa_2048', 'RSASSA_PSS_SHA_256']] as const) {
-    const signed = await request(svc.app).post(`/v1/keys/${name}/sign`).send({ algorithm, message: message.toString('base64') }).expect(200);
+  for (const [name, algorithm] of [
+    ['k-ecc_nist_p256', 'ECDSA_SHA_256'],
+    ['k-rsa_2048', 'RSASSA_PSS_SHA_256'],
+  ] as const) {
+    const signed = await request(svc.app)
+      .post(`/v1/keys/${name}/sign`)
+      .send({ algorithm, message: message.toString('base64') })
+      .expect(200);
     const sig = Buffer.from(signed.body.signature, 'base64');
-    const variants = algorithm === 'ECDSA_SHA_256'
-      ? [Buffer.concat([sig, Buffer.from([0, 0, 0])]), Buffer.concat([Buffer.from([0x30, sig[1]! + 1, 0x02, sig[3]! + 1, 0x00]), sig.subarray(4)])]
-      : [sig.subarray(1), Buffer.concat([sig, Buffer.from([0])])];
+    const variants =
+      algorithm === 'ECDSA_SHA_256'
+        ? [Buffer.concat([sig, Buffer.from([0, 0, 0])]), Buffer.concat([Buffer.from([0x30, sig[1]! + 1, 0x02, sig[3]! + 1, 0x00]), sig.subarray(4)])]
+        : [sig.subarray(1), Buffer.concat([sig, Buffer.from([0])])];
     const digest = createHash('sha256').update(message).digest().toString('base64');
     for (const [i, bad] of variants.entries()) {
       // `openssl dgst -verify` accepts a signature with bytes appended (variant 0 of ECDSA, 1 of PSS);
@@ -94,7 +116,10 @@ test('verify: only the exact encoding is valid (trailing bytes, padded DER, a sh
         assert.throws(run, rejected, `openssl rejects it too: ${name} ${bad.toString('hex')}`);
       }
       for (const input of [{ message: message.toString('base64') }, { digest }]) {
-        const r = await request(svc.app).post(`/v1/keys/${name}/verify`).send({ algorithm, ...input, signature: bad.toString('base64') }).expect(200);
+        const r = await request(svc.app)
+          .post(`/v1/keys/${name}/verify`)
+          .send({ algorithm, ...input, signature: bad.toString('base64') })
+          .expect(200);
         assert.equal(r.body.valid, false, `${name} ${bad.toString('hex')} ${Object.keys(input)[0]}`);
       }
     }
@@ -112,7 +137,10 @@ describe('checked by the openssl CLI', () => {
   for (const [name, algorithm] of cases) {
     test(`${name} ${algorithm}`, async () => {
       const message = Buffer.from(`openssl checks ${name}`);
-      const res = await request(svc.app).post(`/v1/keys/${name}/sign`).send({ algorithm, message: message.toString('base64') }).expect(200);
+      const res = await request(svc.app)
+        .post(`/v1/keys/${name}/sign`)
+        .send({ algorithm, message: message.toString('base64') })
+        .expect(200);
       assert.equal(opensslVerify(publicKeys.get(name)!, algorithm, message, Buffer.from(res.body.signature, 'base64')), 'Verified OK');
     });
   }
@@ -120,12 +148,21 @@ describe('checked by the openssl CLI', () => {
 
 test('ECDSA raw r||s on request (JWS form), verified as IEEE P1363', async () => {
   const message = Buffer.from('jws payload');
-  for (const [name, len] of [['k-ecc_nist_p256', 64], ['k-ecc_nist_p384', 96]] as const) {
-    const res = await request(svc.app).post(`/v1/keys/${name}/sign`).send({ algorithm: 'ECDSA_SHA_256', message: message.toString('base64'), signatureFormat: 'raw' }).expect(200);
+  for (const [name, len] of [
+    ['k-ecc_nist_p256', 64],
+    ['k-ecc_nist_p384', 96],
+  ] as const) {
+    const res = await request(svc.app)
+      .post(`/v1/keys/${name}/sign`)
+      .send({ algorithm: 'ECDSA_SHA_256', message: message.toString('base64'), signatureFormat: 'raw' })
+      .expect(200);
     const sig = Buffer.from(res.body.signature, 'base64');
     assert.equal(sig.length, len);
     assert.ok(nodeVerify(publicKeys.get(name)!, 'ECDSA_SHA_256', message, sig, 'ieee-p1363'));
-    const v = await request(svc.app).post(`/v1/keys/${name}/verify`).send({ algorithm: 'ECDSA_SHA_256', message: message.toString('base64'), signatureFormat: 'raw', signature: res.body.signature }).expect(200);
+    const v = await request(svc.app)
+      .post(`/v1/keys/${name}/verify`)
+      .send({ algorithm: 'ECDSA_SHA_256', message: message.toString('base64'), signatureFormat: 'raw', signature: res.body.signature })
+      .expect(200);
     assert.equal(v.body.valid, true);
   }
 });

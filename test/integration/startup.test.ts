@@ -24,7 +24,10 @@ let clientsFile: string;
 before(async () => {
   [pki, token] = await Promise.all([TestPki.create(), createTestToken([{ name: 'ec', spec: 'ECC_NIST_P256' }])]);
   clientsFile = join(token.dir, 'clients.json');
-  writeFileSync(clientsFile, JSON.stringify({ clients: [{ name: 'app', tokenSha256: createHash('sha256').update(TOKEN).digest('hex'), allow: [{ keys: '*', operations: ['read'] }] }] }));
+  writeFileSync(
+    clientsFile,
+    JSON.stringify({ clients: [{ name: 'app', tokenSha256: createHash('sha256').update(TOKEN).digest('hex'), allow: [{ keys: '*', operations: ['read'] }] }] }),
+  );
 });
 after(async () => {
   await pki?.remove();
@@ -113,7 +116,10 @@ test('production with TLS and a clients file starts on loopback without warnings
   );
   try {
     const levels = svc.logs().map((l) => (JSON.parse(l) as { level: number }).level);
-    assert.ok(levels.every((l) => l < 40), `no warnings or errors:\n${svc.logs().join('\n')}`);
+    assert.ok(
+      levels.every((l) => l < 40),
+      `no warnings or errors:\n${svc.logs().join('\n')}`,
+    );
     assert.match(svc.logs().join('\n'), /"tls":true/);
     const noToken = await httpsRequest(svc.port, { path: '/v1/keys', ca: pki.ca });
     assert.equal(noToken.status, 401);

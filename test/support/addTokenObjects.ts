@@ -37,8 +37,21 @@ function ecPair(name: string, ecParams: Buffer): { publicKey: Pkcs11Types.Handle
   return lib.C_GenerateKeyPair(
     s,
     { mechanism: P.CKM_EC_KEY_PAIR_GEN },
-    [{ type: P.CKA_TOKEN, value: true }, { type: P.CKA_LABEL, value: name }, { type: P.CKA_ID, value: id }, { type: P.CKA_VERIFY, value: true }, { type: P.CKA_EC_PARAMS, value: ecParams }],
-    [{ type: P.CKA_TOKEN, value: true }, { type: P.CKA_LABEL, value: name }, { type: P.CKA_ID, value: id }, { type: P.CKA_SIGN, value: true }, { type: P.CKA_SENSITIVE, value: true }, { type: P.CKA_PRIVATE, value: true }],
+    [
+      { type: P.CKA_TOKEN, value: true },
+      { type: P.CKA_LABEL, value: name },
+      { type: P.CKA_ID, value: id },
+      { type: P.CKA_VERIFY, value: true },
+      { type: P.CKA_EC_PARAMS, value: ecParams },
+    ],
+    [
+      { type: P.CKA_TOKEN, value: true },
+      { type: P.CKA_LABEL, value: name },
+      { type: P.CKA_ID, value: id },
+      { type: P.CKA_SIGN, value: true },
+      { type: P.CKA_SENSITIVE, value: true },
+      { type: P.CKA_PRIVATE, value: true },
+    ],
   );
 }
 for (let i = 0; i < Number(keys); i++) ecPair(`decoy-${i}`, ecParamsFor('ECC_NIST_P256'));

@@ -27,7 +27,24 @@ export interface DumpedObject {
 }
 
 const CLASS: Record<number, DumpedObject['class']> = { [P.CKO_PRIVATE_KEY]: 'privateKey', [P.CKO_PUBLIC_KEY]: 'publicKey', [P.CKO_CERTIFICATE]: 'certificate' };
-const FLAGS = ['TOKEN', 'PRIVATE', 'SENSITIVE', 'EXTRACTABLE', 'ALWAYS_SENSITIVE', 'NEVER_EXTRACTABLE', 'LOCAL', 'MODIFIABLE', 'SIGN', 'SIGN_RECOVER', 'DECRYPT', 'UNWRAP', 'DERIVE', 'VERIFY', 'ENCRYPT', 'WRAP'] as const;
+const FLAGS = [
+  'TOKEN',
+  'PRIVATE',
+  'SENSITIVE',
+  'EXTRACTABLE',
+  'ALWAYS_SENSITIVE',
+  'NEVER_EXTRACTABLE',
+  'LOCAL',
+  'MODIFIABLE',
+  'SIGN',
+  'SIGN_RECOVER',
+  'DECRYPT',
+  'UNWRAP',
+  'DERIVE',
+  'VERIFY',
+  'ENCRYPT',
+  'WRAP',
+] as const;
 
 const lib = new P.PKCS11();
 lib.load(process.env.HSM_MODULE ?? SOFTHSM_MODULE);
@@ -75,8 +92,8 @@ try {
       ...(cls === 'privateKey'
         ? {
             secrets: (keyType === P.CKK_RSA
-                ? { PRIVATE_EXPONENT: secret(h, P.CKA_PRIVATE_EXPONENT), PRIME_1: secret(h, P.CKA_PRIME_1) }
-                : { VALUE: secret(h, P.CKA_VALUE) }) as Record<string, string>,
+              ? { PRIVATE_EXPONENT: secret(h, P.CKA_PRIVATE_EXPONENT), PRIME_1: secret(h, P.CKA_PRIME_1) }
+              : { VALUE: secret(h, P.CKA_VALUE) }) as Record<string, string>,
           }
         : {}),
     };

@@ -108,7 +108,9 @@ export class FaultFixture {
   async notBackToNormal(): Promise<string | undefined> {
     const r = await this.service().readyz();
     const b = r.body as { sessions: { inUse: number; waiting: number }; callsInFlight: number };
-    return r.status === 200 && b.sessions.inUse === 0 && b.sessions.waiting === 0 && b.callsInFlight === 0 ? undefined : `not back to normal: ${r.status} ${r.text}`;
+    return r.status === 200 && b.sessions.inUse === 0 && b.sessions.waiting === 0 && b.callsInFlight === 0
+      ? undefined
+      : `not back to normal: ${r.status} ${r.text}`;
   }
 
   private service(): ServiceProcess {

@@ -45,7 +45,14 @@ export class HttpDriver {
   }
 
   /** With `newConnection`, the request opens a connection of its own (a cluster hands each new one to the next worker). */
-  request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}, timeoutMs = 30_000, o: { newConnection?: boolean } = {}): Promise<HttpResult> {
+  request(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+    timeoutMs = 30_000,
+    o: { newConnection?: boolean } = {},
+  ): Promise<HttpResult> {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const start = this.now();
     return new Promise((resolve, reject) => {
@@ -107,7 +114,13 @@ export interface ServiceProcess {
  */
 export async function startServiceProcess(
   env: NodeJS.ProcessEnv,
-  o: { maxSockets?: number; readyTimeoutMs?: number; entry?: 'serve' | 'start'; ready?: (port: number) => Promise<boolean>; onSpawn?: (pid: number) => void } = {},
+  o: {
+    maxSockets?: number;
+    readyTimeoutMs?: number;
+    entry?: 'serve' | 'start';
+    ready?: (port: number) => Promise<boolean>;
+    onSpawn?: (pid: number) => void;
+  } = {},
 ): Promise<ServiceProcess> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-svc-'));
@@ -176,7 +189,8 @@ export async function eventually(check: () => Promise<string | undefined>, timeo
 export function contractViolation(r: HttpResult): string | undefined {
   const body = r.body as { error?: { code?: unknown; message?: unknown; requestId?: unknown } } | undefined;
   const e = body?.error;
-  if (!e || typeof e.code !== 'string' || typeof e.message !== 'string' || typeof e.requestId !== 'string') return `${r.status} without the contract's error body: ${r.text.slice(0, 200)}`;
+  if (!e || typeof e.code !== 'string' || typeof e.message !== 'string' || typeof e.requestId !== 'string')
+    return `${r.status} without the contract's error body: ${r.text.slice(0, 200)}`;
   if (e.requestId !== r.headers['x-request-id']) return `${r.status} whose requestId is not its X-Request-Id`;
   const expected: Record<number, string[]> = { 503: ['HSM_UNAVAILABLE', 'OVERLOADED'], 504: ['DEADLINE_EXCEEDED'] };
   if (!expected[r.status]?.includes(e.code)) return `${r.status} with code ${e.code}`;
@@ -192,7 +206,6 @@ export function errorCode(r: HttpResult): string | undefined {
 export function signatureVerifies(publicKey: KeyObject, algorithm: SigningAlgorithm, message: Buffer, signatureB64: string): boolean {
   return signatureValid(algorithm, message, publicKey, Buffer.from(signatureB64, 'base64'));
 }
-
 
 export interface Outcome {
   readonly start: number;
@@ -236,7 +249,10 @@ export function rate(outcomes: readonly Outcome[], fromMs: number, toMs: number)
 /** The harness's nearest-rank percentile, of an unsorted list. */
 export function percentile(values: readonly number[], p: number): number {
   if (values.length === 0) return NaN;
-  return nearestRank([...values].sort((a, b) => a - b), p);
+  return nearestRank(
+    [...values].sort((a, b) => a - b),
+    p,
+  );
 }
 
 /**
@@ -244,7 +260,12 @@ export function percentile(values: readonly number[], p: number): number {
  * after a non-2xx, as a client with backoff would, so a fast-failing service is not measured
  * under a hot spin no real client produces.
  */
-export async function closedLoops(callers: number, running: () => boolean, one: (caller: number, i: number) => Promise<unknown>, pauseAfterErrorMs = 0): Promise<void> {
+export async function closedLoops(
+  callers: number,
+  running: () => boolean,
+  one: (caller: number, i: number) => Promise<unknown>,
+  pauseAfterErrorMs = 0,
+): Promise<void> {
   await Promise.all(
     Array.from({ length: callers }, async (_, caller) => {
       for (let i = 0; running(); i++) {

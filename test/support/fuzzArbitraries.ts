@@ -37,7 +37,11 @@ export class JsonObject {
 
 export function jsonText(v: unknown): string {
   if (v instanceof RawJson) return v.text;
-  if (v instanceof JsonObject) return `{${v.members.filter(([, x]) => x !== undefined).map(([k, x]) => `${JSON.stringify(k)}:${jsonText(x)}`).join(',')}}`;
+  if (v instanceof JsonObject)
+    return `{${v.members
+      .filter(([, x]) => x !== undefined)
+      .map(([k, x]) => `${JSON.stringify(k)}:${jsonText(x)}`)
+      .join(',')}}`;
   if (Array.isArray(v)) return `[${v.map((x) => (x === undefined ? 'null' : jsonText(x))).join(',')}]`;
   if (typeof v === 'number' && !Number.isFinite(v)) return 'null';
   if (v !== null && typeof v === 'object') return JSON.stringify(v);
@@ -45,12 +49,26 @@ export function jsonText(v: unknown): string {
 }
 
 /** `arb` once in `1 + n` draws, else undefined. */
-export const rarely = <T>(arb: fc.Arbitrary<T>, n: number): fc.Arbitrary<T | undefined> => fc.oneof({ weight: n, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: arb });
+export const rarely = <T>(arb: fc.Arbitrary<T>, n: number): fc.Arbitrary<T | undefined> =>
+  fc.oneof({ weight: n, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: arb });
 
 export const obj = (o: Record<string, unknown>): JsonObject => new JsonObject(Object.entries(o).filter(([, v]) => v !== undefined));
 
 /** Numbers as JSON can write them but JSON.stringify does not. */
-export const rawNumbers = ['1e400', '-1e400', '-0', '1.0', '1e0', '1E2', '0.0000001', '123456789012345678901234567890', '4294967297', '9007199254740993', '-1', '1.5'].map((t) => new RawJson(t));
+export const rawNumbers = [
+  '1e400',
+  '-1e400',
+  '-0',
+  '1.0',
+  '1e0',
+  '1E2',
+  '0.0000001',
+  '123456789012345678901234567890',
+  '4294967297',
+  '9007199254740993',
+  '-1',
+  '1.5',
+].map((t) => new RawJson(t));
 
 /** A value of some JSON type, to put where another type belongs. */
 export const anyJson: fc.Arbitrary<unknown> = fc.oneof(
@@ -63,7 +81,34 @@ export const anyJson: fc.Arbitrary<unknown> = fc.oneof(
 
 /** Strings that trip parsers: escapes, controls, lone surrogates, RTL marks, long runs. */
 export const nastyString: fc.Arbitrary<string> = fc.oneof(
-  fc.constantFrom('', ' ', '\u0000', '\ud800', '\udfff', '\u202e', '\ufeff', 'é', '\u{1f600}', '\\', '"', "'", '%00', '%', '../', '..\\', '\r\n', '<script>', '${x}', '{{x}}', 'null', 'undefined', '__proto__', 'constructor', 'toString', 'hasOwnProperty'),
+  fc.constantFrom(
+    '',
+    ' ',
+    '\u0000',
+    '\ud800',
+    '\udfff',
+    '\u202e',
+    '\ufeff',
+    'é',
+    '\u{1f600}',
+    '\\',
+    '"',
+    "'",
+    '%00',
+    '%',
+    '../',
+    '..\\',
+    '\r\n',
+    '<script>',
+    '${x}',
+    '{{x}}',
+    'null',
+    'undefined',
+    '__proto__',
+    'constructor',
+    'toString',
+    'hasOwnProperty',
+  ),
   fc.string({ unit: 'binary', maxLength: 40 }),
   fc.string({ unit: 'grapheme', maxLength: 40 }),
   fc.tuple(fc.constantFrom('a', 'é', '\\', ',', '=', ' ', '\u0000', '%41'), fc.integer({ min: 60, max: 5000 })).map(([c, n]) => c.repeat(n)),
@@ -72,11 +117,28 @@ export const nastyString: fc.Arbitrary<string> = fc.oneof(
 /** Random bytes, mostly short; sometimes exact digest lengths; rarely large (filled, not drawn byte by byte). */
 export const bytes: fc.Arbitrary<Buffer> = fc.oneof(
   { weight: 6, arbitrary: fc.uint8Array({ maxLength: 80 }).map((b) => Buffer.from(b)) },
-  { weight: 3, arbitrary: fc.tuple(fc.constantFrom(0, 1, 20, 31, 32, 33, 47, 48, 49, 63, 64, 65, 256, 257, 512), fc.integer({ min: 0, max: 255 })).map(([n, f]) => Buffer.alloc(n, f)) },
+  {
+    weight: 3,
+    arbitrary: fc
+      .tuple(fc.constantFrom(0, 1, 20, 31, 32, 33, 47, 48, 49, 63, 64, 65, 256, 257, 512), fc.integer({ min: 0, max: 255 }))
+      .map(([n, f]) => Buffer.alloc(n, f)),
+  },
   { weight: 1, arbitrary: fc.tuple(fc.integer({ min: 1000, max: 200_000 }), fc.integer({ min: 0, max: 255 })).map(([n, f]) => Buffer.alloc(n, f)) },
 );
 
-export const B64_VARIANTS = ['std', 'url', 'url-padded', 'unpadded', 'newlines', 'spaces', 'extra-padding', 'mid-padding', 'invalid-char', 'data-uri', 'percent'] as const;
+export const B64_VARIANTS = [
+  'std',
+  'url',
+  'url-padded',
+  'unpadded',
+  'newlines',
+  'spaces',
+  'extra-padding',
+  'mid-padding',
+  'invalid-char',
+  'data-uri',
+  'percent',
+] as const;
 export type B64Variant = (typeof B64_VARIANTS)[number];
 
 /** `bytes` as a base64 near miss; 'std' is the one the contract accepts. */
@@ -113,13 +175,38 @@ export const b64Variant = fc.constantFrom(...B64_VARIANTS);
 
 /** Key names: the test token's, and ones that are wrong in every way the path allows. */
 export const badKeyName: fc.Arbitrary<string> = fc.oneof(
-  fc.constantFrom('nope', 'a'.repeat(64), 'a'.repeat(65), '..', '.', '-x', '_x', 'ec/v1', 'ec/v2', 'EC', 'ec ', ' ec', 'ec\u0000', 'clé', '%', '__proto__', 'constructor', 'toString', 'ec.v1', 'ec%2Fv1', '*', 'ec\n'),
+  fc.constantFrom(
+    'nope',
+    'a'.repeat(64),
+    'a'.repeat(65),
+    '..',
+    '.',
+    '-x',
+    '_x',
+    'ec/v1',
+    'ec/v2',
+    'EC',
+    'ec ',
+    ' ec',
+    'ec\u0000',
+    'clé',
+    '%',
+    '__proto__',
+    'constructor',
+    'toString',
+    'ec.v1',
+    'ec%2Fv1',
+    '*',
+    'ec\n',
+  ),
   nastyString,
 );
 
 /** encodeURIComponent over the UTF-8 bytes, so a lone surrogate (which encodeURIComponent refuses) is sent as U+FFFD. */
 export function encodeComponent(text: string): string {
-  return [...Buffer.from(text, 'utf8')].map((b) => (/[A-Za-z0-9\-_.!~*'()]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).padStart(2, '0').toUpperCase()}`)).join('');
+  return [...Buffer.from(text, 'utf8')]
+    .map((b) => (/[A-Za-z0-9\-_.!~*'()]/.test(String.fromCharCode(b)) ? String.fromCharCode(b) : `%${b.toString(16).padStart(2, '0').toUpperCase()}`))
+    .join('');
 }
 
 export type SegmentEncoding = 'encode' | 'raw' | 'double' | 'all-percent' | 'overlong-dot' | 'lower-hex';
@@ -173,10 +260,43 @@ export const requestIdHeader: fc.Arbitrary<string | readonly string[]> = fc.oneo
 );
 
 export const contentTypeHeader: fc.Arbitrary<string | undefined> = fc.constantFrom(
-  'application/json', 'application/json', 'application/json', 'APPLICATION/JSON', 'application/json; charset=utf-8', 'application/json;charset=UTF-8',
-  'application/json; charset="utf-8"', 'application/json; charset=utf-16le', 'application/json; charset=latin1', 'application/json; charset=utf-7',
-  'application/json; charset=foo', 'application/json; foo=bar', 'text/plain', 'text/json', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x',
-  'application/vnd.api+json', 'application/merge-patch+json', 'application/*', '*/*', 'application/json, text/plain', ';;;', '', undefined,
+  'application/json',
+  'application/json',
+  'application/json',
+  'APPLICATION/JSON',
+  'application/json; charset=utf-8',
+  'application/json;charset=UTF-8',
+  'application/json; charset="utf-8"',
+  'application/json; charset=utf-16le',
+  'application/json; charset=latin1',
+  'application/json; charset=utf-7',
+  'application/json; charset=foo',
+  'application/json; foo=bar',
+  'text/plain',
+  'text/json',
+  'application/x-www-form-urlencoded',
+  'multipart/form-data; boundary=x',
+  'application/vnd.api+json',
+  'application/merge-patch+json',
+  'application/*',
+  '*/*',
+  'application/json, text/plain',
+  ';;;',
+  '',
+  undefined,
 );
 
-export const contentEncodingHeader: fc.Arbitrary<string | undefined> = fc.constantFrom(undefined, undefined, undefined, 'identity', 'gzip', 'GZIP', 'deflate', 'br', 'zstd', 'x-unknown', 'gzip, deflate', '');
+export const contentEncodingHeader: fc.Arbitrary<string | undefined> = fc.constantFrom(
+  undefined,
+  undefined,
+  undefined,
+  'identity',
+  'gzip',
+  'GZIP',
+  'deflate',
+  'br',
+  'zstd',
+  'x-unknown',
+  'gzip, deflate',
+  '',
+);

@@ -57,7 +57,9 @@ export class FuzzClient {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('error', reject);
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - start }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), ms: performance.now() - start }),
+        );
       });
       r.setTimeout(HANG_MS, () => r.destroy(new Error(`no answer within ${HANG_MS} ms (a hang)`)));
       r.on('error', (e: NodeJS.ErrnoException) => reject(Object.assign(e, { reused: r.reusedSocket && (e.code === 'ECONNRESET' || e.code === 'EPIPE') })));
@@ -81,7 +83,20 @@ const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** An INVALID_ARGUMENT message starts with the field it is about: `digest:`, `requests[2].keyName:`, `X-Deadline-Ms:`. */
 const NAMES_A_FIELD = /^[A-Za-z][A-Za-z0-9_.[\]-]*: \S/;
 /** What only a stack trace or an internal path would put in a body. */
-const LEAK_MARKERS = ['/src/', 'node_modules', '.ts:', '.js:', '    at ', 'at async ', 'file://', 'Error: ', 'TypeError', 'RangeError', 'SyntaxError', 'ReferenceError'];
+const LEAK_MARKERS = [
+  '/src/',
+  'node_modules',
+  '.ts:',
+  '.js:',
+  '    at ',
+  'at async ',
+  'file://',
+  'Error: ',
+  'TypeError',
+  'RangeError',
+  'SyntaxError',
+  'ReferenceError',
+];
 /** 5xx are failures, except a 504 for a deadline the caller set this short (the contract's answer to it). */
 const SHORT_DEADLINE_MS = 250;
 
@@ -135,7 +150,8 @@ export function checkResponse(req: FuzzRequest, res: FuzzResponse, ctx: CheckCon
   const requestText = `${req.path}\n${JSON.stringify(req.headers ?? {})}\n${req.body?.toString('latin1') ?? ''}`;
   for (const marker of LEAK_MARKERS) {
     // A message may quote the caller's own input; only what the caller did not send is a leak.
-    if (res.text.includes(marker) && !requestText.includes(marker)) assert.fail(`the body holds "${marker}" (stack trace or internal path): ${res.text.slice(0, 500)}`);
+    if (res.text.includes(marker) && !requestText.includes(marker))
+      assert.fail(`the body holds "${marker}" (stack trace or internal path): ${res.text.slice(0, 500)}`);
   }
   for (const s of ctx.secrets) assert.ok(!res.text.includes(s) && !JSON.stringify(res.headers).includes(s), 'a secret in the response');
 
@@ -197,6 +213,9 @@ export class Tally {
   }
 
   toString(): string {
-    return [...this.counts].sort(([a], [b]) => a - b).map(([s, c]) => `${s}×${c}`).join(' ');
+    return [...this.counts]
+      .sort(([a], [b]) => a - b)
+      .map(([s, c]) => `${s}×${c}`)
+      .join(' ');
   }
 }

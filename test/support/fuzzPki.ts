@@ -33,7 +33,8 @@ export async function makeSoftKeys(): Promise<SoftKeys> {
   return { pairs };
 }
 
-const signingAlgorithm = (key: SoftKeyName, hash: string): Algorithm => (key.startsWith('rsa') ? { name: 'RSASSA-PKCS1-v1_5' } : ({ name: 'ECDSA', hash } as Algorithm));
+const signingAlgorithm = (key: SoftKeyName, hash: string): Algorithm =>
+  key.startsWith('rsa') ? { name: 'RSASSA-PKCS1-v1_5' } : ({ name: 'ECDSA', hash } as Algorithm);
 
 // --- DER by hand, for extensions the library would refuse to write (the service must refuse them instead) ---
 
@@ -58,21 +59,37 @@ const rawGeneralNames = (names: readonly RawGeneralName[]): Buffer => tlv(0x30, 
 // --- PEM near misses ---
 
 export const PEM_MUTATIONS = [
-  'none', 'crlf', 'no-newlines', 'leading-text', 'trailing-text', 'headers', 'label', 'two-blocks', 'truncate-der', 'flip-bit',
-  'trailing-der-byte', 'bad-base64', 'end-mismatch', 'no-end', 'indent', 'lowercase-label', 'empty-body', 'wrap-76',
+  'none',
+  'crlf',
+  'no-newlines',
+  'leading-text',
+  'trailing-text',
+  'headers',
+  'label',
+  'two-blocks',
+  'truncate-der',
+  'flip-bit',
+  'trailing-der-byte',
+  'bad-base64',
+  'end-mismatch',
+  'no-end',
+  'indent',
+  'lowercase-label',
+  'empty-body',
+  'wrap-76',
 ] as const;
 export type PemMutation = (typeof PEM_MUTATIONS)[number];
-export const pemMutation = fc.oneof(
-  { weight: 8, arbitrary: fc.constant<PemMutation>('none') },
-  { weight: 4, arbitrary: fc.constantFrom(...PEM_MUTATIONS) },
-);
+export const pemMutation = fc.oneof({ weight: 8, arbitrary: fc.constant<PemMutation>('none') }, { weight: 4, arbitrary: fc.constantFrom(...PEM_MUTATIONS) });
 
 const pemParts = (pem: string): { label: string; der: Buffer } => {
   const m = /-----BEGIN ([A-Z ]+)-----([\s\S]*?)-----END/.exec(pem)!;
   return { label: m[1]!, der: Buffer.from(m[2]!.replace(/\s/g, ''), 'base64') };
 };
 const wrap = (label: string, der: Buffer, width = 64, eol = '\n'): string =>
-  `-----BEGIN ${label}-----${eol}${der.toString('base64').replace(new RegExp(`(.{${width}})`, 'g'), `$1${eol}`).replace(new RegExp(`${eol}$`), '')}${eol}-----END ${label}-----${eol}`;
+  `-----BEGIN ${label}-----${eol}${der
+    .toString('base64')
+    .replace(new RegExp(`(.{${width}})`, 'g'), `$1${eol}`)
+    .replace(new RegExp(`${eol}$`), '')}${eol}-----END ${label}-----${eol}`;
 
 export function mutatePem(pem: string, m: PemMutation, at: number): string {
   const { label, der } = pemParts(pem);
@@ -123,43 +140,215 @@ export function mutatePem(pem: string, m: PemMutation, at: number): string {
 // --- Names ---
 
 /** RDNs of (attribute type, value); types the service knows, in every spelling, and ones it does not. */
-const ATTRIBUTE_OIDS = ['2.5.4.3', '2.5.4.10', '2.5.4.11', '2.5.4.6', '2.5.4.7', '2.5.4.8', '2.5.4.5', '0.9.2342.19200300.100.1.25', '1.2.840.113549.1.9.1', '0.9.2342.19200300.100.1.1', '1.2.3.4', '2.5.4.42'];
+const ATTRIBUTE_OIDS = [
+  '2.5.4.3',
+  '2.5.4.10',
+  '2.5.4.11',
+  '2.5.4.6',
+  '2.5.4.7',
+  '2.5.4.8',
+  '2.5.4.5',
+  '0.9.2342.19200300.100.1.25',
+  '1.2.840.113549.1.9.1',
+  '0.9.2342.19200300.100.1.1',
+  '1.2.3.4',
+  '2.5.4.42',
+];
 const attrValue = fc.oneof(
   { weight: 4, arbitrary: fc.constantFrom('Fuzz', 'US', 'Example Inc', 'x', 'fuzz.example.com', 'a@example.com', 'é', 'ZZZ', 'u s') },
   { weight: 2, arbitrary: nastyString },
 );
-export const nameRdns = fc.array(fc.array(fc.tuple(fc.constantFrom(...ATTRIBUTE_OIDS), attrValue), { minLength: 1, maxLength: 2 }), { minLength: 0, maxLength: 4 });
+export const nameRdns = fc.array(fc.array(fc.tuple(fc.constantFrom(...ATTRIBUTE_OIDS), attrValue), { minLength: 1, maxLength: 2 }), {
+  minLength: 0,
+  maxLength: 4,
+});
 export type NameRdns = [string, string][][];
 
 /** RFC 4514 strings for POST /csr's `subject`: near-valid ones built from parts, and raw junk. */
-const DN_TYPES = ['CN', 'O', 'OU', 'C', 'L', 'ST', 'S', 'serialNumber', 'DC', 'emailAddress', 'E', 'UID', 'cn', 'commonName', '2.5.4.3', '1.2.3.4', 'X', '', ' CN', 'CN '];
-const DN_VALUES = ['Fuzz CA', 'US', 'us', 'USA', 'Example', 'a\\,b', 'a\\2Cb', 'a\\ZZ', '\\#x', '#0403', 'a"b', 'a;b', 'a<b', ' lead', 'trail ', 'a\\', 'example', 'a@b.example', 'x+y', '\\e9', '\\c3\\a9', '\\ff', 'é', '\u0000', '\ud800', 'a'.repeat(65), 'é'.repeat(64), 'a'.repeat(300)];
+const DN_TYPES = [
+  'CN',
+  'O',
+  'OU',
+  'C',
+  'L',
+  'ST',
+  'S',
+  'serialNumber',
+  'DC',
+  'emailAddress',
+  'E',
+  'UID',
+  'cn',
+  'commonName',
+  '2.5.4.3',
+  '1.2.3.4',
+  'X',
+  '',
+  ' CN',
+  'CN ',
+];
+const DN_VALUES = [
+  'Fuzz CA',
+  'US',
+  'us',
+  'USA',
+  'Example',
+  'a\\,b',
+  'a\\2Cb',
+  'a\\ZZ',
+  '\\#x',
+  '#0403',
+  'a"b',
+  'a;b',
+  'a<b',
+  ' lead',
+  'trail ',
+  'a\\',
+  'example',
+  'a@b.example',
+  'x+y',
+  '\\e9',
+  '\\c3\\a9',
+  '\\ff',
+  'é',
+  '\u0000',
+  '\ud800',
+  'a'.repeat(65),
+  'é'.repeat(64),
+  'a'.repeat(300),
+];
 export const dnString: fc.Arbitrary<string> = fc.oneof(
-  { weight: 6, arbitrary: fc.array(fc.tuple(fc.constantFrom(...DN_TYPES), fc.oneof(fc.constantFrom(...DN_VALUES), nastyString), fc.constantFrom(',', ',', ',', '+', ', ', ';', '')), { minLength: 1, maxLength: 6 }).map((avas) => avas.map(([t, v, sep], i) => `${i ? sep : ''}${t}=${v}`).join('')) },
+  {
+    weight: 6,
+    arbitrary: fc
+      .array(fc.tuple(fc.constantFrom(...DN_TYPES), fc.oneof(fc.constantFrom(...DN_VALUES), nastyString), fc.constantFrom(',', ',', ',', '+', ', ', ';', '')), {
+        minLength: 1,
+        maxLength: 6,
+      })
+      .map((avas) => avas.map(([t, v, sep], i) => `${i ? sep : ''}${t}=${v}`).join('')),
+  },
   { weight: 1, arbitrary: nastyString },
   { weight: 1, arbitrary: fc.integer({ min: 4000, max: 5000 }).map((n) => `CN=${'a'.repeat(n)}`) },
 );
 
 // --- Subject alternative names, as the API takes them ---
 
-const IPV6_GROUP = fc.oneof(fc.constantFrom('0', '1', 'ffff', 'FFFF', '00000', 'g', '', '10000', '-1', 'db8'), fc.integer({ min: 0, max: 0xffff }).map((n) => n.toString(16)));
-const ipv6ish = fc.tuple(fc.array(IPV6_GROUP, { maxLength: 10 }), fc.integer({ min: -1, max: 10 }), rarely(fc.constantFrom('1.2.3.4', '256.1.1.1', '1.2.3'), 2)).map(([groups, gap, v4]) => {
-  const gs = [...groups];
-  if (gap >= 0 && gap <= gs.length) gs.splice(gap, 0, '');
-  let text = gs.join(':');
-  if (gap === 0) text = `:${text}`;
-  if (gap === groups.length) text = `${text}:`;
-  return v4 ? `${text}:${v4}` : text;
-});
+const IPV6_GROUP = fc.oneof(
+  fc.constantFrom('0', '1', 'ffff', 'FFFF', '00000', 'g', '', '10000', '-1', 'db8'),
+  fc.integer({ min: 0, max: 0xffff }).map((n) => n.toString(16)),
+);
+const ipv6ish = fc
+  .tuple(fc.array(IPV6_GROUP, { maxLength: 10 }), fc.integer({ min: -1, max: 10 }), rarely(fc.constantFrom('1.2.3.4', '256.1.1.1', '1.2.3'), 2))
+  .map(([groups, gap, v4]) => {
+    const gs = [...groups];
+    if (gap >= 0 && gap <= gs.length) gs.splice(gap, 0, '');
+    let text = gs.join(':');
+    if (gap === 0) text = `:${text}`;
+    if (gap === groups.length) text = `${text}:`;
+    return v4 ? `${text}:${v4}` : text;
+  });
 export const sanCandidates = {
-  dns: fc.oneof(fc.constantFrom('fuzz.example.com', '*.example.com', '*.com', '*', 'a..b', '-a.com', 'a-.com', 'xn--bcher-kva.example', `${'a'.repeat(64)}.com`, `${'a.'.repeat(126)}com`, 'a.123', '1.2.3.4', 'é.com', 'a b.com', '', 'a.*.com', 'A.EXAMPLE.COM', 'a.example.com.'), nastyString),
-  ip: fc.oneof(fc.constantFrom('192.0.2.1', '::1', '::ffff:1.2.3.4', '1.2.3.256', '01.2.3.4', '1.2.3', '::', 'fe80::1%eth0', '1:2:3:4:5:6:7:8', '[::1]', ' 1.2.3.4', '0.0.0.0'), ipv6ish, nastyString),
-  email: fc.oneof(fc.constantFrom('a@example.com', '@example.com', 'a@', 'a@b@example.com', '"a b"@example.com', 'a..b@example.com', 'é@example.com', `${'a'.repeat(65)}@example.com`, 'a@-x.com'), nastyString),
-  uri: fc.oneof(fc.constantFrom('https://example.com/x', 'urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66', 'spiffe://example.org/ns/x', 'mailto:', 'x:', 'http://', 'not a uri', 'https://é.example', '//example.com', 'h'.repeat(2049)), nastyString),
+  dns: fc.oneof(
+    fc.constantFrom(
+      'fuzz.example.com',
+      '*.example.com',
+      '*.com',
+      '*',
+      'a..b',
+      '-a.com',
+      'a-.com',
+      'xn--bcher-kva.example',
+      `${'a'.repeat(64)}.com`,
+      `${'a.'.repeat(126)}com`,
+      'a.123',
+      '1.2.3.4',
+      'é.com',
+      'a b.com',
+      '',
+      'a.*.com',
+      'A.EXAMPLE.COM',
+      'a.example.com.',
+    ),
+    nastyString,
+  ),
+  ip: fc.oneof(
+    fc.constantFrom(
+      '192.0.2.1',
+      '::1',
+      '::ffff:1.2.3.4',
+      '1.2.3.256',
+      '01.2.3.4',
+      '1.2.3',
+      '::',
+      'fe80::1%eth0',
+      '1:2:3:4:5:6:7:8',
+      '[::1]',
+      ' 1.2.3.4',
+      '0.0.0.0',
+    ),
+    ipv6ish,
+    nastyString,
+  ),
+  email: fc.oneof(
+    fc.constantFrom(
+      'a@example.com',
+      '@example.com',
+      'a@',
+      'a@b@example.com',
+      '"a b"@example.com',
+      'a..b@example.com',
+      'é@example.com',
+      `${'a'.repeat(65)}@example.com`,
+      'a@-x.com',
+    ),
+    nastyString,
+  ),
+  uri: fc.oneof(
+    fc.constantFrom(
+      'https://example.com/x',
+      'urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66',
+      'spiffe://example.org/ns/x',
+      'mailto:',
+      'x:',
+      'http://',
+      'not a uri',
+      'https://é.example',
+      '//example.com',
+      'h'.repeat(2049),
+    ),
+    nastyString,
+  ),
 };
 export const sanInput: fc.Arbitrary<unknown> = fc.oneof(
-  { weight: 6, arbitrary: fc.record({ dns: fc.array(sanCandidates.dns, { maxLength: 3 }), ip: fc.array(sanCandidates.ip, { maxLength: 3 }), email: fc.array(sanCandidates.email, { maxLength: 2 }), uri: fc.array(sanCandidates.uri, { maxLength: 2 }) }, { requiredKeys: [] }) },
-  { weight: 1, arbitrary: fc.constantFrom<unknown>(null, [], 'x', 1, { dns: 'x' }, { dns: [1] }, { dns: [null] }, { upn: ['x'] }, { dns: [] }, {}, { dns: ['a.example.com', 'A.example.com'] }, { ip: ['::1', '0:0:0:0:0:0:0:1'] }) },
+  {
+    weight: 6,
+    arbitrary: fc.record(
+      {
+        dns: fc.array(sanCandidates.dns, { maxLength: 3 }),
+        ip: fc.array(sanCandidates.ip, { maxLength: 3 }),
+        email: fc.array(sanCandidates.email, { maxLength: 2 }),
+        uri: fc.array(sanCandidates.uri, { maxLength: 2 }),
+      },
+      { requiredKeys: [] },
+    ),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom<unknown>(
+      null,
+      [],
+      'x',
+      1,
+      { dns: 'x' },
+      { dns: [1] },
+      { dns: [null] },
+      { upn: ['x'] },
+      { dns: [] },
+      {},
+      { dns: ['a.example.com', 'A.example.com'] },
+      { ip: ['::1', '0:0:0:0:0:0:0:1'] },
+    ),
+  },
   { weight: 1, arbitrary: fc.integer({ min: 99, max: 102 }).map((n) => ({ dns: Array.from({ length: n }, (_, i) => `h${i}.example.com`) })) },
 );
 
@@ -182,7 +371,16 @@ export interface CsrSpec {
 
 const rawGeneralName: fc.Arbitrary<RawGeneralName> = fc.record({
   tag: fc.constantFrom(0x81, 0x82, 0x86, 0x87, 0x88, 0xa0, 0xa4, 0x83, 0x82),
-  content: fc.oneof(fc.uint8Array({ maxLength: 20 }), fc.constantFrom(...['fuzz.example.com', 'a@example.com', 'https://x.example'].map((s) => new Uint8Array(Buffer.from(s))), new Uint8Array([192, 0, 2, 1]), new Uint8Array(16), new Uint8Array(5), new Uint8Array([0xff, 0xfe]))),
+  content: fc.oneof(
+    fc.uint8Array({ maxLength: 20 }),
+    fc.constantFrom(
+      ...['fuzz.example.com', 'a@example.com', 'https://x.example'].map((s) => new Uint8Array(Buffer.from(s))),
+      new Uint8Array([192, 0, 2, 1]),
+      new Uint8Array(16),
+      new Uint8Array(5),
+      new Uint8Array([0xff, 0xfe]),
+    ),
+  ),
 });
 
 export const csrSpec: fc.Arbitrary<CsrSpec> = fc.record({
@@ -191,13 +389,23 @@ export const csrSpec: fc.Arbitrary<CsrSpec> = fc.record({
   subject: fc.oneof({ weight: 3, arbitrary: fc.constant<NameRdns>([[['2.5.4.3', 'fuzz.example.com']]]) }, { weight: 2, arbitrary: nameRdns }),
   sans: fc.oneof(
     { weight: 3, arbitrary: fc.constant([{ type: 'dns' as const, value: 'fuzz.example.com' }]) },
-    { weight: 2, arbitrary: fc.array(fc.oneof(
-      sanCandidates.dns.map((value) => ({ type: 'dns' as const, value })),
-      sanCandidates.email.map((value) => ({ type: 'email' as const, value })),
-      sanCandidates.uri.map((value) => ({ type: 'url' as const, value })),
-      fc.constantFrom('192.0.2.1', '::1', '2001:db8::1').map((value) => ({ type: 'ip' as const, value })),
-      fc.constantFrom({ type: 'guid' as const, value: '{8ee13e53-2c1c-42bb-8df7-39927c0bdbb6}' }, { type: 'upn' as const, value: 'user@example.com' }, { type: 'id' as const, value: '1.2.3.4' }),
-    ), { maxLength: 3 }) },
+    {
+      weight: 2,
+      arbitrary: fc.array(
+        fc.oneof(
+          sanCandidates.dns.map((value) => ({ type: 'dns' as const, value })),
+          sanCandidates.email.map((value) => ({ type: 'email' as const, value })),
+          sanCandidates.uri.map((value) => ({ type: 'url' as const, value })),
+          fc.constantFrom('192.0.2.1', '::1', '2001:db8::1').map((value) => ({ type: 'ip' as const, value })),
+          fc.constantFrom(
+            { type: 'guid' as const, value: '{8ee13e53-2c1c-42bb-8df7-39927c0bdbb6}' },
+            { type: 'upn' as const, value: 'user@example.com' },
+            { type: 'id' as const, value: '1.2.3.4' },
+          ),
+        ),
+        { maxLength: 3 },
+      ),
+    },
   ),
   rawSans: rarely(fc.array(rawGeneralName, { minLength: 1, maxLength: 3 }), 6),
   extras: fc.subarray(['ca', 'key-usage', 'garbage-basic-constraints', 'unknown-critical'] as const),
@@ -229,10 +437,20 @@ export async function makeCsr(keys: SoftKeys, spec: CsrSpec): Promise<string> {
   const name = spec.subject.map((rdn) => Object.fromEntries(rdn.map(([oid, v]) => [oid, [v]])));
   let csr: x509.Pkcs10CertificateRequest;
   try {
-    csr = await x509.Pkcs10CertificateRequestGenerator.create({ name, keys: keys.pairs[spec.key], signingAlgorithm: signingAlgorithm(spec.key, spec.hash), extensions });
+    csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name,
+      keys: keys.pairs[spec.key],
+      signingAlgorithm: signingAlgorithm(spec.key, spec.hash),
+      extensions,
+    });
   } catch {
     // A name the library will not encode: the request goes out with a plain one.
-    csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'CN=fallback.example.com', keys: keys.pairs[spec.key], signingAlgorithm: signingAlgorithm(spec.key, spec.hash), extensions });
+    csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: 'CN=fallback.example.com',
+      keys: keys.pairs[spec.key],
+      signingAlgorithm: signingAlgorithm(spec.key, spec.hash),
+      extensions,
+    });
   }
   const der = Buffer.from(csr.rawData);
   // The last byte is inside the signature: the DER still parses, the self-signature breaks.
@@ -264,12 +482,22 @@ const DAY = 86_400_000;
 async function selfSigned(name: string, ext: x509.Extension[], keys?: CryptoKeyPair): Promise<{ cert: x509.X509Certificate; keys: CryptoKeyPair }> {
   const k = keys ?? ((await subtle.generateKey(KEY_ALGS.p256, false, ['sign', 'verify'])) as CryptoKeyPair);
   const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({ name, keys: k, notBefore: new Date(now - DAY), notAfter: new Date(now + 3650 * DAY), signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as Algorithm, extensions: ext });
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
+    name,
+    keys: k,
+    notBefore: new Date(now - DAY),
+    notAfter: new Date(now + 3650 * DAY),
+    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as Algorithm,
+    extensions: ext,
+  });
   return { cert, keys: k };
 }
 
 export async function makeAttachParties(hsmPublicKeyPem: string, unrelatedPem: string): Promise<AttachParties> {
-  const caExt = (pathLen?: number): x509.Extension[] => [new x509.BasicConstraintsExtension(true, pathLen, true), new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true)];
+  const caExt = (pathLen?: number): x509.Extension[] => [
+    new x509.BasicConstraintsExtension(true, pathLen, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+  ];
   const root = await selfSigned('CN=Fuzz Root,O=Example', caExt());
   const impostor = await selfSigned('CN=Fuzz Root,O=Example', caExt());
   const pathLenZeroRoot = await selfSigned('CN=Fuzz Root pathlen 0', caExt(0));
@@ -280,7 +508,21 @@ export async function makeAttachParties(hsmPublicKeyPem: string, unrelatedPem: s
   return { root, impostor, pathLenZeroRoot, notCaRoot, hsmSpki, otherSpki, unrelatedPem };
 }
 
-export const CHAINS = ['none', 'empty', 'blank', 'root', 'root-twice', 'impostor', 'path-len-zero', 'not-ca', 'self', 'unrelated', 'eleven', 'garbage', 'number'] as const;
+export const CHAINS = [
+  'none',
+  'empty',
+  'blank',
+  'root',
+  'root-twice',
+  'impostor',
+  'path-len-zero',
+  'not-ca',
+  'self',
+  'unrelated',
+  'eleven',
+  'garbage',
+  'number',
+] as const;
 export type ChainChoice = (typeof CHAINS)[number];
 
 export interface CertSpec {
@@ -301,15 +543,30 @@ export interface CertSpec {
 
 export const certSpec: fc.Arbitrary<CertSpec> = fc.record({
   subjectKey: fc.oneof({ weight: 8, arbitrary: fc.constant('hsm' as const) }, { weight: 1, arbitrary: fc.constant('other' as const) }),
-  issuer: fc.oneof({ weight: 8, arbitrary: fc.constant('root' as const) }, { weight: 2, arbitrary: fc.constantFrom('impostor' as const, 'path-len-zero' as const, 'not-ca' as const) }),
+  issuer: fc.oneof(
+    { weight: 8, arbitrary: fc.constant('root' as const) },
+    { weight: 2, arbitrary: fc.constantFrom('impostor' as const, 'path-len-zero' as const, 'not-ca' as const) },
+  ),
   subject: fc.oneof({ weight: 3, arbitrary: fc.constant<NameRdns>([[['2.5.4.3', 'Fuzz Issuing CA']]]) }, { weight: 1, arbitrary: nameRdns }),
   notBeforeDays: fc.oneof({ weight: 8, arbitrary: fc.constant(-1) }, { weight: 2, arbitrary: fc.constantFrom(-20000, -400, 0, 1, 30, 20000) }),
   notAfterDays: fc.oneof({ weight: 8, arbitrary: fc.constant(365) }, { weight: 2, arbitrary: fc.constantFrom(-2, -1, 0, 1, 3649, 3651, 9000, 20000, 40000) }),
-  basicConstraints: fc.oneof({ weight: 8, arbitrary: fc.constant('ca-pathlen-0' as const) }, { weight: 3, arbitrary: fc.constantFrom('ca' as const, 'ca-pathlen-big' as const, 'not-ca' as const, 'absent' as const, 'malformed' as const) }),
-  keyUsage: fc.oneof({ weight: 8, arbitrary: fc.constant('cert-sign' as const) }, { weight: 2, arbitrary: fc.constantFrom('no-cert-sign' as const, 'absent' as const, 'malformed' as const) }),
-  ski: fc.oneof({ weight: 8, arbitrary: fc.constant('auto' as const) }, { weight: 2, arbitrary: fc.constantFrom('absent' as const, 'random' as const, 'malformed' as const) }),
+  basicConstraints: fc.oneof(
+    { weight: 8, arbitrary: fc.constant('ca-pathlen-0' as const) },
+    { weight: 3, arbitrary: fc.constantFrom('ca' as const, 'ca-pathlen-big' as const, 'not-ca' as const, 'absent' as const, 'malformed' as const) },
+  ),
+  keyUsage: fc.oneof(
+    { weight: 8, arbitrary: fc.constant('cert-sign' as const) },
+    { weight: 2, arbitrary: fc.constantFrom('no-cert-sign' as const, 'absent' as const, 'malformed' as const) },
+  ),
+  ski: fc.oneof(
+    { weight: 8, arbitrary: fc.constant('auto' as const) },
+    { weight: 2, arbitrary: fc.constantFrom('absent' as const, 'random' as const, 'malformed' as const) },
+  ),
   aki: fc.oneof({ weight: 8, arbitrary: fc.constant('auto' as const) }, { weight: 2, arbitrary: fc.constantFrom('absent' as const, 'wrong' as const) }),
-  serial: fc.oneof({ weight: 6, arbitrary: fc.stringMatching(/^[1-7][0-9a-f]{15}$/) }, { weight: 1, arbitrary: fc.constantFrom('00', '01', 'ff', '80', '00ff', 'ffffffffffffffffffffffffffffffffffffffff') }),
+  serial: fc.oneof(
+    { weight: 6, arbitrary: fc.stringMatching(/^[1-7][0-9a-f]{15}$/) },
+    { weight: 1, arbitrary: fc.constantFrom('00', '01', 'ff', '80', '00ff', 'ffffffffffffffffffffffffffffffffffffffff') },
+  ),
   chain: fc.oneof({ weight: 8, arbitrary: fc.constant<ChainChoice>('root') }, { weight: 4, arbitrary: fc.constantFrom(...CHAINS) }),
   pem: pemMutation,
   at: fc.nat(),
@@ -353,21 +610,28 @@ export async function makeCertificate(p: AttachParties, spec: CertSpec): Promise
   }).catch(() =>
     // A subject the library will not encode: the same certificate with a plain one.
     x509.X509CertificateGenerator.create({
-      serialNumber: spec.serial, subject: 'CN=Fuzz Issuing CA', issuer: issuer.cert.subject, publicKey, signingKey: issuer.keys.privateKey,
-      notBefore: new Date(now + spec.notBeforeDays * DAY), notAfter: new Date(now + spec.notAfterDays * DAY), signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as Algorithm, extensions: ext,
+      serialNumber: spec.serial,
+      subject: 'CN=Fuzz Issuing CA',
+      issuer: issuer.cert.subject,
+      publicKey,
+      signingKey: issuer.keys.privateKey,
+      notBefore: new Date(now + spec.notBeforeDays * DAY),
+      notAfter: new Date(now + spec.notAfterDays * DAY),
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as Algorithm,
+      extensions: ext,
     }),
   );
-  const certificatePem = mutatePem(cert.toString('pem') + '\n', spec.pem, spec.at);
-  const rootPem = issuer.cert.toString('pem') + '\n';
+  const certificatePem = mutatePem(`${cert.toString('pem')}\n`, spec.pem, spec.at);
+  const rootPem = `${issuer.cert.toString('pem')}\n`;
   const chainPem = {
     none: undefined,
     empty: '',
     blank: ' \n\t',
     root: rootPem,
     'root-twice': rootPem + rootPem,
-    impostor: p.impostor.cert.toString('pem') + '\n',
-    'path-len-zero': p.pathLenZeroRoot.cert.toString('pem') + '\n',
-    'not-ca': p.notCaRoot.cert.toString('pem') + '\n',
+    impostor: `${p.impostor.cert.toString('pem')}\n`,
+    'path-len-zero': `${p.pathLenZeroRoot.cert.toString('pem')}\n`,
+    'not-ca': `${p.notCaRoot.cert.toString('pem')}\n`,
     self: certificatePem,
     unrelated: p.unrelatedPem,
     eleven: rootPem.repeat(11),

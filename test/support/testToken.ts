@@ -49,7 +49,11 @@ export async function createTestToken(keys: readonly { name: string; spec: KeySp
 }
 
 /** The real service (one worker's graph) on the token, in this process. */
-export async function startTestService(token: TestToken, extra: Record<string, string> = {}, logger: pino.Logger = pino({ level: 'silent' })): Promise<RunningService & { config: Config }> {
+export async function startTestService(
+  token: TestToken,
+  extra: Record<string, string> = {},
+  logger: pino.Logger = pino({ level: 'silent' }),
+): Promise<RunningService & { config: Config }> {
   const config = loadConfig(token.env(extra));
   const running = await composeService(config, logger);
   return { ...running, config };

@@ -35,7 +35,9 @@ export function signingRouter(service: SigningService, audit?: AuditLog): Router
       // What each item asked for; a malformed item is known by its position (and its key name, if that is well formed).
       if (audit) facts = parsed.map((item, i) => (item instanceof ServiceError ? batchItemKeyName(req.body, i) : requested(item)));
       const items = parsed.map((item) =>
-        item instanceof ServiceError || allowed(res, 'sign', item.keyName) ? item : new ServiceError('PERMISSION_DENIED', `the client may not sign with key '${item.keyName}'`),
+        item instanceof ServiceError || allowed(res, 'sign', item.keyName)
+          ? item
+          : new ServiceError('PERMISSION_DENIED', `the client may not sign with key '${item.keyName}'`),
       );
       results = await service.signBatch(items, deadlineOf(res));
     } catch (e) {
@@ -75,7 +77,12 @@ async function sign(service: SigningService, req: Request<{ name: string }>, res
 }
 
 /** One verify; `facts` as for sign. */
-async function verify(service: SigningService, req: Request<{ name: string }>, res: Response, facts?: AuditFacts): Promise<{ valid: boolean; keyVersion: number }> {
+async function verify(
+  service: SigningService,
+  req: Request<{ name: string }>,
+  res: Response,
+  facts?: AuditFacts,
+): Promise<{ valid: boolean; keyVersion: number }> {
   const name = keyName(req.params.name);
   if (facts) facts.keyName = name;
   permit(res, 'verify', name);

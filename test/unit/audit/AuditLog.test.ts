@@ -22,10 +22,32 @@ const record = (i: number) => ({ time: new Date().toISOString(), client: 'c', op
 
 test('auditLine: one JSON line, documented field order, absent fields left out, SHA-256 of the digest, a long subject cut', () => {
   const digest = Buffer.alloc(32, 7);
-  const line = auditLine({ outcome: 'ok', operation: 'sign', client: 'a', time: 't', requestId: 'r', source: 's', keyName: 'k', keyVersion: 2, algorithm: 'ECDSA_SHA_256', digest });
+  const line = auditLine({
+    outcome: 'ok',
+    operation: 'sign',
+    client: 'a',
+    time: 't',
+    requestId: 'r',
+    source: 's',
+    keyName: 'k',
+    keyVersion: 2,
+    algorithm: 'ECDSA_SHA_256',
+    digest,
+  });
   assert.ok(line.endsWith('\n') && !line.slice(0, -1).includes('\n'));
   const parsed = JSON.parse(line);
-  assert.deepEqual(Object.keys(parsed), ['time', 'requestId', 'client', 'source', 'operation', 'keyName', 'keyVersion', 'algorithm', 'digestSha256', 'outcome']);
+  assert.deepEqual(Object.keys(parsed), [
+    'time',
+    'requestId',
+    'client',
+    'source',
+    'operation',
+    'keyName',
+    'keyVersion',
+    'algorithm',
+    'digestSha256',
+    'outcome',
+  ]);
   assert.equal(parsed.digestSha256, execFileSync('sha256sum', { input: digest }).toString().split(' ')[0]);
   let called = 0;
   const lazy = JSON.parse(auditLine({ time: 't', client: 'a', operation: 'verify', outcome: 'ok', digest: () => (called++, digest) }));
@@ -33,7 +55,11 @@ test('auditLine: one JSON line, documented field order, absent fields left out, 
   assert.equal(called, 1);
   const long = JSON.parse(auditLine({ time: 't', client: 'a', operation: 'issue', outcome: 'ok', subject: `CN=${'y'.repeat(5000)}` }));
   assert.equal(long.subject.length, MAX_SUBJECT_CHARS + '...(truncated)'.length);
-  assert.equal(JSON.parse(auditLine({ time: 't', client: 'a\n"}', operation: 'x', outcome: 'ok' })).client, 'a\n"}', 'escaped: a value cannot start a line of its own');
+  assert.equal(
+    JSON.parse(auditLine({ time: 't', client: 'a\n"}', operation: 'x', outcome: 'ok' })).client,
+    'a\n"}',
+    'escaped: a value cannot start a line of its own',
+  );
 });
 
 test('the records of one turn of the event loop go out in one write(2), and each promise waits for it', async () => {
@@ -45,9 +71,15 @@ test('the records of one turn of the event loop go out in one write(2), and each
   assert.equal(readFileSync(file, 'utf8').split('\n').filter(Boolean).length, 1, 'nothing written before the turn ends');
   await Promise.all(writes);
   const syscalls = writeSyscalls() - before;
-  const lines = readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { keyVersion: number });
+  const lines = readFileSync(file, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { keyVersion: number });
   assert.equal(lines.length, 501, 'every record is in the file once its promise resolves');
-  assert.deepEqual(lines.slice(1).map((l) => l.keyVersion), Array.from({ length: 500 }, (_, i) => i));
+  assert.deepEqual(
+    lines.slice(1).map((l) => l.keyVersion),
+    Array.from({ length: 500 }, (_, i) => i),
+  );
   // One write for the 500 records. The count is the whole process's (/proc/self/io), so it also
   // takes in the test runner's own reports meanwhile (10 seen on a clean CI run): 50 leaves room
   // for those while one write per record (500) still fails.
@@ -84,7 +116,10 @@ test('a reader that stops reading: the writes stall, the records are refused wit
       }
       await new Promise((r) => setTimeout(r, 20));
     }
-    const resumed = text.split('\n').filter((l) => l.includes('audit.resumed')).map((l) => JSON.parse(l) as { refused: number; reason: string });
+    const resumed = text
+      .split('\n')
+      .filter((l) => l.includes('audit.resumed'))
+      .map((l) => JSON.parse(l) as { refused: number; reason: string });
     assert.equal(resumed.length, 1);
     assert.equal(resumed[0]!.refused, 1001, 'the stalled batch and the refusal after it');
     // Whole lines only (each write of a pipe is at most PIPE_BUF bytes of whole lines).

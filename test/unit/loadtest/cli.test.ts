@@ -15,7 +15,7 @@ const run = (argv: string[], env: NodeJS.ProcessEnv = {}) => {
   return c as Extract<typeof c, { kind: 'run' }>;
 };
 
-test('no arguments: the issue\'s sweep, both key types, on a local service, with ceilings', () => {
+test("no arguments: the issue's sweep, both key types, on a local service, with ceilings", () => {
   const { options, outDir } = run([]);
   assert.deepEqual(options.urls, []);
   assert.deepEqual(options.connections, [1, 8, 25, 50, 75, 100, 150]);
@@ -33,14 +33,57 @@ test('no arguments: the issue\'s sweep, both key types, on a local service, with
 });
 
 test('flags override the defaults one by one', () => {
-  const { options, outDir, comparePath } = run([
-    '--url', 'http://a:1,http://b:2', '--url', 'https://c/signer',
-    '--scenario', 'sign:RSA_2048', '--scenario', 'batch:ECC_NIST_P256,verify:ECC_NIST_P256',
-    '--connections', '64,100', '--batch-connections', '2,4', '--duration', '5s', '--warmup', '500ms', '--out', 'x',
-    '--target-ops', '5000', '--zones', '2', '--spare-hsms', '0', '--max-utilization', '0.7', '--hsms', '3',
-    '--hsm-latency', '1ms', '--token-objects', '1000', '--audit-log', '--workers', '3', '--hsm-threads', '32', '--hsm-sessions', '48',
-    '--sample-rate', '0.05', '--compare', 'old.json', '--no-ceiling', '--cpu-prof', '/tmp/prof',
-  ], { LOADTEST_AUTH_TOKEN: 'secret' });
+  const { options, outDir, comparePath } = run(
+    [
+      '--url',
+      'http://a:1,http://b:2',
+      '--url',
+      'https://c/signer',
+      '--scenario',
+      'sign:RSA_2048',
+      '--scenario',
+      'batch:ECC_NIST_P256,verify:ECC_NIST_P256',
+      '--connections',
+      '64,100',
+      '--batch-connections',
+      '2,4',
+      '--duration',
+      '5s',
+      '--warmup',
+      '500ms',
+      '--out',
+      'x',
+      '--target-ops',
+      '5000',
+      '--zones',
+      '2',
+      '--spare-hsms',
+      '0',
+      '--max-utilization',
+      '0.7',
+      '--hsms',
+      '3',
+      '--hsm-latency',
+      '1ms',
+      '--token-objects',
+      '1000',
+      '--audit-log',
+      '--workers',
+      '3',
+      '--hsm-threads',
+      '32',
+      '--hsm-sessions',
+      '48',
+      '--sample-rate',
+      '0.05',
+      '--compare',
+      'old.json',
+      '--no-ceiling',
+      '--cpu-prof',
+      '/tmp/prof',
+    ],
+    { LOADTEST_AUTH_TOKEN: 'secret' },
+  );
   assert.deepEqual(options.urls, ['http://a:1', 'http://b:2', 'https://c/signer']);
   assert.deepEqual(options.scenarios, ['sign:RSA_2048:RSASSA_PKCS1_V1_5_SHA_256', 'batch64:ECC_NIST_P256:ECDSA_SHA_256', 'verify:ECC_NIST_P256:ECDSA_SHA_256']);
   assert.deepEqual(options.connections, [64, 100]);
@@ -97,7 +140,12 @@ test('bad usage names the flag', () => {
     [['compare', 'a.json'], /two report/],
     [['hsm', '--key', 'RSA_2048'], /--key/],
   ];
-  for (const [argv, why] of bad) assert.throws(() => parseCommandLine(argv), (e: unknown) => e instanceof UsageError && why.test(e.message), argv.join(' '));
+  for (const [argv, why] of bad)
+    assert.throws(
+      () => parseCommandLine(argv),
+      (e: unknown) => e instanceof UsageError && why.test(e.message),
+      argv.join(' '),
+    );
 });
 
 test('durations and latencies', () => {
@@ -137,8 +185,17 @@ test('progress lines: a bar while running, one line per finished step, bad signa
   const live = formatLive('sign:X', 64, false, { elapsedSec: 5, durationSec: 10, requests: 10, ok: 10, signatures: 5000, errors: 1, bad: 0 }, '[1/2]');
   assert.match(live, /^\[1\/2\] sign:X @ 64 conn █+░+ 5\/10 s {2}1,000 sig\/s {2}errors 1$/);
   const s: StepResult = {
-    scenario: 'sign:X', connections: 64, durationSec: 10, requests: 100, okRequests: 98, signatures: 98, requestsPerSec: 9.8, signaturesPerSec: 9.8,
-    latency: { p50: 1, p90: 2, p99: 3, max: 4, mean: 1 }, errors: { '503 OVERLOADED': 2 }, verified: { sampled: 2, bad: 0 },
+    scenario: 'sign:X',
+    connections: 64,
+    durationSec: 10,
+    requests: 100,
+    okRequests: 98,
+    signatures: 98,
+    requestsPerSec: 9.8,
+    signaturesPerSec: 9.8,
+    latency: { p50: 1, p90: 2, p99: 3, max: 4, mean: 1 },
+    errors: { '503 OVERLOADED': 2 },
+    verified: { sampled: 2, bad: 0 },
     service: { poolInUse: 16, poolWaiting: 3 },
   };
   const done = formatStepDone(s, '[1/2]');
@@ -147,5 +204,14 @@ test('progress lines: a bar while running, one line per finished step, bad signa
   assert.match(done, /pool 16\/3 waiting/);
   assert.equal(formatEvent({ type: 'step-done', step: s, warmup: true }), undefined, 'warm-ups are not results');
   assert.match(formatEvent({ type: 'bad-signature', scenario: 'sign:X', reason: 'r' })!, /^!! BAD SIGNATURE/);
-  assert.equal(formatEvent({ type: 'step-progress', scenario: 's', connections: 1, warmup: false, progress: { elapsedSec: 0, durationSec: 1, requests: 0, ok: 0, signatures: 0, errors: 0, bad: 0 } }), undefined);
+  assert.equal(
+    formatEvent({
+      type: 'step-progress',
+      scenario: 's',
+      connections: 1,
+      warmup: false,
+      progress: { elapsedSec: 0, durationSec: 1, requests: 0, ok: 0, signatures: 0, errors: 0, bad: 0 },
+    }),
+    undefined,
+  );
 });

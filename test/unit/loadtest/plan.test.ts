@@ -17,7 +17,10 @@ test('5,000 ops/s at 1,000 per HSM and 80%: 7 for the load, 11 to survive losing
   assert.equal(plan.hsms.neededForZoneLoss, 11);
   assert.equal(plan.hsms.total, 11);
   assert.deepEqual(plan.hsms.perZone, [4, 4, 3]);
-  assert.equal(plan.hsms.perZone.reduce((a, b) => a + b, 0), plan.hsms.total);
+  assert.equal(
+    plan.hsms.perZone.reduce((a, b) => a + b, 0),
+    plan.hsms.total,
+  );
   assert.equal(plan.hsms.remainingAfterZoneLoss, 7);
   assert.equal(plan.hsms.binding, 'zone-loss');
   assert.equal(plan.hsms.capacityAllZonesOpsPerSec, 11_000);
@@ -26,8 +29,14 @@ test('5,000 ops/s at 1,000 per HSM and 80%: 7 for the load, 11 to survive losing
   assert.equal(plan.inputs.zones, 3);
   assert.equal(plan.inputs.spareHsms, 1);
   assert.equal(plan.inputs.maxUtilization, 0.8);
-  assert.ok(plan.explanation.some((s) => s.includes('T = 11 (11 − 4 = 7)')), plan.explanation.join('\n'));
-  assert.ok(plan.explanation.some((s) => s.includes('ceil(5,000 / (1,000 × 0.80)) = 7 HSMs')), plan.explanation.join('\n'));
+  assert.ok(
+    plan.explanation.some((s) => s.includes('T = 11 (11 − 4 = 7)')),
+    plan.explanation.join('\n'),
+  );
+  assert.ok(
+    plan.explanation.some((s) => s.includes('ceil(5,000 / (1,000 × 0.80)) = 7 HSMs')),
+    plan.explanation.join('\n'),
+  );
 });
 
 test('instances, concurrency and headroom follow the same rules', () => {
@@ -79,9 +88,7 @@ test('published AWS rates are carried as data with their source', () => {
   const plan = planCapacity(base);
   assert.equal(plan.awsPublished.source, 'AWS CloudHSM documentation, performance section');
   assert.ok(plan.awsPublished.rows.some((r) => r.keySpec === 'RSA_2048' && r.hsms === 6 && r.opsPerSec === 5000));
-  assert.ok(
-    plan.awsPublished.rows.some((r) => r.keySpec === 'ECC_NIST_P256' && r.hsmType === 'hsm2m.medium' && r.hsms === 2 && r.opsPerSec === 3000),
-  );
+  assert.ok(plan.awsPublished.rows.some((r) => r.keySpec === 'ECC_NIST_P256' && r.hsmType === 'hsm2m.medium' && r.hsms === 2 && r.opsPerSec === 3000));
   assert.equal(plan.awsPublished, AWS_PUBLISHED_SIGN_RATES);
 });
 
@@ -108,7 +115,10 @@ test('invalid inputs throw a RangeError naming the field', () => {
     [{ maxUtilization: 1.2 }, /maxUtilization/],
   ];
   for (const [patch, msg] of bad) {
-    assert.throws(() => planCapacity({ ...base, ...patch }), (err: unknown) => err instanceof RangeError && msg.test(err.message));
+    assert.throws(
+      () => planCapacity({ ...base, ...patch }),
+      (err: unknown) => err instanceof RangeError && msg.test(err.message),
+    );
   }
 });
 
@@ -174,7 +184,11 @@ test('property: plan matches a brute-force search (seeded)', () => {
     assert.equal(plan.instances.total, bruteTotal(m, input.zones, 0, 2), ctx);
     for (const tier of [plan.hsms, plan.instances]) {
       assert.equal(tier.perZone.length, input.zones, ctx);
-      assert.equal(tier.perZone.reduce((a, b) => a + b, 0), tier.total, ctx);
+      assert.equal(
+        tier.perZone.reduce((a, b) => a + b, 0),
+        tier.total,
+        ctx,
+      );
       assert.ok(Math.max(...tier.perZone) - Math.min(...tier.perZone) <= 1, ctx);
       assert.equal(tier.remainingAfterZoneLoss, tier.total - Math.max(...tier.perZone), ctx);
       if (input.zones > 1) {

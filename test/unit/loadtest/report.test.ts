@@ -68,7 +68,14 @@ function fixture(): LoadTestReport {
     ],
     practices: [
       { practice: 'many in flight vs one at a time', goodLabel: '32 in flight', badLabel: '1 in flight', goodOpsPerSec: 1580, badOpsPerSec: 200, ratio: 7.9 },
-      { practice: 'one login vs login per op', goodLabel: 'one login', badLabel: 'login per op', goodOpsPerSec: 1500, badOpsPerSec: 121.5, ratio: 1500 / 121.5 },
+      {
+        practice: 'one login vs login per op',
+        goodLabel: 'one login',
+        badLabel: 'login per op',
+        goodOpsPerSec: 1500,
+        badOpsPerSec: 121.5,
+        ratio: 1500 / 121.5,
+      },
     ],
     plan: planCapacity({ targetOpsPerSec: 5000, perHsmOpsPerSec: 1000, perInstanceOpsPerSec: 2500, bestConnectionsPerInstance: 50, scenario: RSA }),
     notes: ['softhsm2 is not a real HSM: use the ratios, not the absolute numbers.', 'a note with <b>markup</b> & ampersand'],
@@ -135,8 +142,7 @@ test('markdown: header, step rows with the right numbers in connection order, ta
   );
   assert.ok(md.includes('## Scenario `sign:RSA_2048:RSASSA_PKCS1_V1_5_SHA_256`'));
   // 1,234.4 sig/s vs a 1,600 ceiling = 77.2%; errors 12 of 12,000 requests.
-  const row50 =
-    '| 50 | 1,234 | 1,234 | 18.93 | 37.86 | 56.79 | 113.58 | 12 (0.10%): 503 OVERLOADED 10, timeout 2 | 0/20 | 77.2% | 32/5 | closed | 120.0 MiB |';
+  const row50 = '| 50 | 1,234 | 1,234 | 18.93 | 37.86 | 56.79 | 113.58 | 12 (0.10%): 503 OVERLOADED 10, timeout 2 | 0/20 | 77.2% | 32/5 | closed | 120.0 MiB |';
   const row1 = '| 1 | 151 | 151 | 2.42 | 4.83 | 7.25 | 14.50 | 0 | 0/20 | 9.4% | – | – | – |';
   assert.ok(md.includes(row50), md);
   assert.ok(md.includes(row1), md);
@@ -221,15 +227,17 @@ test('compare: change in % per common step, steps only in one, machine differenc
     step(EC, 100, 5000, 40), // only in new
   ];
   const text = compareReports(oldR, newR);
-  const line = (scenario: string, conns: number): string =>
-    text.split('\n').find((l) => l.startsWith(scenario) && l.split(/\s+/)[1] === String(conns)) ?? '';
+  const line = (scenario: string, conns: number): string => text.split('\n').find((l) => l.startsWith(scenario) && l.split(/\s+/)[1] === String(conns)) ?? '';
   const l1 = line(RSA, 1);
   assert.match(l1, /151\s+166\s+\+10\.0%\s+7\.25\s+7\.25\s+0\.0%$/, text);
   const l50 = line(RSA, 50);
   assert.match(l50, /1,234\s+617\s+-50\.0%\s+56\.79\s+113\.58\s+\+100\.0%$/, text);
   assert.ok(text.includes('Only in old:\n  sign:ECC_NIST_P256:ECDSA_SHA_256 @ 1 connections'), text);
   // Start and end together: 50 52 52 52 60 75, median 52 (nearest rank), spread (75 − 50) ÷ 52 = 48%.
-  assert.ok(text.includes('Machine steadiness (memory-bound probe, start and end together): old median 52 ms, spread 48%; new median 52 ms, spread 48%.'), text);
+  assert.ok(
+    text.includes('Machine steadiness (memory-bound probe, start and end together): old median 52 ms, spread 48%; new median 52 ms, spread 48%.'),
+    text,
+  );
   assert.ok(text.includes('Only in new:\n  sign:ECC_NIST_P256:ECDSA_SHA_256 @ 100 connections: 5,000 sig/s, p99 40.00 ms'), text);
   assert.ok(text.includes('workers: 4 -> 8'));
   const header = text.split('\n').find((l) => l.startsWith('scenario')) ?? '';

@@ -49,7 +49,13 @@ test('sign: body carries the digest of its own message; a good answer verifies, 
   assert.notEqual(t0!.body, t1!.body, 'each template signs something else');
 
   const m0 = messageFor(spec.name, 0, 0, SALT);
-  const answer = (sig: Buffer, extra: object = {}) => ({ keyName: 'k-ec', keyVersion: 1, algorithm: 'ECDSA_SHA_256', signature: sig.toString('base64'), ...extra });
+  const answer = (sig: Buffer, extra: object = {}) => ({
+    keyName: 'k-ec',
+    keyVersion: 1,
+    algorithm: 'ECDSA_SHA_256',
+    signature: sig.toString('base64'),
+    ...extra,
+  });
   assert.deepEqual(ok(t0!, answer(signEc(m0))), { signatures: 1, checked: 1, bad: 0 });
   const wrong = ok(t0!, answer(signEc(Buffer.from('another message'))));
   assert.equal(wrong.bad, 1);
@@ -58,7 +64,13 @@ test('sign: body carries the digest of its own message; a good answer verifies, 
   assert.deepEqual(ok(t0!, answer(signEc(m0), { keyVersion: 7 })), { signatures: 1, checked: 0, bad: 0 });
 
   assert.deepEqual(t0!.judge(503, JSON.stringify({ error: { code: 'OVERLOADED' } })), { ok: false, error: '503 OVERLOADED' });
-  const shapes: unknown[] = [{}, answer(signEc(m0), { keyName: 'other' }), answer(signEc(m0), { algorithm: 'ECDSA_SHA_384' }), answer(Buffer.alloc(3)), { ...answer(signEc(m0)), signature: 'not base64!' }];
+  const shapes: unknown[] = [
+    {},
+    answer(signEc(m0), { keyName: 'other' }),
+    answer(signEc(m0), { algorithm: 'ECDSA_SHA_384' }),
+    answer(Buffer.alloc(3)),
+    { ...answer(signEc(m0)), signature: 'not base64!' },
+  ];
   for (const s of shapes) {
     const j = t0!.judge(200, JSON.stringify(s));
     assert.ok(!j.ok && j.error.startsWith('invalid body'), JSON.stringify(s));
@@ -74,7 +86,12 @@ test('batch: every item is counted and checked; item errors are reported, not fa
   const items = (JSON.parse(t!.body) as { requests: { keyName: string; digest: string }[] }).requests;
   assert.equal(items.length, 3);
   assert.ok(items.every((i) => i.keyName === 'k-rsa'));
-  const good = (i: number) => ({ keyName: 'k-rsa', keyVersion: 1, algorithm: 'RSASSA_PKCS1_V1_5_SHA_256', signature: signRsa(messageFor(spec.name, 0, i, SALT)).toString('base64') });
+  const good = (i: number) => ({
+    keyName: 'k-rsa',
+    keyVersion: 1,
+    algorithm: 'RSASSA_PKCS1_V1_5_SHA_256',
+    signature: signRsa(messageFor(spec.name, 0, i, SALT)).toString('base64'),
+  });
   assert.deepEqual(ok(t!, { results: [good(0), good(1), good(2)] }), { signatures: 3, checked: 3, bad: 0 });
   // Item 2 signed with item 1's message: caught.
   assert.equal(ok(t!, { results: [good(0), good(1), good(1)] }).bad, 1);
@@ -111,9 +128,15 @@ test('csr and issue: routes and bodies; issue needs its fixtures', async () => {
   assert.equal(csr!.path, '/v1/keys/k-ec/csr');
   assert.match((JSON.parse(csr!.body) as { subject: string }).subject, /^CN=/);
   await assert.rejects(buildTemplates(parseScenario('issue:ECC_NIST_P256'), EC_KEY, 1, {}, SALT), /issuer certificate/);
-  const [issue] = await buildTemplates(parseScenario('issue:ECC_NIST_P256'), EC_KEY, 1, {
-    issue: { csrPems: ['-----BEGIN CERTIFICATE REQUEST-----'], profile: 'tls-client', validityDays: 30, verifyCertificate: async () => 'nope' },
-  }, SALT);
+  const [issue] = await buildTemplates(
+    parseScenario('issue:ECC_NIST_P256'),
+    EC_KEY,
+    1,
+    {
+      issue: { csrPems: ['-----BEGIN CERTIFICATE REQUEST-----'], profile: 'tls-client', validityDays: 30, verifyCertificate: async () => 'nope' },
+    },
+    SALT,
+  );
   assert.equal(issue!.path, '/v1/keys/k-ec/certificates');
   const j = issue!.judge(201, JSON.stringify({ certificatePem: '-----BEGIN CERTIFICATE-----' }));
   assert.ok(j.ok);

@@ -20,9 +20,18 @@ test('a mix keeps its weights and kinds on one key', () => {
   assert.equal(mix.name, 'mix:80sign/20verify:ECC_NIST_P256:ECDSA_SHA_256');
   assert.deepEqual(
     mix.ops.map((o) => [o.op.kind, o.weight, o.op.items]),
-    [['sign', 80, 1], ['verify', 20, 1]],
+    [
+      ['sign', 80, 1],
+      ['verify', 20, 1],
+    ],
   );
-  assert.deepEqual(parseScenario('mix:3batch16/1sign:RSA_2048').ops.map((o) => [o.op.kind, o.op.items]), [['batch', 16], ['sign', 1]]);
+  assert.deepEqual(
+    parseScenario('mix:3batch16/1sign:RSA_2048').ops.map((o) => [o.op.kind, o.op.items]),
+    [
+      ['batch', 16],
+      ['sign', 1],
+    ],
+  );
 });
 
 test('bad scenarios fail with the reason', () => {
@@ -38,7 +47,12 @@ test('bad scenarios fail with the reason', () => {
     ['mix:80sign/20fly:ECC_NIST_P256', /is not <weight><kind>/],
     ['sign:RSA_2048:RSASSA_PKCS1_V1_5_SHA_256:extra', /too many/],
   ];
-  for (const [text, why] of bad) assert.throws(() => parseScenario(text), (e: unknown) => e instanceof ScenarioError && why.test(e.message), text);
+  for (const [text, why] of bad)
+    assert.throws(
+      () => parseScenario(text),
+      (e: unknown) => e instanceof ScenarioError && why.test(e.message),
+      text,
+    );
 });
 
 test('mixSchedule spreads weights evenly over the cycle', () => {

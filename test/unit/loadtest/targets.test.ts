@@ -41,7 +41,17 @@ function report(steps: StepResult[], ceilings: CeilingResult[] = []): LoadTestRe
     startedAt: '2025-01-01T00:00:00.000Z',
     finishedAt: '2025-01-01T00:05:00.000Z',
     command: 'npm run loadtest',
-    machine: { cpus: 2, cpuModel: 'x', totalMemBytes: 1, node: 'v20', platform: 'linux x64', hsmModule: 'softhsm2', workers: 2, sessionsPerWorker: 16, hsmLatencyUs: 0 },
+    machine: {
+      cpus: 2,
+      cpuModel: 'x',
+      totalMemBytes: 1,
+      node: 'v20',
+      platform: 'linux x64',
+      hsmModule: 'softhsm2',
+      workers: 2,
+      sessionsPerWorker: 16,
+      hsmLatencyUs: 0,
+    },
     target: { urls: [], local: true },
     ceilings,
     steps,
@@ -98,7 +108,10 @@ test('every target is judged from the steps it needs, met or missed, with the nu
 test('targets a run did not measure are listed as such, never as met', () => {
   const targets = evaluateTargets(report([step(EC, 1, 100)]));
   assert.ok(targets.length >= 5);
-  assert.ok(targets.every((t) => t.met === undefined && t.measured === undefined), JSON.stringify(targets, null, 1));
+  assert.ok(
+    targets.every((t) => t.met === undefined && t.measured === undefined),
+    JSON.stringify(targets, null, 1),
+  );
   const md = toMarkdown({ ...report([step(EC, 1, 100)]), targets });
   assert.match(md, /## Targets/);
   assert.match(md, /Not measured in this run/);
