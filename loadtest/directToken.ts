@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type * as Pkcs11Types from 'pkcs11js';
 import { algorithmInfo, type SigningAlgorithm } from '../src/crypto/algorithms.js';
+import { noTokenMessage, openToken } from '../src/hsm/pkcs11/findToken.js';
 import { signingInput } from '../src/hsm/pkcs11/mechanisms.js';
 
 const pkcs11js = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Types;
@@ -39,11 +40,10 @@ export class DirectToken {
     this.lib.load(setup.modulePath);
     // Without OS locking SoftHSMv2 crashes once two C_SignAsync run at once.
     this.lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
-    const slot = this.lib.C_GetSlotList(true).find((s) => this.lib.C_GetTokenInfo(s).label.trim() === setup.tokenLabel);
-    if (!slot) throw new Error(`no token labelled ${setup.tokenLabel}`);
-    this.slot = slot;
-    this.loginSession = this.lib.C_OpenSession(slot, SESSION_FLAGS);
-    this.lib.C_Login(this.loginSession, pkcs11js.CKU_USER, setup.pin);
+    const token = openToken(this.lib, pkcs11js, { tokenLabel: setup.tokenLabel }, SESSION_FLAGS, setup.pin);
+    if ('noToken' in token) throw new Error(noTokenMessage({ tokenLabel: setup.tokenLabel }, token));
+    this.slot = token.slot;
+    this.loginSession = token.loginSession;
     this.key = this.findKey(this.loginSession);
     const digest = createHash(algorithmInfo(setup.algorithm).hash).update('hsm-signer direct rate').digest();
     const input = signingInput(setup.algorithm, digest);

@@ -80,7 +80,7 @@ export async function composeService(config: Config, logger: Logger, loaded?: Cl
     maxAttempts: config.retry.maxAttempts,
     backoff: { baseMs: config.retry.baseMs, capMs: config.retry.capMs },
   });
-  const pki = new PkiService(service, new Pkcs11CertificateStore(keyManager, p11));
+  const pki = new PkiService(service, new Pkcs11CertificateStore(keyManager.connection, keyManager.keys, p11));
   const app = createApp({
     service,
     logger,

@@ -22,8 +22,8 @@ export interface KeyInfo {
 /**
  * A caller's "stop waiting", as the HSM layer reads it: an AbortSignal fits, and so does the
  * service's per-request Cancellation (src/service/deadline.ts), which costs far less than an
- * AbortController (in Node 20 an EventTarget with a Map of its own: ~3 µs and ~2 KB per request).
- * An 'abort' listener runs at most once.
+ * AbortController (an EventTarget with state of its own, made for every request). An 'abort'
+ * listener runs at most once.
  */
 export interface CancelSignal {
   readonly aborted: boolean;

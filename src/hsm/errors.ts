@@ -1,4 +1,5 @@
 import { ServiceError } from '../errors.js';
+import { NOT_A_CKR } from './notACkr.js';
 
 /**
  * The one place where a PKCS#11 return code (CK_RV) becomes a domain error.
@@ -64,12 +65,7 @@ export const CKR = {
 } as const;
 
 /** Not CK_RVs: what the HSM thread reports when a call failed outside the module. */
-export const NOT_A_CKR = {
-  /** The binding threw without a CK_RV (a bad argument: a bug). */
-  BINDING_ERROR: -1,
-  /** The HSM thread died under the call: its outcome is unknown. */
-  THREAD_EXITED: -2,
-} as const;
+export { NOT_A_CKR };
 
 /**
  * What the service does about a failed call:

@@ -3,6 +3,7 @@ import { algorithmInfo, KEY_SPEC_INFO, signatureLength, type SigningAlgorithm } 
 import { digestInfo, hash } from '../crypto/digest.js';
 import { ecdsaDerToRaw, ecdsaRawToDer } from '../crypto/ecdsaSignature.js';
 import { invalid, notFound, ServiceError } from '../errors.js';
+import { checkAlgorithm } from '../hsm/checkAlgorithm.js';
 import { HsmError } from '../hsm/errors.js';
 import type { CancelSignal, HsmHealth, KeyInfo, KeyManager, KeyVersion, SignManyOutcome, SignRequest, SignResult } from '../hsm/KeyManager.js';
 import { countsAgainstHsm, throughBreaker, breakerState, type HsmBreaker } from '../resilience/hsmBreaker.js';
@@ -190,9 +191,7 @@ export class SigningService {
     // breaker must not fail it (only a key the cache does not know yet makes the KeyManager look).
     const key = await withDeadline(this.keys.getKey(input.keyName, input.keyVersion), deadline);
     const version = pickVersion(key, input.keyVersion);
-    if (KEY_SPEC_INFO[version.keySpec].keyType !== info.keyType) {
-      throw invalid(`algorithm: ${input.algorithm} cannot be used with key '${key.name}' (${version.keySpec})`);
-    }
+    checkAlgorithm(input.algorithm, key.name, version.keySpec);
     const fieldBytes = Math.ceil(KEY_SPEC_INFO[version.keySpec].bits / 8);
     // A signature in the wrong encoding is simply not valid: callers get valid:false, not an error.
     let der: Buffer | undefined;

@@ -5,6 +5,8 @@
  *
  * Handles are opaque byte strings (pkcs11js's representation).
  */
+import type { TokenMissing, TokenSelector } from './findToken.js';
+
 export type Handle = Buffer;
 
 export interface Attribute {
@@ -39,9 +41,7 @@ export interface ThreadsInfo {
 }
 
 /** What connect() does in one go: the token to use, the signing user's PIN, and how many pool sessions to open. */
-export interface ConnectRequest {
-  readonly tokenLabel?: string;
-  readonly slotIndex?: number;
+export interface ConnectRequest extends TokenSelector {
   readonly pin: string;
   readonly flags: number;
   readonly sessions: number;
@@ -49,8 +49,8 @@ export interface ConnectRequest {
   readonly finalizeFirst: boolean;
 }
 
-/** The token's slot, a logged-in session, and the pool's sessions; or no such token (`tokens`: how many there are). */
-export type ConnectResult = { readonly slot: Handle; readonly loginSession: Handle; readonly sessions: Handle[] } | { readonly noToken: true; readonly tokens: number };
+/** The token's slot, a logged-in session, and the pool's sessions; or no token to use (none, or an ambiguous label). */
+export type ConnectResult = { readonly slot: Handle; readonly loginSession: Handle; readonly sessions: Handle[] } | TokenMissing;
 
 /** One search of findAndRead(): the objects matching `template` (at most `max`), each with the attributes `types`. */
 export interface ObjectQuery {
@@ -65,7 +65,6 @@ export interface FoundObject {
 }
 
 export interface AsyncPkcs11 {
-  /** (Re-)initialize the module in this process; tolerates "already initialized". */
   /**
    * [C_Finalize,] C_Initialize, find the token, open a session and log in on it (already logged
    * in is fine), open `sessions` more: as one call, so a recovery does not wait an event-loop turn

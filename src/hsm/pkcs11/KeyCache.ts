@@ -1,36 +1,12 @@
-import type { KeyObject } from 'node:crypto';
-import type { KeySpec } from '../../crypto/algorithms.js';
 import { notFound } from '../../errors.js';
-import type { KeyInfo, KeyVersion } from '../KeyManager.js';
-import { parseKeyLabel } from '../keyLabel.js';
-import type { AsyncPkcs11, Attribute, FoundObject, Handle } from './AsyncPkcs11.js';
+import { recoveringError } from '../errors.js';
+import type { KeyInfo } from '../KeyManager.js';
+import type { AsyncPkcs11, FoundObject, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
-import { ecPublicKey, rsaPublicKey } from './publicKey.js';
+import { attr, entryOf, readPublicKeys, type KeyEntry, type PublicKeyObjects, type SkipReporter } from './keyObjects.js';
 import { ReadWriteLock } from './ReadWriteLock.js';
 
-export interface KeyEntry extends KeyVersion {
-  readonly name: string;
-  readonly label: string;
-  readonly id: Buffer;
-  /** Replaced when the HSM says the handle is gone. */
-  privateHandle: Handle;
-  publicHandle: Handle | undefined;
-}
-
-/** Why a private key on the token is not served; it goes to the log, once per key object. */
-export type SkipReporter = (label: string, reason: string) => void;
-
-/**
- * A public key node:crypto refuses (a point off the curve, a curve it does not know) makes that
- * one object unservable; it must not fail the scan of every other key.
- */
-function publicKeyOr<T>(make: () => T | undefined, skip: (reason: string) => undefined): T | undefined {
-  try {
-    return make() ?? skip('its key size or curve is not one the service signs with, or its public key is malformed');
-  } catch (e) {
-    return skip(`node:crypto refuses its public key (${(e as Error).message.slice(0, 120)})`);
-  }
-}
+export type { KeyEntry } from './keyObjects.js';
 
 /** What a scan learned of one private-key object: its entry, or why it is not served (reported once). */
 interface Seen {
@@ -41,14 +17,6 @@ interface Seen {
 }
 
 type SessionRunner = <T>(fn: (session: Handle) => Promise<T>) => Promise<T>;
-
-const attr = (attrs: Attribute[], type: number): Buffer | undefined => {
-  const v = attrs.find((a) => a.type === type)?.value;
-  return Buffer.isBuffer(v) ? v : undefined;
-};
-
-/** CKA_KEY_TYPE is a CK_ULONG, little-endian on every platform we run on. */
-const keyTypeOf = (attrs: Attribute[]): number | undefined => attr(attrs, P11.CKA_KEY_TYPE)?.readUInt32LE(0);
 
 /**
  * Every signing key on the token, looked up once: private-key handle, public key, spec.
@@ -74,15 +42,18 @@ export class KeyCache {
   private readonly missRescanMs: number;
   private readonly now: () => number;
   private readonly onSkip: SkipReporter;
+  private readonly available: () => boolean;
 
   constructor(
     private readonly p11: AsyncPkcs11,
     private readonly withSession: SessionRunner,
-    o: { missRescanMs?: number; now?: () => number; onSkip?: SkipReporter } = {},
+    /** available: whether a first load may scan now (not while the connection is recovering: the recovery scans). */
+    o: { missRescanMs?: number; now?: () => number; onSkip?: SkipReporter; available?: () => boolean } = {},
   ) {
     this.missRescanMs = o.missRescanMs ?? 1000;
     this.now = o.now ?? Date.now;
     this.onSkip = o.onSkip ?? (() => undefined);
+    this.available = o.available ?? (() => true);
   }
 
   get size(): number {
@@ -134,7 +105,7 @@ export class KeyCache {
       // A key not served last time is looked at again: another process creating a pair may have
       // written the private key before the public one when the last scan ran. Only its reason,
       // if it is the same, is not reported again.
-      const publics = await this.readPublicKeys(s, keys.filter((k) => !k.before?.entry).map((k) => k.o));
+      const publics = await readPublicKeys(this.p11, s, keys.filter((k) => !k.before?.entry).map((k) => k.o));
       const entries: KeyEntry[] = [];
       for (const k of keys) {
         const next = k.before?.entry ? k.before : this.describe(k.o, publics.get(k.o.handle.toString('hex')), k.before?.skipped);
@@ -157,94 +128,28 @@ export class KeyCache {
     this.loaded = true;
   }
 
-  /**
-   * For each private key that may be served (a key name as label, a CKA_ID, RSA or EC): its
-   * public-key object (same CKA_ID and key type) with the attributes that make the public key, in
-   * one HSM call for all of them. An RSA key without a public-key object is read from the private
-   * key itself (modulus and exponent are public attributes even on a sensitive key), in a second
-   * call made only when there is such a key.
-   */
-  private async readPublicKeys(s: Handle, privates: readonly FoundObject[]): Promise<Map<string, { pub?: FoundObject; own?: FoundObject }>> {
-    const wanted: { handle: string; label: string; id: Buffer; keyType: number; types: number[] }[] = [];
-    for (const o of privates) {
-      const label = attr(o.attributes, P11.CKA_LABEL)?.toString('utf8');
-      const id = attr(o.attributes, P11.CKA_ID);
-      const keyType = keyTypeOf(o.attributes);
-      if (label === undefined || !parseKeyLabel(label) || !id?.length || (keyType !== P11.CKK_RSA && keyType !== P11.CKK_EC)) continue;
-      const types = keyType === P11.CKK_RSA ? [P11.CKA_MODULUS, P11.CKA_PUBLIC_EXPONENT] : [P11.CKA_EC_PARAMS, P11.CKA_EC_POINT];
-      wanted.push({ handle: o.handle.toString('hex'), label, id, keyType, types });
-    }
-    const byHandle = new Map<string, { pub?: FoundObject; own?: FoundObject }>();
-    if (wanted.length === 0) return byHandle;
-    const pubs = await this.p11.findAndRead(
-      s,
-      wanted.map((w) => ({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY }, { type: P11.CKA_KEY_TYPE, value: w.keyType }, { type: P11.CKA_ID, value: w.id }], types: w.types, max: 1 })),
-    );
-    wanted.forEach((w, i) => {
-      const [pub] = pubs[i] ?? [];
-      byHandle.set(w.handle, pub ? { pub } : {});
-    });
-    const ownNeeded = wanted.filter((w) => w.keyType === P11.CKK_RSA && !byHandle.get(w.handle)?.pub);
-    if (ownNeeded.length === 0) return byHandle;
-    const owns = await this.p11.findAndRead(
-      s,
-      ownNeeded.map((w) => ({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_LABEL, value: w.label }, { type: P11.CKA_ID, value: w.id }], types: w.types, max: 1 })),
-    );
-    ownNeeded.forEach((w, i) => {
-      const [own] = owns[i] ?? [];
-      if (own) byHandle.set(w.handle, { own });
-    });
-    return byHandle;
-  }
-
-  private describe(o: FoundObject, read: { pub?: FoundObject; own?: FoundObject } | undefined, reported?: string): { entry: KeyEntry | undefined; skipped?: string } {
+  private describe(o: FoundObject, read: PublicKeyObjects | undefined, reported?: string): { entry: KeyEntry | undefined; skipped?: string } {
     let skipped: string | undefined;
-    const entry = this.entryOf(o, read, (label, reason) => {
+    const entry = entryOf(o, read, (label, reason) => {
       skipped = reason;
       if (reason !== reported) this.onSkip(label, reason);
     });
     return skipped === undefined ? { entry } : { entry, skipped };
   }
 
-  private entryOf(o: FoundObject, read: { pub?: FoundObject; own?: FoundObject } | undefined, onSkip: SkipReporter): KeyEntry | undefined {
-    const attrs = o.attributes;
-    const label = attr(attrs, P11.CKA_LABEL)?.toString('utf8');
-    const id = attr(attrs, P11.CKA_ID) ?? Buffer.alloc(0);
-    const keyType = keyTypeOf(attrs);
-    const parsed = label === undefined ? undefined : parseKeyLabel(label);
-    // A key whose label is no key name is someone else's business: not served, not reported.
-    if (!parsed) return undefined;
-    const skip = (reason: string): undefined => {
-      onSkip(label!, reason);
-      return undefined;
-    };
-    if (id.length === 0) return skip('it has no CKA_ID, so its public key cannot be found');
-    const pub = read?.pub;
-    let key: { spec: KeySpec; key: KeyObject } | undefined;
-    if (keyType === P11.CKK_RSA) {
-      const a = (pub ?? read?.own)?.attributes ?? [];
-      const [n, e] = [attr(a, P11.CKA_MODULUS), attr(a, P11.CKA_PUBLIC_EXPONENT)];
-      key = n && e ? publicKeyOr(() => rsaPublicKey(n, e), skip) : skip('its modulus or public exponent cannot be read');
-    } else if (keyType === P11.CKK_EC) {
-      if (!pub) return skip('no public-key object has its CKA_ID (an EC private key does not hold its point)');
-      const [params, point] = [attr(pub.attributes, P11.CKA_EC_PARAMS), attr(pub.attributes, P11.CKA_EC_POINT)];
-      key = params && point ? publicKeyOr(() => ecPublicKey(params, point), skip) : skip('its public key has no CKA_EC_PARAMS or CKA_EC_POINT');
-    } else {
-      return skip(keyType === undefined ? 'its CKA_KEY_TYPE cannot be read' : `its key type (CKK 0x${keyType.toString(16)}) is not one the service signs with`);
-    }
-    if (!key) return undefined;
-    return {
-      name: parsed.name,
-      version: parsed.version,
-      label: label!,
-      id,
-      keySpec: key.spec,
-      publicKey: key.key,
-      publicKeyPem: key.key.export({ type: 'spki', format: 'pem' }).toString(),
-      hasCertificate: false,
-      privateHandle: o.handle,
-      publicHandle: pub?.handle,
-    };
+  /** Scans the token if it has not been scanned since it was connected (or cleared). */
+  async load(): Promise<void> {
+    if (this.loaded) return;
+    if (!this.available()) throw recoveringError();
+    await this.refresh();
+  }
+
+  /**
+   * The cached entry, at once, or undefined. The cache is emptied when the module is
+   * re-initialized, so a hit is always of the current generation.
+   */
+  cached(name: string, version?: number): KeyEntry | undefined {
+    return this.loaded ? this.lookup(name, version) : undefined;
   }
 
   /** The cached entry for a key version (default: current), or undefined: no HSM call, no rescan. */
@@ -257,8 +162,11 @@ export class KeyCache {
     return versions.get(current);
   }
 
-  /** The entry for a key version (default: current); rescans once if it is not known yet. */
+  /** The entry for a key version (default: current); loads the keys first, and rescans once if it is not known yet. */
   async resolve(name: string, version?: number): Promise<KeyEntry> {
+    const cached = this.cached(name, version);
+    if (cached) return cached;
+    await this.load();
     const hit = this.lookup(name, version);
     if (hit) return hit;
     if (this.scanning || this.now() - this.lastScanAt >= this.missRescanMs) {

@@ -3,11 +3,15 @@ import type { CertificateObject, CertificateStore, CertificateStoreOptions, Stor
 import { CKR, isPkcs11Failure } from '../errors.js';
 import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
-import type { KeyEntry } from './KeyCache.js';
-import type { Pkcs11KeyManager } from './Pkcs11KeyManager.js';
+import type { KeyCache, KeyEntry } from './KeyCache.js';
+import type { Sessions } from './TokenConnection.js';
 
-/** What the store needs from the KeyManager: its sessions (so HSM failures are handled as everywhere else) and its key lookup. */
-export type CertificateStoreKeys = Pick<Pkcs11KeyManager, 'withSession' | 'resolveKey' | 'keys'>;
+/**
+ * What the store needs of the key cache: a key version's entry (its label and CKA_ID name the
+ * certificate objects), the lock that keeps readers of those objects apart from their
+ * replacement, and a rescan (a key's hasCertificate comes from the cache).
+ */
+export type CertificateKeys = Pick<KeyCache, 'resolve' | 'objectLock' | 'refresh' | 'info'>;
 
 interface TokenCertificate {
   readonly handle: Handle;
@@ -48,7 +52,9 @@ function notBefore(der: Buffer): number {
  */
 export class Pkcs11CertificateStore implements CertificateStore {
   constructor(
-    private readonly keys: CertificateStoreKeys,
+    /** The token connection's sessions, so HSM failures are handled as everywhere else. */
+    private readonly sessions: Sessions,
+    private readonly keys: CertificateKeys,
     private readonly p11: AsyncPkcs11,
   ) {}
 
@@ -77,8 +83,8 @@ export class Pkcs11CertificateStore implements CertificateStore {
   }
 
   async getCertificates(name: string, version: number, o: CertificateStoreOptions = {}): Promise<StoredCertificates | undefined> {
-    const entry = await this.keys.resolveKey(name, version);
-    const found = (await this.keys.keys.objectLock.read(() => this.keys.withSession((s) => this.read(s, entry), { signal: o.signal }))).filter((c) => c.der.length > 0);
+    const entry = await this.keys.resolve(name, version);
+    const found = (await this.keys.objectLock.read(() => this.sessions.withSession((s) => this.read(s, entry), { signal: o.signal }))).filter((c) => c.der.length > 0);
     const chainPattern = new RegExp(`^${entry.label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/chain/([1-9][0-9]{0,2})$`);
     const chainIndex = (c: TokenCertificate): number | undefined => {
       const m = chainPattern.exec(c.label);
@@ -114,7 +120,7 @@ export class Pkcs11CertificateStore implements CertificateStore {
     chain: readonly CertificateObject[],
     o: CertificateStoreOptions = {},
   ): Promise<void> {
-    const entry = await this.keys.resolveKey(name, version);
+    const entry = await this.keys.resolve(name, version);
     const replace = async (s: Handle): Promise<void> => {
       const old = await this.p11.findObjects(s, [
         { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
@@ -137,12 +143,11 @@ export class Pkcs11CertificateStore implements CertificateStore {
       }
     };
     // This process's readers of the certificate objects (requests, the key scan) wait while they change.
-    await this.keys.keys.objectLock.write(() => this.keys.withSession(replace, { signal: o.signal }));
+    await this.keys.objectLock.write(() => this.sessions.withSession(replace, { signal: o.signal }));
     // hasCertificate comes from the key cache; a scan already under way may have missed the new
     // object. The certificate is stored either way: a failed rescan is left to the periodic one.
-    const cache = this.keys.keys;
-    await cache.refresh().catch(() => undefined);
-    if (!cache.info(name)?.versions.find((v) => v.version === version)?.hasCertificate) await cache.refresh().catch(() => undefined);
+    await this.keys.refresh().catch(() => undefined);
+    if (!this.keys.info(name)?.versions.find((v) => v.version === version)?.hasCertificate) await this.keys.refresh().catch(() => undefined);
   }
 }
 

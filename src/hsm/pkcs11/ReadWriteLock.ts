@@ -4,8 +4,8 @@ const settled = (): void => undefined;
  * Readers run side by side; a writer runs alone, after the readers and writer before it, and the
  * readers after it wait for it. In this process only. Used for the token's certificate objects:
  * SoftHSMv2 (through pkcs11js) does not survive an object being destroyed while another thread
- * reads it (besides CKR_OBJECT_HANDLE_INVALID it answered CKR_GENERAL_ERROR and
- * CKR_FUNCTION_FAILED, and crashed the process in C_GetAttributeValue).
+ * reads it: besides CKR_OBJECT_HANDLE_INVALID it answers CKR_GENERAL_ERROR or
+ * CKR_FUNCTION_FAILED, or crashes the process in C_GetAttributeValue.
  */
 export class ReadWriteLock {
   /** The last writer's run (never rejects). */

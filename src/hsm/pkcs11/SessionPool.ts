@@ -5,7 +5,7 @@ import type { Handle } from './AsyncPkcs11.js';
 
 export interface PooledSession {
   readonly handle: Handle;
-  /** The module generation (see Pkcs11KeyManager) the session was opened in. */
+  /** The module generation (see TokenConnection) the session was opened in. */
   readonly generation: number;
   /** The HSM said the session no longer exists: drop it, never close it (its handle may already name a new session). */
   gone: boolean;

@@ -6,26 +6,13 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { createRequire } from 'node:module';
 import type * as Pkcs11Types from 'pkcs11js';
-// Types only (erased when compiled): the thread imports no code of the service.
+// Besides types, the thread imports only pure modules (bundled with it when run from sources): no service code.
 import type { ConnectRequest } from './AsyncPkcs11.js';
+import { openToken, type TokenMissing } from './findToken.js';
+import { encodeError, QUICK_OPS, type CallError, type ThreadCall, type ThreadData, type ThreadOp, type ThreadReply } from './threadProtocol.js';
 
-const { modulePath, requireFrom } = workerData as { modulePath: string; requireFrom: string };
+const { modulePath, requireFrom } = workerData as ThreadData;
 const pkcs11js = createRequire(requireFrom)('pkcs11js') as typeof Pkcs11Types;
-
-interface Request {
-  readonly id: number;
-  readonly op: string;
-  readonly args: unknown[];
-}
-
-interface Reply {
-  readonly id: number;
-  readonly ok: boolean;
-  readonly result?: unknown;
-  readonly error?: CallError;
-  /** How long the call ran here, in ms (the loop learns from it whether calls are quick or round trips). */
-  readonly ms: number;
-}
 
 const lib = new pkcs11js.PKCS11();
 lib.load(modulePath);
@@ -55,21 +42,14 @@ function finalize(): void {
 }
 
 /** AsyncPkcs11.connect: every step of (re)connecting in one message; a failure names its PKCS#11 function. */
-function connect(req: ConnectRequest): { slot: Buffer; loginSession: Buffer; sessions: Buffer[] } | { noToken: true; tokens: number } {
+function connect(req: ConnectRequest): { slot: Buffer; loginSession: Buffer; sessions: Buffer[] } | TokenMissing {
   if (req.finalizeFirst) finalize();
   initialize();
-  const slots = lib.C_GetSlotList(true);
-  const slot = req.slotIndex !== undefined ? slots[req.slotIndex] : slots.find((s) => lib.C_GetTokenInfo(s).label.trim() === req.tokenLabel);
-  if (!slot) return { noToken: true, tokens: slots.length };
-  const loginSession = lib.C_OpenSession(slot, req.flags);
-  try {
-    lib.C_Login(loginSession, pkcs11js.CKU_USER, req.pin);
-  } catch (e) {
-    if ((e as { code?: number }).code !== pkcs11js.CKR_USER_ALREADY_LOGGED_IN) throw e;
-  }
+  const token = openToken(lib, pkcs11js, req, req.flags, req.pin);
+  if ('noToken' in token) return token;
   const sessions: Buffer[] = [];
-  for (let i = 0; i < req.sessions; i++) sessions.push(lib.C_OpenSession(slot, req.flags));
-  return { slot, loginSession, sessions };
+  for (let i = 0; i < req.sessions; i++) sessions.push(lib.C_OpenSession(token.slot, req.flags));
+  return { ...token, sessions };
 }
 
 function findObjects(session: Buffer, template: Pkcs11Types.Template, max: number): Buffer[] {
@@ -107,23 +87,11 @@ function sign(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, da
   return signature;
 }
 
-/** NOT_A_CKR.BINDING_ERROR of ../errors.ts: this file is started alone on its thread and imports nothing of the service. */
-const NOT_A_CKR_BINDING_ERROR = -1;
+/** pkcs11js's own Pkcs11Error reads the code out of an error's text, as it does for every other call. */
+const codeOf = (message: string): number => new pkcs11js.Pkcs11Error(message).code;
 
-type CallError = { code: number; method: string; message: string; operationOpen: boolean };
-
-/** A thrown pkcs11js error as a value that crosses the thread boundary (no arguments, no stack). */
 function callError(e: unknown, method: string, operationOpen: boolean): CallError {
-  const err = e as { code?: number; method?: string; message?: string };
-  let code = err.code;
-  // pkcs11js 2.1 throws the failures of C_CreateObject (and of C_SetAttributeValue and C_CopyObject,
-  // which bypass its error wrapper) as a plain Error "CKR_TEMPLATE_INCONSISTENT:209", without the
-  // code: its own Pkcs11Error reads the code out of that text, as it does for every other call.
-  if (typeof code !== 'number' && e instanceof Error && !(e instanceof TypeError)) {
-    const parsed = new pkcs11js.Pkcs11Error(e.message).code;
-    if (parsed !== 0) code = parsed;
-  }
-  return { code: typeof code === 'number' ? code : NOT_A_CKR_BINDING_ERROR, method: err.method ?? method, message: String(err.message ?? e), operationOpen };
+  return encodeError(e, method, operationOpen, codeOf);
 }
 
 /**
@@ -156,7 +124,7 @@ function verify(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, 
 }
 
 type Op = (...args: any[]) => unknown; // eslint-disable-line @typescript-eslint/no-explicit-any
-const ops: Record<string, Op> = {
+const ops: Record<ThreadOp, Op> = {
   initialize,
   finalize,
   connect,
@@ -195,14 +163,11 @@ function revive(value: unknown): unknown {
  * call takes a round trip, every answer leaves as soon as it is known.
  */
 const REPLY_EVERY_MS = 0.5;
-/** Calls quick enough to hold answers over: anything else (a batch, key generation, a scan) may take long. */
-const QUICK_OPS: ReadonlySet<string> = new Set(['sign', 'verify']);
-
-function run(req: Request): Reply {
-  const op = ops[req.op];
+function run(req: ThreadCall): ThreadReply {
+  const op = ops[req.op] as Op | undefined;
   const start = performance.now();
   try {
-    if (!op) throw Object.assign(new Error(`unknown op ${req.op}`), { code: -1, method: req.op });
+    if (!op) throw Object.assign(new Error(`unknown op ${req.op}`), { method: req.op });
     const result = op(...req.args.map(revive));
     return { id: req.id, ok: true, result, ms: performance.now() - start };
   } catch (e) {
@@ -210,8 +175,8 @@ function run(req: Request): Reply {
   }
 }
 
-parentPort!.on('message', (calls: Request[]) => {
-  let replies: Reply[] = [];
+parentPort!.on('message', (calls: ThreadCall[]) => {
+  let replies: ThreadReply[] = [];
   let since = performance.now();
   for (const call of calls) {
     // Answers held so far leave before a kind of call that may be slow (a batch, key generation),

@@ -5,8 +5,9 @@ import { CKR } from '../../../src/hsm/errors.js';
 import type { AsyncPkcs11, Attribute, Handle } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { P11 } from '../../../src/hsm/pkcs11/constants.js';
 import type { KeyEntry } from '../../../src/hsm/pkcs11/KeyCache.js';
-import { Pkcs11CertificateStore, type CertificateStoreKeys } from '../../../src/hsm/pkcs11/Pkcs11CertificateStore.js';
+import { Pkcs11CertificateStore, type CertificateKeys } from '../../../src/hsm/pkcs11/Pkcs11CertificateStore.js';
 import { ReadWriteLock } from '../../../src/hsm/pkcs11/ReadWriteLock.js';
+import type { Sessions } from '../../../src/hsm/pkcs11/TokenConnection.js';
 import { issueCertificate } from '../../../src/pki/issueCertificate.js';
 import { parseCertificatePem } from '../../../src/pki/parsePem.js';
 import { makeCa, type CaFixture } from '../pki/caFixture.js';
@@ -55,11 +56,8 @@ const label = (attrs: readonly Attribute[]): string => {
 
 const entry = { name: 'ca', version: 2, label: 'ca/v2', id: Buffer.from('0a0b0c', 'hex') } as KeyEntry;
 let refreshes = 0;
-const keys = {
-  withSession: <T>(fn: (s: Handle) => Promise<T>) => fn(Buffer.from('01', 'hex')),
-  resolveKey: async () => entry,
-  keys: { refresh: async () => void refreshes++, info: () => undefined, objectLock: new ReadWriteLock() },
-} as unknown as CertificateStoreKeys;
+const sessions: Sessions = { withSession: <T>(fn: (s: Handle) => Promise<T>) => fn(Buffer.from('01', 'hex')) };
+const keys: CertificateKeys = { resolve: async () => entry, refresh: async () => void refreshes++, info: () => undefined, objectLock: new ReadWriteLock() };
 
 let dir: TempDir;
 let ca: CaFixture;
@@ -91,7 +89,7 @@ after(async () => {
 
 test('put stores the certificate and its chain as public token certificate objects with the key\'s CKA_ID; get reads them back in order', async () => {
   const token = new FakeToken();
-  const store = new Pkcs11CertificateStore(keys, token.p11);
+  const store = new Pkcs11CertificateStore(sessions, keys, token.p11);
   assert.equal(await store.getCertificates('ca', 2), undefined);
   refreshes = 0;
   await store.putCertificates('ca', 2, newer, [intermediate, root]);
@@ -115,7 +113,7 @@ test('put stores the certificate and its chain as public token certificate objec
 
 test('a new put creates the new objects before destroying the old ones', async () => {
   const token = new FakeToken();
-  const store = new Pkcs11CertificateStore(keys, token.p11);
+  const store = new Pkcs11CertificateStore(sessions, keys, token.p11);
   await store.putCertificates('ca', 2, older, [intermediate]);
   token.log.length = 0;
   await store.putCertificates('ca', 2, newer, [intermediate, root]);
@@ -126,7 +124,7 @@ test('a new put creates the new objects before destroying the old ones', async (
 
 test('a put that fails half way removes what it created and leaves the old certificate', async () => {
   const token = new FakeToken();
-  const store = new Pkcs11CertificateStore(keys, token.p11);
+  const store = new Pkcs11CertificateStore(sessions, keys, token.p11);
   await store.putCertificates('ca', 2, older, [intermediate]);
   token.failCreateAt = 4; // the new set's second object
   await assert.rejects(store.putCertificates('ca', 2, newer, [intermediate, root]), /C_CreateObject failed/);
@@ -136,7 +134,7 @@ test('a put that fails half way removes what it created and leaves the old certi
 
 test('after a replacement interrupted before the old objects were destroyed, get returns the newer certificate', async () => {
   const token = new FakeToken();
-  const store = new Pkcs11CertificateStore(keys, token.p11);
+  const store = new Pkcs11CertificateStore(sessions, keys, token.p11);
   // Both sets on the token, as a crash between creating and destroying would leave them.
   await store.putCertificates('ca', 2, newer, [intermediate]);
   const kept = new Map(token.objects);
@@ -154,6 +152,6 @@ test("a certificate another tool stored with the key's CKA_ID and its own label 
     { type: P11.CKA_LABEL, value: 'imported by p11tool' },
     { type: P11.CKA_VALUE, value: older.der },
   ]);
-  const store = new Pkcs11CertificateStore(keys, token.p11);
+  const store = new Pkcs11CertificateStore(sessions, keys, token.p11);
   assert.deepEqual(await store.getCertificates('ca', 2), { certificate: older.der, chain: [] });
 });

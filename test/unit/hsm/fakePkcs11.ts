@@ -7,6 +7,7 @@
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import type { AsyncPkcs11, Attribute, ConnectRequest, ConnectResult, FoundObject, Handle, ObjectQuery, Mechanism, Pkcs11CallError, SignCall } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { P11 } from '../../../src/hsm/pkcs11/constants.js';
+import { findToken } from '../../../src/hsm/pkcs11/findToken.js';
 import { CKR } from '../../../src/hsm/errors.js';
 import { ecParamsFor } from '../../../src/hsm/pkcs11/publicKey.js';
 import { Pkcs11Error } from '../../../src/hsm/pkcs11/ThreadedPkcs11.js';
@@ -100,10 +101,10 @@ export class FakePkcs11 implements AsyncPkcs11 {
     if (req.finalizeFirst) await this.finalize();
     await this.initialize();
     const slots = await this.getSlotList();
-    let slot: Handle | undefined;
-    if (req.slotIndex !== undefined) slot = slots[req.slotIndex];
-    else for (const s of slots) if ((await this.getTokenLabel()) === req.tokenLabel) slot = s;
-    if (!slot) return { noToken: true, tokens: slots.length };
+    const label = await this.getTokenLabel();
+    const found = findToken(slots, () => label, req);
+    if ('noToken' in found) return found;
+    const { slot } = found;
     const loginSession = await this.openSession();
     await this.login(loginSession).catch((e: unknown) => {
       if ((e as Pkcs11Error).code !== CKR.USER_ALREADY_LOGGED_IN) throw e;
