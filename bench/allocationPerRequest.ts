@@ -13,6 +13,7 @@ import { spawn } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { Session } from 'node:inspector/promises';
 import { parseArgs } from 'node:util';
+import type { Express } from 'express';
 import { pino } from 'pino';
 import { composeService } from '../src/composeService.js';
 import { loadConfig } from '../src/config/config.js';
@@ -29,7 +30,7 @@ const CONNECTIONS = 32;
 const { token, keys } = await prepareToken(DEFAULTS.tokenDir, DEFAULTS.tokenLabel, ['ECC_NIST_P256']);
 const keyName = keys.get('ECC_NIST_P256')!;
 let close = async (): Promise<void> => undefined;
-let app;
+let app: Express;
 if (values.bare) {
   app = createCeilingApp({ [keyName]: typicalSignatureBytes('ECC_NIST_P256') });
 } else {

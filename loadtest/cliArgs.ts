@@ -106,10 +106,10 @@ const list = (values: readonly string[] | undefined): string[] =>
     .map((v) => v.trim())
     .filter((v) => v !== '');
 
-export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Command {
-  let parsed;
+/** The command line as node:util reads it (its types follow the options); what it refuses is a UsageError. */
+function readArgv(argv: readonly string[]) {
   try {
-    parsed = parseArgs({
+    return parseArgs({
       args: [...argv],
       allowPositionals: true,
       strict: true,
@@ -153,6 +153,10 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Command {
+  const parsed = readArgv(argv);
   const v = parsed.values;
   const [mode, ...rest] = parsed.positionals;
   if (v.help) return { kind: 'help' };

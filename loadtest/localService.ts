@@ -89,7 +89,7 @@ export async function startLocalService(o: LocalServiceOptions): Promise<LocalSe
       throw new Error(`the service was not ready within ${(o.readyTimeoutMs ?? 90_000) / 1000} s:\n${stderr.join('\n')}`);
     }
     const status = await statusOf(url + readyPath);
-    if (status === 200 && workerPids().length >= (Math.max(o.workers , 1))) streak++;
+    if (status === 200 && workerPids().length >= Math.max(o.workers, 1)) streak++;
     else {
       streak = 0;
       await sleep(200);

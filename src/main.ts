@@ -1,4 +1,4 @@
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import type { Server } from 'node:http';
 import https from 'node:https';
 import type { Logger } from 'pino';
@@ -36,15 +36,17 @@ async function primary(config: Config, logger: Logger): Promise<void> {
   const seen = new Map<number, number>();
   cluster.on('fork', (w) => seen.set(w.id, hangups));
   cluster.on('listening', (w) => {
-    if (seen.get(w.id)! < hangups) w.process.kill('SIGHUP');
+    // 'fork' comes first, so the worker is in `seen`; one that were not would have no SIGHUP recorded as missed.
+    const since = seen.get(w.id);
+    if (since !== undefined && since < hangups) w.process.kill('SIGHUP');
     seen.set(w.id, Infinity);
   });
   cluster.on('exit', (w) => seen.delete(w.id));
   hangup.handler = () => {
     hangups++;
-    const listening = Object.values(cluster.workers ?? {}).filter((w) => w && seen.get(w.id) === Infinity);
+    const listening = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && seen.get(w.id) === Infinity);
     logger.info({ workers: listening.length }, 'SIGHUP: reloading the TLS certificate and the clients in every worker');
-    for (const w of listening) w!.process.kill('SIGHUP');
+    for (const w of listening) w.process.kill('SIGHUP');
   };
   if (hangup.pending) hangup.handler();
   hangup.pending = false;
@@ -58,7 +60,8 @@ async function primary(config: Config, logger: Logger): Promise<void> {
     if (stopping) return;
     const now = Date.now();
     recentDeaths.push(now);
-    while (recentDeaths.length && recentDeaths[0]! < now - 60_000) recentDeaths.shift();
+    // Oldest first; an empty list has nothing older than a minute.
+    while ((recentDeaths[0] ?? now) < now - 60_000) recentDeaths.shift();
     logger.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another');
     // A worker that cannot start (wrong PIN, no token) would die in a tight loop: slow down.
     setTimeout(fork, recentDeaths.length > config.workers * 3 ? 5000 : 100);
@@ -182,6 +185,11 @@ const PIN_REPLY = 'hsm-signer:pin';
  */
 function pinFromPrimary(timeoutMs = 10_000): Promise<string> {
   return new Promise((resolve, reject) => {
+    // Only a cluster worker asks, and a forked worker has the channel: without one this is a bug, not a configuration.
+    if (!process.send) {
+      reject(new Error('pinFromPrimary: this process has no IPC channel to a cluster primary'));
+      return;
+    }
     const done = (): void => {
       clearTimeout(timer);
       process.off('message', onMessage);
@@ -196,7 +204,7 @@ function pinFromPrimary(timeoutMs = 10_000): Promise<string> {
       reject(new ConfigError('HSM_PIN: the cluster primary did not send the PIN'));
     }, timeoutMs);
     process.on('message', onMessage);
-    process.send!({ type: PIN_REQUEST });
+    process.send({ type: PIN_REQUEST });
   });
 }
 
@@ -205,9 +213,8 @@ export async function main(): Promise<void> {
   let tls: TlsMaterial | undefined;
   let clients: ClientRegistry | undefined;
   // Until the configuration is read: a LOG_LEVEL it would refuse must not stop pino first.
-  const logger = createLogger(
-    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(process.env.LOG_LEVEL ?? '') ? process.env.LOG_LEVEL! : 'info',
-  );
+  const level = process.env.LOG_LEVEL;
+  const logger = createLogger(level !== undefined && ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level) ? level : 'info');
   try {
     const env = cluster.isWorker ? { ...process.env, HSM_PIN: await pinFromPrimary(), HSM_PIN_FILE: undefined } : process.env;
     config = loadConfig(env);

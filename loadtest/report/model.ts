@@ -269,7 +269,7 @@ function targetsSection(r: LoadTestReport): Section | undefined {
 
 export function buildReportModel(report: LoadTestReport): ReportModel {
   const sections: Section[] = [headerSection(report)];
-  scenariosOf(report.steps).forEach((s, i) => sections.push(scenarioSection(report, s, i)));
+  for (const [i, s] of scenariosOf(report.steps).entries()) sections.push(scenarioSection(report, s, i));
   if (report.ceilings.length > 0) sections.push(ceilingsSection(report));
   const practices = practicesSection(report);
   if (practices) sections.push(practices);

@@ -61,7 +61,9 @@ function certificateMatch(c: { subject?: string | undefined; san?: string | unde
       throw new ConfigError(`CLIENTS_FILE: ${(e as Error).message}`);
     }
   }
-  const san = c.san!;
+  const { san } = c;
+  // certificateSchema's refine lets exactly one of subject and san through.
+  if (san === undefined) throw new Error(`certificateMatch: ${field} has neither subject nor san (the schema should have refused it)`);
   // A URI has a scheme (spiffe://..., urn:...); anything else must be a DNS name.
   if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(san)) {
     if (!URL.canParse(san)) throw new ConfigError(`CLIENTS_FILE: ${field}.san: is neither a URI nor a DNS name`);
@@ -84,7 +86,9 @@ export function loadClients(file: string): Client[] {
   }
   const parsed = clientsSchema.safeParse(raw);
   if (!parsed.success) {
-    const i = parsed.error.issues[0]!;
+    const i = parsed.error.issues[0];
+    // zod reports at least one issue on failure; without one, the file is still refused, without the detail.
+    if (i === undefined) throw new ConfigError('CLIENTS_FILE: does not match the expected shape');
     throw new ConfigError(`CLIENTS_FILE: ${i.path.join('.')}: ${i.message}`);
   }
   const tokens = new Map<string, number>();
@@ -198,9 +202,10 @@ export function authenticate(registry: ClientRegistry): RequestHandler {
     let fromToken: Client | undefined;
     if (header !== undefined) {
       // The scheme name is case-insensitive (RFC 7235 section 2.1).
-      const m = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header);
-      if (!m) return next(unauthenticated('Authorization: must be "Bearer <token>"'));
-      fromToken = registry.byToken(m[1]!);
+      // Group 1 is not optional: it is set whenever the pattern matches.
+      const token = /^Bearer ([\x21-\x7e]{1,512})$/i.exec(header)?.[1];
+      if (token === undefined) return next(unauthenticated('Authorization: must be "Bearer <token>"'));
+      fromToken = registry.byToken(token);
       if (!fromToken) return next(unauthenticated('Authorization: unknown token'));
     }
     if (fromCertificate && fromToken && fromCertificate !== fromToken) {

@@ -17,7 +17,8 @@ export function jsonDepthExceeds(text: Uint8Array, max: number): boolean {
   let depth = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
+    const c = text[i];
+    if (c === undefined) break; // never inside i < text.length; the end of the text, as the loop condition says
     if (inString) {
       if (c === BACKSLASH) i++;
       else if (c === QUOTE) inString = false;

@@ -85,6 +85,12 @@ async function clusterMetrics(): Promise<string> {
   if (!cluster.isWorker || !process.send) return register.metrics();
   const id = nextId++;
   const text = await new Promise<string | undefined>((resolve) => {
+    // Checked above; checked again here because the check does not carry into this callback. Without a
+    // channel there is no primary to ask: the same answer as a primary that does not reply.
+    if (!process.send) {
+      resolve(undefined);
+      return;
+    }
     const timer = setTimeout(() => {
       waiting.delete(id);
       resolve(undefined);
@@ -93,7 +99,7 @@ async function clusterMetrics(): Promise<string> {
       clearTimeout(timer);
       resolve(t);
     });
-    process.send!({ type: SCRAPE, id });
+    process.send({ type: SCRAPE, id });
   });
   // The primary is gone or stuck (this worker is about to be orphaned): its own figures are better than nothing.
   return text ?? `${await register.metrics()}# the cluster primary did not answer: this worker's metrics only\n`;

@@ -33,7 +33,9 @@ const batchItem = z.strictObject({ ...signFields, keyName: z.string() }).refine(
 const batchBody = z.strictObject({ requests: z.array(z.unknown()).min(1, 'must hold 1 to 256 items').max(256, 'must hold 1 to 256 items') });
 
 function describe(error: z.ZodError, prefix = ''): string {
-  const issue = error.issues[0]!;
+  const issue = error.issues[0];
+  // zod reports at least one issue on failure; without one the request is still refused (400), without the detail.
+  if (issue === undefined) return `${prefix || 'body'}: is not valid`;
   const path = [prefix, ...issue.path.map(String)].filter(Boolean).join('.') || 'body';
   if (issue.code === 'unrecognized_keys') return `${path}: unknown field(s) ${issue.keys.map((k) => `'${k}'`).join(', ')}`;
   if (issue.code === 'invalid_type')

@@ -68,9 +68,14 @@ const ignore: PkiObserver = () => undefined;
 
 /** The token attributes of a certificate, cut out of its DER by the ASN.1 library. */
 function certificateObject(c: ParsedCertificate): CertificateObject {
-  const tbs = sequenceElements(Buffer.from(c.asn.tbsCertificateRaw!));
+  // The ASN.1 library keeps the raw bytes of what it parsed; a ParsedCertificate is always parsed from DER.
+  const raw = c.asn.tbsCertificateRaw;
+  if (raw === undefined) throw new Error('certificateObject: the certificate has no raw TBSCertificate (not parsed from DER)');
+  const tbs = sequenceElements(Buffer.from(raw));
   // TBSCertificate: [0] version (absent for v1), serialNumber, ...; 0xa0 is the [0] tag.
-  const serialNumber = tbs[tbs[0]?.[0] === 0xa0 ? 1 : 0]!;
+  const serialNumber = tbs[tbs[0]?.[0] === 0xa0 ? 1 : 0];
+  // parsePem accepted the certificate, so its TBSCertificate has a serial number.
+  if (serialNumber === undefined) throw new Error('certificateObject: the TBSCertificate has no serialNumber element');
   return { der: c.der, subject: c.subjectDer, issuer: c.issuerDer, serialNumber };
 }
 

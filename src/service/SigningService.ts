@@ -75,6 +75,7 @@ export class SigningService {
    */
   private guarded<T>(op: (signal: CancelSignal) => Promise<T>, deadline: number): Promise<T> {
     const r = this.resilience;
+    const { onRetry } = r;
     const cancel = new Cancellation();
     const work = retry(() => throughBreaker(r.breaker, () => op(cancel), r.breakerResetMs), {
       maxAttempts: r.maxAttempts,
@@ -82,7 +83,7 @@ export class SigningService {
       deadline,
       budget: r.budget,
       isRetryable,
-      ...(r.onRetry ? { onRetry: (attempt: number, _delay: number, e: unknown) => r.onRetry!(attempt, e) } : {}),
+      ...(onRetry ? { onRetry: (attempt: number, _delay: number, e: unknown) => onRetry(attempt, e) } : {}),
     });
     return withDeadline(work, deadline, { cancel });
   }
@@ -144,7 +145,9 @@ export class SigningService {
       chunks.map(async (chunk) => {
         const outcomes = await this.signChunk(chunk, deadline);
         chunk.forEach(({ index, input, digest }, j) => {
-          const o = outcomes[j]!;
+          const o = outcomes[j];
+          // signChunk answers once per item of the chunk, in order.
+          if (o === undefined) throw new Error(`signBatch: no outcome for item ${j} of a chunk of ${chunk.length}`);
           results[index] = o instanceof ServiceError ? o : this.output(input, o, digest);
         });
       }),
@@ -157,12 +160,20 @@ export class SigningService {
     const unsettled = (o: SignManyOutcome | undefined): boolean => o === undefined || isRetryable(o);
     try {
       await this.guarded(async (signal) => {
-        const todo = outcomes.flatMap((o, j) => (unsettled(o) ? [j] : []));
-        const got = await this.keys.signMany(
-          todo.map((j) => signRequest(chunk[j]!.input, chunk[j]!.digest)),
-          signal,
-        );
-        got.forEach((o, k) => (outcomes[todo[k]!] = o));
+        // The chunk's positions still unsettled, and their requests (outcomes has one entry per item).
+        const todo: number[] = [];
+        const requests: Omit<SignRequest, 'signal'>[] = [];
+        chunk.forEach(({ input, digest }, j) => {
+          if (!unsettled(outcomes[j])) return;
+          todo.push(j);
+          requests.push(signRequest(input, digest));
+        });
+        const got = await this.keys.signMany(requests, signal);
+        // The KeyManager answers once per request, in order; anything else is a bug, not an item's answer.
+        if (got.length !== todo.length) throw new Error(`signMany answered ${got.length} outcomes for ${todo.length} requests`);
+        todo.forEach((j, k) => {
+          outcomes[j] = got[k];
+        });
         // An HSM failure ends this attempt, through the breaker like a single sign's; items signed stay
         // signed, and the retry (if the failure is retryable) re-sends only the others.
         const failure = got.find((o) => isRetryable(o) || countsAgainstHsm(o));
@@ -232,7 +243,10 @@ export class SigningService {
 
 /** The digest a sign or verify input stands for: the one sent, or the message's hash (for the audit trail; unchecked). */
 export function digestOfInput(input: SignInput): Buffer {
-  return input.digest ?? hash(algorithmInfo(input.algorithm).hash, input.message!);
+  if (input.digest !== undefined) return input.digest;
+  // Validation lets exactly one of digest and message through.
+  if (input.message === undefined) throw new Error('digestOfInput: the input has neither a digest nor a message');
+  return hash(algorithmInfo(input.algorithm).hash, input.message);
 }
 
 /** What the KeyManager needs to sign `input`'s digest. */

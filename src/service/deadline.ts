@@ -17,13 +17,19 @@ export class Cancellation implements CancelSignal {
   /** As on an AbortSignal: the same listener twice is one listener. */
   addEventListener(_type: 'abort', listener: () => void): void {
     if (this.aborted) return;
-    const listeners = (this.listeners ??= []);
+    let listeners = this.listeners;
+    if (listeners === undefined) {
+      listeners = [];
+      this.listeners = listeners;
+    }
     if (!listeners.includes(listener)) listeners.push(listener);
   }
 
   removeEventListener(_type: 'abort', listener: () => void): void {
-    const i = this.listeners ? this.listeners.indexOf(listener) : -1;
-    if (i >= 0) this.listeners!.splice(i, 1);
+    const listeners = this.listeners;
+    if (listeners === undefined) return;
+    const i = listeners.indexOf(listener);
+    if (i >= 0) listeners.splice(i, 1);
   }
 
   abort(reason: unknown): void {
@@ -32,8 +38,7 @@ export class Cancellation implements CancelSignal {
     this.reason = reason;
     const listeners = this.listeners ?? [];
     // Taken one at a time from the live list: a listener that removes another stops it running.
-    while (listeners.length > 0) {
-      const listener = listeners.shift()!;
+    for (let listener = listeners.shift(); listener !== undefined; listener = listeners.shift()) {
       try {
         listener();
       } catch (e) {

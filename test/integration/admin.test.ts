@@ -31,7 +31,11 @@ after(async () => {
   token?.cleanup();
 });
 
-async function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+/** A sign answer's fields these tests read. */
+type SignAnswer = { keyVersion: number; signature: string };
+
+/** `json` is the body as the caller expects a 200 answer to be (T), null without a body; read it after checking the status. */
+async function call<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
   const res = await fetch(`${base}${path}`, {
     method,
     ...(body === undefined ? {} : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
@@ -181,13 +185,13 @@ test('the running service picks up a rotated version within KEY_REFRESH_MS, /sig
   const loop = async (): Promise<void> => {
     while (!stop) {
       const message = Buffer.from(`message ${n++}`);
-      const r = await call('POST', '/v1/keys/live/sign', { algorithm: 'ECDSA_SHA_256', message: message.toString('base64') });
+      const r = await call<SignAnswer | null>('POST', '/v1/keys/live/sign', { algorithm: 'ECDSA_SHA_256', message: message.toString('base64') });
       results.push({
         status: r.status,
         version: r.json?.keyVersion,
         at: Date.now(),
         message,
-        ...(r.status === 200 ? { signature: Buffer.from(r.json.signature, 'base64') } : {}),
+        ...(r.status === 200 ? { signature: Buffer.from(r.json!.signature, 'base64') } : {}),
       });
     }
   };
@@ -214,19 +218,19 @@ test('the running service picks up a rotated version within KEY_REFRESH_MS, /sig
   const afterFirst = results.filter((r) => r.at > firstV2 + 50);
   assert.ok(afterFirst.length > 0 && afterFirst.every((r) => r.version === 2));
 
-  const key = await call('GET', '/v1/keys/live');
+  const key = await call<{ currentVersion: number }>('GET', '/v1/keys/live');
   assert.equal(key.json.currentVersion, 2);
-  const jwks = await call('GET', '/v1/keys/live/jwks');
+  const jwks = await call<{ keys: (JsonWebKey & { kid: string; kty: string; crv: string; use: string })[] }>('GET', '/v1/keys/live/jwks');
   assert.equal(jwks.status, 200);
   assert.deepEqual(
-    jwks.json.keys.map((k: { kid: string; kty: string; crv: string; use: string }) => [k.kid, k.kty, k.crv, k.use]),
+    jwks.json.keys.map((k) => [k.kid, k.kty, k.crv, k.use]),
     [
       ['live/v1', 'EC', 'P-256', 'sig'],
       ['live/v2', 'EC', 'P-256', 'sig'],
     ],
   );
   // A relying party verifies across the rotation with the JWK named by the version.
-  const jwk = (v: number) => createPublicKey({ key: jwks.json.keys[v - 1] as JsonWebKey, format: 'jwk' });
+  const jwk = (v: number) => createPublicKey({ key: jwks.json.keys[v - 1]!, format: 'jwk' });
   for (const v of [1, 2]) {
     const r = results.find((x) => x.version === v)!;
     assert.ok(verify('sha256', r.message, jwk(v), r.signature!), `a version ${v} signature verifies with live/v${v}`);
@@ -240,7 +244,7 @@ test('retire: refuses without --confirm and the only version; prints every objec
   const dir = await TempDir.create();
   try {
     await makeRoot(dir, { name: 'root' });
-    const csr = await call('POST', '/v1/keys/app/csr', { subject: 'CN=App CA', keyVersion: 1, ca: { pathLength: 0 } });
+    const csr = await call<{ csrPem: string }>('POST', '/v1/keys/app/csr', { subject: 'CN=App CA', keyVersion: 1, ca: { pathLength: 0 } });
     assert.equal(csr.status, 200, JSON.stringify(csr.json));
     const cert = await signAsRoot(dir, csr.json.csrPem, { root: 'root', out: 'app' });
     assert.equal((await call('PUT', '/v1/keys/app/certificate', { certificatePem: cert, keyVersion: 1 })).status, 204);
@@ -280,7 +284,7 @@ test('retire: refuses without --confirm and the only version; prints every objec
     'app\tv2\tRSA_2048\tno certificate\nec\tv1\tECC_NIST_P384\tno certificate\nlive\tv1\tECC_NIST_P256\tno certificate\nlive\tv2\tECC_NIST_P256\tno certificate\nsolo\tv1\tECC_NIST_P256\tno certificate\n',
   );
   // The service drops the retired version at its next rescan.
-  await until(async () => (await call('GET', '/v1/keys/app/jwks')).json.keys.length === 1, 3000, 'the JWKS without app/v1');
+  await until(async () => (await call<{ keys: unknown[] }>('GET', '/v1/keys/app/jwks')).json.keys.length === 1, 3000, 'the JWKS without app/v1');
 });
 
 test('concurrent admin commands run one at a time: no two keys ever share a version', async () => {

@@ -36,7 +36,7 @@ function parseAll(file: string): Record<string, unknown>[] {
       try {
         return JSON.parse(l) as Record<string, unknown>;
       } catch {
-        assert.fail(`line ${i + 1} is not one JSON record (${l.length} chars): ${l.slice(0, 120)}...`);
+        return assert.fail(`line ${i + 1} is not one JSON record (${l.length} chars): ${l.slice(0, 120)}...`);
       }
     });
 }

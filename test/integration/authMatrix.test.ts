@@ -425,7 +425,13 @@ before(async () => {
     (await httpsRequest(port, { path: '/readyz', ca: pki.ca, ...(client ? { client } : {}) })).status === 200;
   [bearerSvc, mtlsSvc] = await Promise.all([
     startServiceProcess(await env({}), { ready: (port) => readyz(port) }),
-    startServiceProcess(await env({ TLS_CLIENT_CA_FILE: pki.caFile }), { ready: async (port) => readyz(port, (await made, leaves.owner)) }),
+    startServiceProcess(await env({ TLS_CLIENT_CA_FILE: pki.caFile }), {
+      ready: async (port) => {
+        // The client certificate exists once the PKI is made.
+        await made;
+        return readyz(port, leaves.owner);
+      },
+    }),
     made,
   ]);
 

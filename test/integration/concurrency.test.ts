@@ -33,7 +33,11 @@ after(async () => {
   token?.cleanup();
 });
 
-function call(method: string, path: string, body?: unknown): Promise<{ status: number; json: any }> {
+/** A sign answer's fields these tests read. */
+type SignAnswer = { keyVersion: number; signature: string };
+
+/** `json` is the body as the caller expects a 200 answer to be (T), null without a body; read it after checking the status. */
+function call<T = unknown>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
   return new Promise((resolve, reject) => {
     const data = body === undefined ? undefined : JSON.stringify(body);
     const req = httpRequest(
@@ -57,9 +61,11 @@ function call(method: string, path: string, body?: unknown): Promise<{ status: n
 }
 
 async function publicKey(name: string, version = 1): Promise<string> {
-  const k = await call('GET', `/v1/keys/${name}`);
+  const k = await call<{ versions: { version: number; publicKeyPem: string }[] }>('GET', `/v1/keys/${name}`);
   assert.equal(k.status, 200, JSON.stringify(k.json));
-  return k.json.versions.find((v: { version: number }) => v.version === version).publicKeyPem;
+  const v = k.json.versions.find((x) => x.version === version);
+  assert.ok(v, `key '${name}' has a version ${version}`);
+  return v.publicKeyPem;
 }
 
 test('500 signs with 100 in flight through one worker: all valid, pool idle afterwards', async () => {
@@ -77,7 +83,7 @@ test('500 signs with 100 in flight through one worker: all valid, pool idle afte
         const message = Buffer.from(`message ${i}`);
         inFlight++;
         maxInFlight = Math.max(maxInFlight, inFlight);
-        const r = await call('POST', `/v1/keys/${name}/sign`, { algorithm, message: message.toString('base64') });
+        const r = await call<SignAnswer>('POST', `/v1/keys/${name}/sign`, { algorithm, message: message.toString('base64') });
         inFlight--;
         if (r.status !== 200) {
           failures.push(`${i}: ${r.status} ${JSON.stringify(r.json)}`);
@@ -112,23 +118,23 @@ test('a key added to the token after start is served; 1,000 extra objects do not
   await addTokenObjects(token, { data: 990, ecPairs: 10 });
   const digest = createHash('sha384').update('late').digest();
   // A miss rescans the token (at most once a second), so the new key is served within ~1 s.
-  let res = await call('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_384', digest: digest.toString('base64') });
+  let res = await call<SignAnswer>('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_384', digest: digest.toString('base64') });
   for (let i = 0; i < 20 && res.status === 404; i++) {
     await new Promise((r) => setTimeout(r, 200));
-    res = await call('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_384', digest: digest.toString('base64') });
+    res = await call<SignAnswer>('POST', '/v1/keys/late/sign', { algorithm: 'ECDSA_SHA_384', digest: digest.toString('base64') });
   }
   assert.equal(res.status, 200, JSON.stringify(res.json));
   assert.ok(verify('sha384', Buffer.from('late'), await publicKey('late'), Buffer.from(res.json.signature, 'base64')));
 
   // After the periodic rescan has seen all 1,000 objects, 'ec' is still the same key.
   await new Promise((r) => setTimeout(r, 1200));
-  const list = await call('GET', '/v1/keys');
-  const names = list.json.keys.map((k: { name: string }) => k.name);
+  const list = await call<{ keys: { name: string }[] }>('GET', '/v1/keys');
+  const names = list.json.keys.map((k) => k.name);
   assert.ok(names.includes('decoy-9'), 'the rescan saw the decoy keys');
   const pem = await publicKey('ec');
   for (let i = 0; i < 20; i++) {
     const m = Buffer.from(`after decoys ${i}`);
-    const r = await call('POST', '/v1/keys/ec/sign', { algorithm: 'ECDSA_SHA_256', message: m.toString('base64') });
+    const r = await call<SignAnswer>('POST', '/v1/keys/ec/sign', { algorithm: 'ECDSA_SHA_256', message: m.toString('base64') });
     assert.equal(r.status, 200);
     assert.equal(r.json.keyVersion, 1);
     assert.ok(verify('sha256', m, pem, Buffer.from(r.json.signature, 'base64')));

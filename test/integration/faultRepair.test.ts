@@ -131,9 +131,9 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
     test(`batch of 40: ${what}`, async () => {
       const { messages, results } = await batchWhileFailing(fn, rv, count, what);
       assert.equal(results.length, 40);
-      results.forEach((r, i) =>
-        assert.ok(r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature), `item ${i}: ${JSON.stringify(r)}`),
-      );
+      for (const [i, r] of results.entries()) {
+        assert.ok(r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature), `item ${i}: ${JSON.stringify(r)}`);
+      }
       assert.ok(logged(ckrName(rv)), `the service met ${ckrName(rv)}`);
       await poolIsWhole();
     });
@@ -144,7 +144,9 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
     const failed = results.flatMap((r, i) => (r.error ? [i] : []));
     assert.equal(failed.length, 1, JSON.stringify(results.filter((r) => r.error)));
     assert.equal(results[failed[0]!]!.error!.code, 'INVALID_ARGUMENT');
-    results.forEach((r, i) => assert.ok(i === failed[0] || (r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature)), `item ${i}`));
+    for (const [i, r] of results.entries()) {
+      assert.ok(i === failed[0] || (r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature)), `item ${i}`);
+    }
     assert.equal(svc.service.health().breaker, 'closed');
     await poolIsWhole();
   });
@@ -154,9 +156,9 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
     const failed = results.flatMap((r, i) => (r.error ? [i] : []));
     assert.ok(failed.length >= 1 && failed.length <= 16, `one chunk at most: ${failed.length}`);
     for (const i of failed) assert.equal(results[i]!.error!.code, 'HSM_UNAVAILABLE');
-    results.forEach((r, i) =>
-      assert.ok(failed.includes(i) || (r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature)), `item ${i}`),
-    );
+    for (const [i, r] of results.entries()) {
+      assert.ok(failed.includes(i) || (r.signature && signatureVerifies(publicKey, ALGORITHM, messages[i]!, r.signature)), `item ${i}`);
+    }
     await poolIsWhole();
     await signsTransparently();
   });

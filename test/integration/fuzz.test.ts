@@ -634,6 +634,11 @@ const signingArb = fc.oneof(
             }));
             return { req: jsonReq('POST', path, { requests: good }), expect: { status: 200, items: good.map(() => ({})) } };
           }
+          default: {
+            // Every mutation has its case (tsc checks it here); a new one must get one.
+            const unhandled: never = batch;
+            throw new Error(`no case for batch mutation ${String(unhandled)}`);
+          }
         }
       }),
   },

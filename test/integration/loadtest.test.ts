@@ -73,7 +73,10 @@ test('a quick run writes report.json, report.md and report.html with sane number
     assert.ok(s.verified.sampled >= Math.floor(s.okRequests * 0.01), 'at least 1% verified');
     assert.deepEqual(s.errors, {}, JSON.stringify(s.errors));
     assert.ok(s.latency.p50 > 0 && s.latency.p50 <= s.latency.p90 && s.latency.p90 <= s.latency.p99 && s.latency.p99 <= s.latency.max);
-    assert.ok(s.service?.rssBytes?.every((b) => b > 10 * 1024 * 1024), 'worker RSS sampled');
+    assert.ok(
+      s.service?.rssBytes?.every((b) => b > 10 * 1024 * 1024),
+      'worker RSS sampled',
+    );
     assert.equal(s.service?.breakerState, 'closed');
   }
   const [c] = report.ceilings;

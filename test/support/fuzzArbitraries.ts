@@ -100,6 +100,7 @@ export const nastyString: fc.Arbitrary<string> = fc.oneof(
     '..\\',
     '\r\n',
     '<script>',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: a literal ${x}, as a template injection probe sends it
     '${x}',
     '{{x}}',
     'null',

@@ -29,7 +29,7 @@ export function signingRouter(service: SigningService, audit?: AuditLog): Router
     const auditor = auditorFor(audit, req, res);
     auditor.assertAvailable();
     let facts: AuditFacts[] | undefined;
-    let results;
+    let results: (SignOutput | ServiceError)[];
     try {
       const parsed = parseBatch(req.body);
       // What each item asked for; a malformed item is known by its position (and its key name, if that is well formed).
@@ -47,7 +47,12 @@ export function signingRouter(service: SigningService, audit?: AuditLog): Router
     const done = facts;
     if (done) {
       await auditor.writeItems(
-        results.map((x, i) => (x instanceof ServiceError ? done[i]! : { ...done[i]!, keyVersion: x.keyVersion, digest: x.digest })),
+        results.map((x, i) => {
+          const f = done[i];
+          // signBatch answers once per item, in order, and facts has one entry per item.
+          if (f === undefined) throw new Error(`batch sign: result ${i} has no request facts (${results.length} results for ${done.length} items)`);
+          return x instanceof ServiceError ? f : { ...f, keyVersion: x.keyVersion, digest: x.digest };
+        }),
         results.map((x) => (x instanceof ServiceError ? x : undefined)),
       );
     }

@@ -50,7 +50,18 @@ test('auditLine: one JSON line, documented field order, absent fields left out, 
   ]);
   assert.equal(parsed.digestSha256, execFileSync('sha256sum', { input: digest }).toString().split(' ')[0]);
   let called = 0;
-  const lazy = JSON.parse(auditLine({ time: 't', client: 'a', operation: 'verify', outcome: 'ok', digest: () => (called++, digest) }));
+  const lazy = JSON.parse(
+    auditLine({
+      time: 't',
+      client: 'a',
+      operation: 'verify',
+      outcome: 'ok',
+      digest: () => {
+        called++;
+        return digest;
+      },
+    }),
+  );
   assert.equal(lazy.digestSha256, parsed.digestSha256);
   assert.equal(called, 1);
   const long = JSON.parse(auditLine({ time: 't', client: 'a', operation: 'issue', outcome: 'ok', subject: `CN=${'y'.repeat(5000)}` }));
