@@ -29,15 +29,16 @@ export interface RunningService {
 /** Throws AuditOpenError (naming AUDIT_LOG and the errno code) if it cannot be opened. */
 function openAuditLog(target: string, stallMs: number, logger: Logger): AuditLog {
   return AuditLog.open(target, {
-      // A write slower than a request's whole deadline is a disk in trouble: refuse rather than hang.
-      stallMs,
-      onEvent: (e) => {
-        if (e.type === 'unavailable') logger.error({ auditLog: target, reason: e.reason }, 'audit log cannot be written: audited operations answer 503 AUDIT_UNAVAILABLE');
-        else if (e.type === 'available') logger.warn({ auditLog: target, since: e.since, refused: e.refused }, 'audit log writable again');
-        else if (e.type === 'reopen-failed') logger.error({ auditLog: target, reason: e.reason }, 'audit log not reopened; still writing to the old file');
-        else logger.info({ auditLog: target }, 'audit log reopened');
-      },
-    });
+    // A write slower than a request's whole deadline is a disk in trouble: refuse rather than hang.
+    stallMs,
+    onEvent: (e) => {
+      if (e.type === 'unavailable')
+        logger.error({ auditLog: target, reason: e.reason }, 'audit log cannot be written: audited operations answer 503 AUDIT_UNAVAILABLE');
+      else if (e.type === 'available') logger.warn({ auditLog: target, since: e.since, refused: e.refused }, 'audit log writable again');
+      else if (e.type === 'reopen-failed') logger.error({ auditLog: target, reason: e.reason }, 'audit log not reopened; still writing to the old file');
+      else logger.info({ auditLog: target }, 'audit log reopened');
+    },
+  });
 }
 
 /**

@@ -30,5 +30,11 @@ export interface CertificateStore {
   /** Undefined when the version has no certificate. NOT_FOUND when the key or version does not exist. */
   getCertificates(name: string, version: number, o?: CertificateStoreOptions): Promise<StoredCertificates | undefined>;
   /** Replaces the version's certificate and chain; afterwards the key reports hasCertificate. */
-  putCertificates(name: string, version: number, certificate: CertificateObject, chain: readonly CertificateObject[], o?: CertificateStoreOptions): Promise<void>;
+  putCertificates(
+    name: string,
+    version: number,
+    certificate: CertificateObject,
+    chain: readonly CertificateObject[],
+    o?: CertificateStoreOptions,
+  ): Promise<void>;
 }

@@ -98,7 +98,12 @@ export interface AsyncPkcs11 {
   signMany(session: Handle, items: readonly SignCall[]): Promise<{ signatures: Buffer[]; failure?: Pkcs11CallError }>;
   /** VerifyInit + Verify in one hop; an invalid signature is `false`, not an error. */
   verify(session: Handle, mechanism: Mechanism, key: Handle, data: Buffer, signature: Buffer): Promise<boolean>;
-  generateKeyPair(session: Handle, mechanism: Mechanism, publicTemplate: readonly Attribute[], privateTemplate: readonly Attribute[]): Promise<{ publicKey: Handle; privateKey: Handle }>;
+  generateKeyPair(
+    session: Handle,
+    mechanism: Mechanism,
+    publicTemplate: readonly Attribute[],
+    privateTemplate: readonly Attribute[],
+  ): Promise<{ publicKey: Handle; privateKey: Handle }>;
   createObject(session: Handle, template: readonly Attribute[]): Promise<Handle>;
   destroyObject(session: Handle, object: Handle): Promise<void>;
   /** Calls issued and not yet settled. */

@@ -131,9 +131,12 @@ export class HsmThreads {
         p.load.splice(second);
         p.outbox.splice(second);
         p.progressAt.splice(second);
-        const reason = 'the PKCS#11 module keeps separate state per loaded instance (e.g. p11-kit\'s client): one HSM thread per worker; more workers, not more threads, add HSM calls in flight';
+        const reason =
+          "the PKCS#11 module keeps separate state per loaded instance (e.g. p11-kit's client): one HSM thread per worker; more workers, not more threads, add HSM calls in flight";
         p.fewerThreadsReason = reason;
-        onWarning?.(`the PKCS#11 module ${modulePath} keeps separate state per loaded instance (e.g. p11-kit's client): using 1 HSM thread instead of ${threadCount}`);
+        onWarning?.(
+          `the PKCS#11 module ${modulePath} keeps separate state per loaded instance (e.g. p11-kit's client): using 1 HSM thread instead of ${threadCount}`,
+        );
         return p;
       }
       const rest: Promise<unknown>[] = [];

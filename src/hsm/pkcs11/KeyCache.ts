@@ -3,6 +3,7 @@ import { recoveringError } from '../errors.js';
 import type { KeyInfo } from '../KeyManager.js';
 import type { AsyncPkcs11, FoundObject, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
+import { tokenObjects } from './tokenObjects.js';
 import { attr, entryOf, readPublicKeys, type KeyEntry, type PublicKeyObjects, type SkipReporter } from './keyObjects.js';
 import { ReadWriteLock } from './ReadWriteLock.js';
 
@@ -90,31 +91,37 @@ export class KeyCache {
     const epoch = this.epoch;
     this.lastScanAt = this.now();
     const seen = new Map<string, Seen>();
-    const found = await this.objectLock.read(() => this.withSession(async (s) => {
-      const [privates = [], certificates = []] = await this.p11.findAndRead(s, [
-        { template: [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_SIGN, value: true }], types: [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE] },
-        { template: [{ type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE }], types: [P11.CKA_ID] },
-      ]);
-      const keys = privates.map((o) => {
-        const label = attr(o.attributes, P11.CKA_LABEL)?.toString('utf8');
-        const id = (attr(o.attributes, P11.CKA_ID) ?? Buffer.alloc(0)).toString('hex');
-        const before = this.seen.get(o.handle.toString('hex'));
-        // Same handle, label and CKA_ID as last time: the same key (a reused handle would differ).
-        return { o, label, id, before: before && before.label === label && before.id === id ? before : undefined };
-      });
-      // A key not served last time is looked at again: another process creating a pair may have
-      // written the private key before the public one when the last scan ran. Only its reason,
-      // if it is the same, is not reported again.
-      const publics = await readPublicKeys(this.p11, s, keys.filter((k) => !k.before?.entry).map((k) => k.o));
-      const entries: KeyEntry[] = [];
-      for (const k of keys) {
-        const next = k.before?.entry ? k.before : this.describe(k.o, publics.get(k.o.handle.toString('hex')), k.before?.skipped);
-        seen.set(k.o.handle.toString('hex'), { ...next, label: k.label, id: k.id });
-        if (next.entry) entries.push(next.entry);
-      }
-      const certIds = new Set(certificates.map((c) => attr(c.attributes, P11.CKA_ID)?.toString('hex')));
-      return entries.map((e) => ({ ...e, hasCertificate: certIds.has(e.id.toString('hex')) }));
-    }));
+    const found = await this.objectLock.read(() =>
+      this.withSession(async (s) => {
+        const [privates = [], certificates = []] = await this.p11.findAndRead(s, [
+          { template: tokenObjects(P11.CKO_PRIVATE_KEY, { type: P11.CKA_SIGN, value: true }), types: [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE] },
+          { template: tokenObjects(P11.CKO_CERTIFICATE), types: [P11.CKA_ID] },
+        ]);
+        const keys = privates.map((o) => {
+          const label = attr(o.attributes, P11.CKA_LABEL)?.toString('utf8');
+          const id = (attr(o.attributes, P11.CKA_ID) ?? Buffer.alloc(0)).toString('hex');
+          const before = this.seen.get(o.handle.toString('hex'));
+          // Same handle, label and CKA_ID as last time: the same key (a reused handle would differ).
+          return { o, label, id, before: before && before.label === label && before.id === id ? before : undefined };
+        });
+        // A key not served last time is looked at again: another process creating a pair may have
+        // written the private key before the public one when the last scan ran. Only its reason,
+        // if it is the same, is not reported again.
+        const publics = await readPublicKeys(
+          this.p11,
+          s,
+          keys.filter((k) => !k.before?.entry).map((k) => k.o),
+        );
+        const entries: KeyEntry[] = [];
+        for (const k of keys) {
+          const next = k.before?.entry ? k.before : this.describe(k.o, publics.get(k.o.handle.toString('hex')), k.before?.skipped);
+          seen.set(k.o.handle.toString('hex'), { ...next, label: k.label, id: k.id });
+          if (next.entry) entries.push(next.entry);
+        }
+        const certIds = new Set(certificates.map((c) => attr(c.attributes, P11.CKA_ID)?.toString('hex')));
+        return entries.map((e) => ({ ...e, hasCertificate: certIds.has(e.id.toString('hex')) }));
+      }),
+    );
     const next = new Map<string, Map<number, KeyEntry>>();
     for (const e of found) {
       const versions = next.get(e.name) ?? new Map<number, KeyEntry>();
@@ -182,11 +189,7 @@ export class KeyCache {
   async relookup(entry: KeyEntry): Promise<void> {
     const epoch = this.epoch;
     const [handle] = await this.withSession((s) =>
-      this.p11.findObjects(s, [
-        { type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY },
-        { type: P11.CKA_LABEL, value: entry.label },
-        { type: P11.CKA_ID, value: entry.id },
-      ], 1),
+      this.p11.findObjects(s, tokenObjects(P11.CKO_PRIVATE_KEY, { type: P11.CKA_LABEL, value: entry.label }, { type: P11.CKA_ID, value: entry.id }), 1),
     );
     if (epoch !== this.epoch) return;
     if (!handle) {
@@ -197,9 +200,7 @@ export class KeyCache {
       return;
     }
     entry.privateHandle = handle;
-    const [pub] = await this.withSession((s) =>
-      this.p11.findObjects(s, [{ type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY }, { type: P11.CKA_ID, value: entry.id }], 1),
-    );
+    const [pub] = await this.withSession((s) => this.p11.findObjects(s, tokenObjects(P11.CKO_PUBLIC_KEY, { type: P11.CKA_ID, value: entry.id }), 1));
     entry.publicHandle = pub;
   }
 

@@ -3,6 +3,7 @@ import type { CertificateObject, CertificateStore, CertificateStoreOptions, Stor
 import { CKR, isPkcs11Failure } from '../errors.js';
 import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
+import { tokenObjects } from './tokenObjects.js';
 import type { KeyCache, KeyEntry } from './KeyCache.js';
 import type { Sessions } from './TokenConnection.js';
 
@@ -70,21 +71,26 @@ export class Pkcs11CertificateStore implements CertificateStore {
   }
 
   private async readOnce(s: Handle, entry: KeyEntry): Promise<TokenCertificate[]> {
-    const handles = await this.p11.findObjects(s, [
-      { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
-      { type: P11.CKA_ID, value: entry.id },
-    ]);
+    const handles = await this.p11.findObjects(s, tokenObjects(P11.CKO_CERTIFICATE, { type: P11.CKA_ID, value: entry.id }));
     const out: TokenCertificate[] = [];
     for (const handle of handles) {
       const a = await this.p11.getAttributes(s, handle, [P11.CKA_LABEL, P11.CKA_VALUE, P11.CKA_SUBJECT, P11.CKA_ISSUER]);
-      out.push({ handle, label: bytes(a, P11.CKA_LABEL).toString('utf8'), der: bytes(a, P11.CKA_VALUE), subject: bytes(a, P11.CKA_SUBJECT), issuer: bytes(a, P11.CKA_ISSUER) });
+      out.push({
+        handle,
+        label: bytes(a, P11.CKA_LABEL).toString('utf8'),
+        der: bytes(a, P11.CKA_VALUE),
+        subject: bytes(a, P11.CKA_SUBJECT),
+        issuer: bytes(a, P11.CKA_ISSUER),
+      });
     }
     return out;
   }
 
   async getCertificates(name: string, version: number, o: CertificateStoreOptions = {}): Promise<StoredCertificates | undefined> {
     const entry = await this.keys.resolve(name, version);
-    const found = (await this.keys.objectLock.read(() => this.sessions.withSession((s) => this.read(s, entry), { signal: o.signal }))).filter((c) => c.der.length > 0);
+    const found = (await this.keys.objectLock.read(() => this.sessions.withSession((s) => this.read(s, entry), { signal: o.signal }))).filter(
+      (c) => c.der.length > 0,
+    );
     const chainPattern = new RegExp(`^${entry.label.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/chain/([1-9][0-9]{0,2})$`);
     const chainIndex = (c: TokenCertificate): number | undefined => {
       const m = chainPattern.exec(c.label);
@@ -122,10 +128,7 @@ export class Pkcs11CertificateStore implements CertificateStore {
   ): Promise<void> {
     const entry = await this.keys.resolve(name, version);
     const replace = async (s: Handle): Promise<void> => {
-      const old = await this.p11.findObjects(s, [
-        { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
-        { type: P11.CKA_ID, value: entry.id },
-      ]);
+      const old = await this.p11.findObjects(s, tokenObjects(P11.CKO_CERTIFICATE, { type: P11.CKA_ID, value: entry.id }));
       const created: Handle[] = [];
       try {
         created.push(await this.p11.createObject(s, template(entry, entry.label, certificate)));

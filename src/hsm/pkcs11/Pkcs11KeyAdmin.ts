@@ -7,6 +7,7 @@ import type { AdminKeyVersion, KeyAdmin, RemovedObject } from '../KeyAdmin.js';
 import { keyLabel, parseKeyLabel } from '../keyLabel.js';
 import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
+import { tokenObjects } from './tokenObjects.js';
 import { ecSpecFromParams, rsaPublicKey } from './publicKey.js';
 import { signingKeyPairTemplates } from './keyTemplates.js';
 import { ThreadedPkcs11 } from './ThreadedPkcs11.js';
@@ -63,9 +64,9 @@ export class Pkcs11KeyAdmin implements KeyAdmin {
   }
 
   private async scan(s: Handle): Promise<Found[]> {
-    const handles = await this.p11.findObjects(s, [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }]);
+    const handles = await this.p11.findObjects(s, tokenObjects(P11.CKO_PRIVATE_KEY));
     const certIds = new Set<string>();
-    for (const c of await this.p11.findObjects(s, [{ type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE }])) {
+    for (const c of await this.p11.findObjects(s, tokenObjects(P11.CKO_CERTIFICATE))) {
       const id = value(await this.p11.getAttributes(s, c, [P11.CKA_ID]), P11.CKA_ID);
       if (id) certIds.add(id.toString('hex'));
     }

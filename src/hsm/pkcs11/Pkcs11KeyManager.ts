@@ -89,7 +89,10 @@ export class Pkcs11KeyManager implements KeyManager {
     const entry = this.keys.cached(req.name, req.version) ?? (await this.keys.resolve(req.name, req.version));
     const call = this.callFor(entry, req);
     try {
-      const signature = await this.connection.withSession((s) => this.p11.sign(s, call.mechanism, call.key, call.data, call.maxSignatureLength), { signal: req.signal, generation });
+      const signature = await this.connection.withSession((s) => this.p11.sign(s, call.mechanism, call.key, call.data, call.maxSignatureLength), {
+        signal: req.signal,
+        generation,
+      });
       return { name: entry.name, version: entry.version, keySpec: entry.keySpec, signature };
     } catch (e) {
       await this.afterFailure(e, entry);
@@ -117,7 +120,10 @@ export class Pkcs11KeyManager implements KeyManager {
       try {
         await this.connection.withSession(
           async (s) => {
-            const r = await this.p11.signMany(s, rest.map((x) => x.call));
+            const r = await this.p11.signMany(
+              s,
+              rest.map((x) => x.call),
+            );
             for (const signature of r.signatures) {
               const { index, entry } = rest[signed++]!;
               out[index] = { name: entry.name, version: entry.version, keySpec: entry.keySpec, signature };
@@ -153,7 +159,10 @@ export class Pkcs11KeyManager implements KeyManager {
     if (!entry.publicHandle) throw invalid(`digest: key '${entry.name}' has no public key object on the token; send the message instead`);
     const { mechanism, data } = signingInput(req.algorithm, req.digest);
     try {
-      return await this.connection.withSession((s) => this.p11.verify(s, mechanism, entry.publicHandle!, data, req.signature), { signal: req.signal, generation });
+      return await this.connection.withSession((s) => this.p11.verify(s, mechanism, entry.publicHandle!, data, req.signature), {
+        signal: req.signal,
+        generation,
+      });
     } catch (e) {
       await this.afterFailure(e, entry);
       throw e;

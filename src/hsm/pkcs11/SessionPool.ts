@@ -219,7 +219,10 @@ export class SessionPool {
   abandon(reason: unknown): void {
     this.abandoned = true;
     this.stop(reason);
-    void this.pool.drain().then(() => this.pool.clear()).catch(() => undefined);
+    void this.pool
+      .drain()
+      .then(() => this.pool.clear())
+      .catch(() => undefined);
   }
 
   /** Shutdown: waiters fail, borrowed sessions get up to `timeoutMs` to come back, then all are closed. */

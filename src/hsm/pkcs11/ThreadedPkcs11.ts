@@ -1,4 +1,16 @@
-import type { AsyncPkcs11, Attribute, ConnectRequest, ConnectResult, FoundObject, Handle, Mechanism, ObjectQuery, Pkcs11CallError, SignCall, ThreadsInfo } from './AsyncPkcs11.js';
+import type {
+  AsyncPkcs11,
+  Attribute,
+  ConnectRequest,
+  ConnectResult,
+  FoundObject,
+  Handle,
+  Mechanism,
+  ObjectQuery,
+  Pkcs11CallError,
+  SignCall,
+  ThreadsInfo,
+} from './AsyncPkcs11.js';
 import { HsmThreads } from './HsmThreads.js';
 import { decodeError, type ConnectReply, type SignManyReply } from './threadProtocol.js';
 
@@ -102,7 +114,10 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
   }
 
   async signMany(session: Handle, items: readonly SignCall[]): Promise<{ signatures: Buffer[]; failure?: Pkcs11CallError }> {
-    const r = (await this.threads.call('signMany', [compact(session), items.map((i) => [i.mechanism, compact(i.key), compact(i.data), i.maxSignatureLength])])) as SignManyReply;
+    const r = (await this.threads.call('signMany', [
+      compact(session),
+      items.map((i) => [i.mechanism, compact(i.key), compact(i.data), i.maxSignatureLength]),
+    ])) as SignManyReply;
     const signatures = r.signatures.map(toBuffer);
     return r.error ? { signatures, failure: decodeError(r.error) } : { signatures };
   }
@@ -111,8 +126,16 @@ export class ThreadedPkcs11 implements AsyncPkcs11 {
     return (await this.threads.call('verify', [compact(session), mechanism, compact(key), compact(data), compact(signature)])) as boolean;
   }
 
-  async generateKeyPair(session: Handle, mechanism: Mechanism, publicTemplate: readonly Attribute[], privateTemplate: readonly Attribute[]): Promise<{ publicKey: Handle; privateKey: Handle }> {
-    const r = (await this.threads.call('generateKeyPair', [session, mechanism, publicTemplate, privateTemplate])) as { publicKey: Uint8Array; privateKey: Uint8Array };
+  async generateKeyPair(
+    session: Handle,
+    mechanism: Mechanism,
+    publicTemplate: readonly Attribute[],
+    privateTemplate: readonly Attribute[],
+  ): Promise<{ publicKey: Handle; privateKey: Handle }> {
+    const r = (await this.threads.call('generateKeyPair', [session, mechanism, publicTemplate, privateTemplate])) as {
+      publicKey: Uint8Array;
+      privateKey: Uint8Array;
+    };
     return { publicKey: toBuffer(r.publicKey), privateKey: toBuffer(r.privateKey) };
   }
 

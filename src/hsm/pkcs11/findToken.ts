@@ -59,7 +59,13 @@ export interface LoginCodes {
  * Finds the token and logs the user in on a session of its own. Login is per application, not per
  * session: "already logged in" (another part of the process did it) is a success.
  */
-export function openToken<S>(lib: TokenBinding<S>, codes: LoginCodes, want: TokenSelector, flags: number, pin: string): { readonly slot: S; readonly loginSession: S } | TokenMissing {
+export function openToken<S>(
+  lib: TokenBinding<S>,
+  codes: LoginCodes,
+  want: TokenSelector,
+  flags: number,
+  pin: string,
+): { readonly slot: S; readonly loginSession: S } | TokenMissing {
   // PKCS#11 pads token labels with spaces to 32 bytes.
   const found = findToken(lib.C_GetSlotList(true), (s) => lib.C_GetTokenInfo(s).label.trim(), want);
   if ('noToken' in found) return found;

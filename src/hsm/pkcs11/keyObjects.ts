@@ -4,6 +4,7 @@ import type { KeyVersion } from '../KeyManager.js';
 import { parseKeyLabel } from '../keyLabel.js';
 import type { AsyncPkcs11, Attribute, FoundObject, Handle } from './AsyncPkcs11.js';
 import { P11 } from './constants.js';
+import { tokenObjects } from './tokenObjects.js';
 import { ecPublicKey, rsaPublicKey } from './publicKey.js';
 
 /*
@@ -72,7 +73,11 @@ export async function readPublicKeys(p11: AsyncPkcs11, s: Handle, privates: read
   if (wanted.length === 0) return byHandle;
   const pubs = await p11.findAndRead(
     s,
-    wanted.map((w) => ({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PUBLIC_KEY }, { type: P11.CKA_KEY_TYPE, value: w.keyType }, { type: P11.CKA_ID, value: w.id }], types: w.types, max: 1 })),
+    wanted.map((w) => ({
+      template: tokenObjects(P11.CKO_PUBLIC_KEY, { type: P11.CKA_KEY_TYPE, value: w.keyType }, { type: P11.CKA_ID, value: w.id }),
+      types: w.types,
+      max: 1,
+    })),
   );
   wanted.forEach((w, i) => {
     const [pub] = pubs[i] ?? [];
@@ -82,7 +87,11 @@ export async function readPublicKeys(p11: AsyncPkcs11, s: Handle, privates: read
   if (ownNeeded.length === 0) return byHandle;
   const owns = await p11.findAndRead(
     s,
-    ownNeeded.map((w) => ({ template: [{ type: P11.CKA_CLASS, value: P11.CKO_PRIVATE_KEY }, { type: P11.CKA_LABEL, value: w.label }, { type: P11.CKA_ID, value: w.id }], types: w.types, max: 1 })),
+    ownNeeded.map((w) => ({
+      template: tokenObjects(P11.CKO_PRIVATE_KEY, { type: P11.CKA_LABEL, value: w.label }, { type: P11.CKA_ID, value: w.id }),
+      types: w.types,
+      max: 1,
+    })),
   );
   ownNeeded.forEach((w, i) => {
     const [own] = owns[i] ?? [];
@@ -131,4 +140,3 @@ export function entryOf(o: FoundObject, read: PublicKeyObjects | undefined, onSk
     publicHandle: pub?.handle,
   };
 }
-

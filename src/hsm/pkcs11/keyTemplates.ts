@@ -7,7 +7,11 @@ import { ecParamsFor } from './publicKey.js';
  * The templates of a signing key pair: token objects, the private half sensitive,
  * non-extractable and usable for signing only (no decrypt, unwrap or derive).
  */
-export function signingKeyPairTemplates(spec: KeySpec, label: string, id: Buffer): { mechanism: Mechanism; publicTemplate: Attribute[]; privateTemplate: Attribute[] } {
+export function signingKeyPairTemplates(
+  spec: KeySpec,
+  label: string,
+  id: Buffer,
+): { mechanism: Mechanism; publicTemplate: Attribute[]; privateTemplate: Attribute[] } {
   const info = KEY_SPEC_INFO[spec];
   const common: Attribute[] = [
     { type: P11.CKA_TOKEN, value: true },

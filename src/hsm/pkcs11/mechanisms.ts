@@ -14,7 +14,10 @@ const ECDSA: Mechanism = { mechanism: P11.CKM_ECDSA };
 const PSS = new Map<HashName, Mechanism>(
   (Object.keys(PSS_HASH) as HashName[]).map((h) => [
     h,
-    { mechanism: P11.CKM_RSA_PKCS_PSS, parameter: { ...PSS_HASH[h], saltLen: algorithmInfo(`RSASSA_PSS_SHA_${h.slice(3)}` as SigningAlgorithm).digestLength, type: P11.CK_PARAMS_RSA_PSS } },
+    {
+      mechanism: P11.CKM_RSA_PKCS_PSS,
+      parameter: { ...PSS_HASH[h], saltLen: algorithmInfo(`RSASSA_PSS_SHA_${h.slice(3)}` as SigningAlgorithm).digestLength, type: P11.CK_PARAMS_RSA_PSS },
+    },
   ]),
 );
 

@@ -67,11 +67,18 @@ function findObjects(session: Buffer, template: Pkcs11Types.Template, max: numbe
 }
 
 /** AsyncPkcs11.findAndRead: each query's objects with their attributes, in one message. */
-function findAndRead(session: Buffer, queries: { template: Pkcs11Types.Template; types: number[]; max?: number }[]): { handle: Buffer; attributes: Pkcs11Types.Template }[][] {
+function findAndRead(
+  session: Buffer,
+  queries: { template: Pkcs11Types.Template; types: number[]; max?: number }[],
+): { handle: Buffer; attributes: Pkcs11Types.Template }[][] {
   return queries.map((q) =>
     findObjects(session, q.template, q.max ?? 100_000).map((handle) => ({
       handle,
-      attributes: lib.C_GetAttributeValue(session, handle, q.types.map((type) => ({ type }))),
+      attributes: lib.C_GetAttributeValue(
+        session,
+        handle,
+        q.types.map((type) => ({ type })),
+      ),
     })),
   );
 }
@@ -137,7 +144,11 @@ const ops: Record<ThreadOp, Op> = {
   logout: (session: Buffer) => lib.C_Logout(session),
   findObjects,
   getAttributes: (session: Buffer, object: Buffer, types: number[]) =>
-    lib.C_GetAttributeValue(session, object, types.map((type) => ({ type }))),
+    lib.C_GetAttributeValue(
+      session,
+      object,
+      types.map((type) => ({ type })),
+    ),
   findAndRead,
   sign,
   signMany,

@@ -4,9 +4,7 @@ import { ECParameters } from '@peculiar/asn1-ecc';
 import { KEY_SPEC_INFO, type KeySpec } from '../../crypto/algorithms.js';
 
 const CURVE_BY_OID = new Map(
-  (Object.keys(KEY_SPEC_INFO) as KeySpec[])
-    .filter((s) => KEY_SPEC_INFO[s].curve)
-    .map((s) => [KEY_SPEC_INFO[s].curve!.oid, s] as const),
+  (Object.keys(KEY_SPEC_INFO) as KeySpec[]).filter((s) => KEY_SPEC_INFO[s].curve).map((s) => [KEY_SPEC_INFO[s].curve!.oid, s] as const),
 );
 
 const RSA_SPEC_BY_BITS = new Map<number, KeySpec>([

@@ -34,7 +34,10 @@ class FakeToken {
       if (++this.creates === this.failCreateAt) throw Object.assign(new Error('C_CreateObject failed'), { code: CKR.DEVICE_MEMORY, method: 'C_CreateObject' });
       const h = Buffer.alloc(4);
       h.writeUInt32BE(this.next++);
-      this.objects.set(h.toString('hex'), template.map((a) => ({ type: a.type, value: typeof a.value === 'string' ? Buffer.from(a.value) : a.value })));
+      this.objects.set(
+        h.toString('hex'),
+        template.map((a) => ({ type: a.type, value: typeof a.value === 'string' ? Buffer.from(a.value) : a.value })),
+      );
       this.log.push(`create ${label(template)}`);
       return h;
     },
@@ -46,7 +49,8 @@ class FakeToken {
 }
 
 function sameValue(a: Attribute['value'], b: Attribute['value']): boolean {
-  if (Buffer.isBuffer(a) || Buffer.isBuffer(b)) return Buffer.isBuffer(a) && Buffer.isBuffer(b) ? a.equals(b) : Buffer.from(String(a ?? '')).equals(Buffer.from(String(b ?? '')));
+  if (Buffer.isBuffer(a) || Buffer.isBuffer(b))
+    return Buffer.isBuffer(a) && Buffer.isBuffer(b) ? a.equals(b) : Buffer.from(String(a ?? '')).equals(Buffer.from(String(b ?? '')));
   return a === b;
 }
 const label = (attrs: readonly Attribute[]): string => {
@@ -76,7 +80,11 @@ before(async () => {
   ca = await makeCa(dir, 'store', 'ECC_NIST_P256');
   const csrPem = await opensslCsr(dir, { name: 'leaf', subject: '/CN=leaf.example.com', addext: ['subjectAltName=DNS:leaf.example.com'] });
   const issue = (daysAgo: number) =>
-    issueCertificate(ca.signer, { certificatePem: ca.intPem, chainPem: ca.rootPem }, { csrPem, profile: 'tls-server', validityDays: 30, now: new Date(Date.now() - daysAgo * 86_400_000) });
+    issueCertificate(
+      ca.signer,
+      { certificatePem: ca.intPem, chainPem: ca.rootPem },
+      { csrPem, profile: 'tls-server', validityDays: 30, now: new Date(Date.now() - daysAgo * 86_400_000) },
+    );
   older = objectOf((await issue(2)).certificatePem, 1);
   newer = objectOf((await issue(1)).certificatePem, 2);
   intermediate = objectOf(ca.intPem, 3);
@@ -87,7 +95,7 @@ after(async () => {
   await dir?.remove();
 });
 
-test('put stores the certificate and its chain as public token certificate objects with the key\'s CKA_ID; get reads them back in order', async () => {
+test("put stores the certificate and its chain as public token certificate objects with the key's CKA_ID; get reads them back in order", async () => {
   const token = new FakeToken();
   const store = new Pkcs11CertificateStore(sessions, keys, token.p11);
   assert.equal(await store.getCertificates('ca', 2), undefined);
@@ -148,6 +156,7 @@ test("a certificate another tool stored with the key's CKA_ID and its own label 
   const token = new FakeToken();
   await token.p11.createObject(Buffer.alloc(0), [
     { type: P11.CKA_CLASS, value: P11.CKO_CERTIFICATE },
+    { type: P11.CKA_TOKEN, value: true },
     { type: P11.CKA_ID, value: entry.id },
     { type: P11.CKA_LABEL, value: 'imported by p11tool' },
     { type: P11.CKA_VALUE, value: older.der },

@@ -68,7 +68,11 @@ test('after a lost connection, no key handle or session from before the re-initi
   fake.signGate = undefined;
   release();
   await assert.rejects(first, (e: unknown) => e instanceof HsmError && e.failure === 'connectionLost');
-  await assert.rejects(second, (e: unknown) => e instanceof HsmError && e.failure === 'connectionLost', 'the waiter fails fast instead of signing with an old handle');
+  await assert.rejects(
+    second,
+    (e: unknown) => e instanceof HsmError && e.failure === 'connectionLost',
+    'the waiter fails fast instead of signing with an old handle',
+  );
   assert.equal(k.health().ready, false);
   assert.equal(k.health().recovering, true);
   await assert.rejects(sign(k, 'a'), (e: unknown) => e instanceof HsmError && e.ckr === 'RECOVERING');
@@ -151,7 +155,10 @@ test('signMany: items signed before an HSM failure keep their signatures; the fa
   const reqs = ['a', 'b', 'a', 'b', 'a'].map((name) => ({ name, algorithm: 'ECDSA_SHA_256' as const, digest }));
   fake.signFailures.push(undefined, undefined, CKR.SESSION_HANDLE_INVALID);
   const out = await k.signMany(reqs);
-  assert.deepEqual(out.slice(0, 2).map((o) => o && !(o instanceof Error) && signedBy(o.signature)), ['a', 'b']);
+  assert.deepEqual(
+    out.slice(0, 2).map((o) => o && !(o instanceof Error) && signedBy(o.signature)),
+    ['a', 'b'],
+  );
   assert.ok(out[2] instanceof HsmError && out[2].retryable, String(out[2]));
   assert.deepEqual(out.slice(3), [out[2], out[2]], 'the items after it were not tried and carry the same failure');
 });
@@ -178,7 +185,10 @@ test('a key deleted on the HSM behind the cache: its stale handle removes it, an
   const k = await start(fake, 2);
   fake.keys.splice(1, 1); // key 'b' (its only version) destroyed by another process
   await assert.rejects(sign(k, 'b'), (e: unknown) => e instanceof HsmError && e.failure === 'handleStale');
-  assert.deepEqual((await k.listKeys()).map((x) => x.name), ['a']);
+  assert.deepEqual(
+    (await k.listKeys()).map((x) => x.name),
+    ['a'],
+  );
   await assert.rejects(k.getKey('b'), (e: unknown) => e instanceof ServiceError && e.code === 'NOT_FOUND');
 });
 
@@ -213,7 +223,18 @@ function countCalls(fake: FakePkcs11): Map<string, number> {
   const calls = new Map<string, number>();
   // Calls the fake makes to itself (inside connect or findAndRead) are not the binding's.
   let depth = 0;
-  for (const name of ['connect', 'initialize', 'finalize', 'getSlotList', 'getTokenLabel', 'openSession', 'login', 'findObjects', 'getAttributes', 'findAndRead'] as const) {
+  for (const name of [
+    'connect',
+    'initialize',
+    'finalize',
+    'getSlotList',
+    'getTokenLabel',
+    'openSession',
+    'login',
+    'findObjects',
+    'getAttributes',
+    'findAndRead',
+  ] as const) {
     const original = (fake[name] as (...a: unknown[]) => Promise<unknown>).bind(fake);
     (fake as unknown as Record<string, unknown>)[name] = async (...args: unknown[]) => {
       if (depth === 0) calls.set(name, (calls.get(name) ?? 0) + 1);

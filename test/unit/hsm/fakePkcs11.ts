@@ -5,7 +5,18 @@
  * "signature" is the name of the key that made it, so a test can see which key was used.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
-import type { AsyncPkcs11, Attribute, ConnectRequest, ConnectResult, FoundObject, Handle, ObjectQuery, Mechanism, Pkcs11CallError, SignCall } from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
+import type {
+  AsyncPkcs11,
+  Attribute,
+  ConnectRequest,
+  ConnectResult,
+  FoundObject,
+  Handle,
+  ObjectQuery,
+  Mechanism,
+  Pkcs11CallError,
+  SignCall,
+} from '../../../src/hsm/pkcs11/AsyncPkcs11.js';
 import { P11 } from '../../../src/hsm/pkcs11/constants.js';
 import { findToken } from '../../../src/hsm/pkcs11/findToken.js';
 import { CKR } from '../../../src/hsm/errors.js';
@@ -177,7 +188,8 @@ export class FakePkcs11 implements AsyncPkcs11 {
       if (!this.loggedIn) return [];
       return this.keys.flatMap((k, i) => (matches(k) ? [ulong(this.privateHandle(i))] : []));
     }
-    if (cls === P11.CKO_PUBLIC_KEY) return this.keys.flatMap((k, i) => (matches(k) && !this.publicHidden.has(k.name) ? [ulong(this.privateHandle(i) + 1)] : []));
+    if (cls === P11.CKO_PUBLIC_KEY)
+      return this.keys.flatMap((k, i) => (matches(k) && !this.publicHidden.has(k.name) ? [ulong(this.privateHandle(i) + 1)] : []));
     return [];
   }
 
@@ -185,7 +197,8 @@ export class FakePkcs11 implements AsyncPkcs11 {
     const found: FoundObject[][] = [];
     for (const q of queries) {
       const objects: FoundObject[] = [];
-      for (const handle of (await this.findObjects(s, q.template)).slice(0, q.max ?? Infinity)) objects.push({ handle, attributes: await this.getAttributes(s, handle, q.types) });
+      for (const handle of (await this.findObjects(s, q.template)).slice(0, q.max ?? Infinity))
+        objects.push({ handle, attributes: await this.getAttributes(s, handle, q.types) });
       found.push(objects);
     }
     return found;
