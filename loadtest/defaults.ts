@@ -127,20 +127,18 @@ export const TARGETS = Object.freeze({
 export const AWS_PUBLISHED_SIGN_RATES: PublishedSignRates = Object.freeze({
   source: 'AWS CloudHSM documentation, performance section',
   note: 'Approximate, measured by AWS with a multi-threaded Java client on EC2; your workload will differ.',
-  rows: Object.freeze([
-    { operation: 'sign', keySpec: 'RSA_2048', hsmType: 'hsm1.medium', hsms: 2, opsPerSec: 2000 },
-    { operation: 'sign', keySpec: 'RSA_2048', hsmType: 'hsm1.medium', hsms: 3, opsPerSec: 3000 },
-    { operation: 'sign', keySpec: 'RSA_2048', hsmType: 'hsm1.medium', hsms: 6, opsPerSec: 5000 },
-    { operation: 'sign', keySpec: 'RSA_2048', hsmType: 'hsm2m.medium', hsms: 2, opsPerSec: 2000 },
-    { operation: 'sign', keySpec: 'RSA_2048', hsmType: 'hsm2m.medium', hsms: 3, opsPerSec: 3000 },
-    { operation: 'sign', keySpec: 'RSA_2048', hsmType: 'hsm2m.medium', hsms: 6, opsPerSec: 5000 },
-    { operation: 'sign', keySpec: 'ECC_NIST_P256', hsmType: 'hsm1.medium', hsms: 2, opsPerSec: 500 },
-    { operation: 'sign', keySpec: 'ECC_NIST_P256', hsmType: 'hsm1.medium', hsms: 3, opsPerSec: 750 },
-    { operation: 'sign', keySpec: 'ECC_NIST_P256', hsmType: 'hsm1.medium', hsms: 6, opsPerSec: 1500 },
-    { operation: 'sign', keySpec: 'ECC_NIST_P256', hsmType: 'hsm2m.medium', hsms: 2, opsPerSec: 3000 },
-    { operation: 'sign', keySpec: 'ECC_NIST_P256', hsmType: 'hsm2m.medium', hsms: 3, opsPerSec: 4500 },
-    { operation: 'sign', keySpec: 'ECC_NIST_P256', hsmType: 'hsm2m.medium', hsms: 6, opsPerSec: 7000 },
-  ]),
+  rows: Object.freeze(
+    (
+      [
+        ['RSA_2048', 'hsm1.medium', [2000, 3000, 5000]],
+        ['RSA_2048', 'hsm2m.medium', [2000, 3000, 5000]],
+        ['ECC_NIST_P256', 'hsm1.medium', [500, 750, 1500]],
+        ['ECC_NIST_P256', 'hsm2m.medium', [3000, 4500, 7000]],
+      ] as const
+    ).flatMap(([keySpec, hsmType, rates]) =>
+      [2, 3, 6].map((hsms, i) => ({ operation: 'sign' as const, keySpec, hsmType, hsms, opsPerSec: rates[i] as number })),
+    ),
+  ),
 });
 
 /** AWS CloudHSM documentation, quotas section. */
