@@ -15,6 +15,7 @@ import {
   bytes,
   contentEncodingHeader,
   contentTypeHeader,
+  JSON_CONTENT_TYPES,
   deadlineHeader,
   encodeComponent,
   MAX_SEGMENT,
@@ -692,37 +693,26 @@ const stray = fc.oneof(
   { weight: 1, arbitrary: fc.tuple(fc.constantFrom('subjectAltName', 'profile', '__proto__', 'x'), anyJson) },
 );
 
+/** What every PKI plan names: the key, and for a body, an optional stray field and whether it starts from a valid one. */
+interface PlanKey {
+  readonly key: { name: string; enc: SegmentEncoding };
+}
+interface PlanBody extends PlanKey {
+  readonly stray?: readonly [string, unknown];
+  readonly base: boolean;
+}
 type PkiPlan =
-  | {
-      readonly op: 'csr';
-      readonly key: { name: string; enc: SegmentEncoding };
-      readonly subject: string;
-      readonly ca: unknown;
-      readonly sans: unknown;
-      readonly keyVersion: unknown;
-      readonly stray?: readonly [string, unknown];
-      readonly base: boolean;
-    }
-  | {
-      readonly op: 'attach';
-      readonly key: { name: string; enc: SegmentEncoding };
-      readonly cert: CertSpec;
-      readonly keyVersion: unknown;
-      readonly stray?: readonly [string, unknown];
-      readonly base: boolean;
-    }
-  | { readonly op: 'get'; readonly key: { name: string; enc: SegmentEncoding }; readonly query: string }
-  | {
+  | (PlanBody & { readonly op: 'csr'; readonly subject: string; readonly ca: unknown; readonly sans: unknown; readonly keyVersion: unknown })
+  | (PlanBody & { readonly op: 'attach'; readonly cert: CertSpec; readonly keyVersion: unknown })
+  | (PlanKey & { readonly op: 'get'; readonly query: string })
+  | (PlanBody & {
       readonly op: 'issue';
-      readonly key: { name: string; enc: SegmentEncoding };
       readonly csr: CsrSpec;
       readonly profile: unknown;
       readonly validityDays: unknown;
       readonly sans: unknown;
-      readonly stray?: readonly [string, unknown];
-      readonly base: boolean;
       readonly deadline?: string;
-    };
+    });
 
 const QUERIES = [
   '',
@@ -1053,18 +1043,7 @@ const VALID: readonly ValidRequest[] = [
   { method: 'PUT', path: '/v1/keys/att/certificate', body: () => goodAttach },
   { method: 'POST', path: '/v1/keys/ca/certificates', body: () => ({ csrPem: goodCsrPem, profile: 'tls-client', validityDays: 7 }) },
 ];
-const JSON_TYPES = new Set([
-  'application/json',
-  'APPLICATION/JSON',
-  'application/json; charset=utf-8',
-  'application/json;charset=UTF-8',
-  'application/json; charset="utf-8"',
-  'application/json; charset=utf-16le',
-  'application/json; charset=latin1',
-  'application/json; charset=utf-7',
-  'application/json; charset=foo',
-  'application/json; foo=bar',
-]);
+const JSON_TYPES = new Set(JSON_CONTENT_TYPES);
 
 type BodyKind = 'valid' | 'raw-bytes' | 'form' | 'bom' | 'empty' | 'utf16' | 'latin1' | 'nul' | 'huge' | 'deep';
 const headersArb = fc

@@ -260,9 +260,8 @@ export const requestIdHeader: fc.Arbitrary<string | readonly string[]> = fc.oneo
   { weight: 1, arbitrary: fc.constant(['one', 'two'] as const) },
 );
 
-export const contentTypeHeader: fc.Arbitrary<string | undefined> = fc.constantFrom(
-  'application/json',
-  'application/json',
+/** The Content-Type values among contentTypeHeader's that the service reads as JSON. */
+export const JSON_CONTENT_TYPES: readonly string[] = [
   'application/json',
   'APPLICATION/JSON',
   'application/json; charset=utf-8',
@@ -273,6 +272,12 @@ export const contentTypeHeader: fc.Arbitrary<string | undefined> = fc.constantFr
   'application/json; charset=utf-7',
   'application/json; charset=foo',
   'application/json; foo=bar',
+];
+
+export const contentTypeHeader: fc.Arbitrary<string | undefined> = fc.constantFrom(
+  'application/json',
+  'application/json',
+  ...JSON_CONTENT_TYPES,
   'text/plain',
   'text/json',
   'application/x-www-form-urlencoded',

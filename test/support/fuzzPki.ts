@@ -597,9 +597,8 @@ export async function makeCertificate(p: AttachParties, spec: CertSpec): Promise
   if (spec.aki === 'auto') ext.push(await x509.AuthorityKeyIdentifierExtension.create(issuer.cert.publicKey));
   if (spec.aki === 'wrong') ext.push(new x509.AuthorityKeyIdentifierExtension('0102030405'));
   const now = Date.now();
-  const cert = await x509.X509CertificateGenerator.create({
+  const params = {
     serialNumber: spec.serial,
-    subject: spec.subject.length ? spec.subject.map((rdn) => Object.fromEntries(rdn.map(([oid, v]) => [oid, [v]]))) : 'CN=Fuzz Issuing CA',
     issuer: issuer.cert.subject,
     publicKey,
     signingKey: issuer.keys.privateKey,
@@ -607,19 +606,13 @@ export async function makeCertificate(p: AttachParties, spec: CertSpec): Promise
     notAfter: new Date(now + spec.notAfterDays * DAY),
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as Algorithm,
     extensions: ext,
+  };
+  const cert = await x509.X509CertificateGenerator.create({
+    ...params,
+    subject: spec.subject.length ? spec.subject.map((rdn) => Object.fromEntries(rdn.map(([oid, v]) => [oid, [v]]))) : 'CN=Fuzz Issuing CA',
   }).catch(() =>
     // A subject the library will not encode: the same certificate with a plain one.
-    x509.X509CertificateGenerator.create({
-      serialNumber: spec.serial,
-      subject: 'CN=Fuzz Issuing CA',
-      issuer: issuer.cert.subject,
-      publicKey,
-      signingKey: issuer.keys.privateKey,
-      notBefore: new Date(now + spec.notBeforeDays * DAY),
-      notAfter: new Date(now + spec.notAfterDays * DAY),
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as Algorithm,
-      extensions: ext,
-    }),
+    x509.X509CertificateGenerator.create({ ...params, subject: 'CN=Fuzz Issuing CA' }),
   );
   const certificatePem = mutatePem(`${cert.toString('pem')}\n`, spec.pem, spec.at);
   const rootPem = `${issuer.cert.toString('pem')}\n`;
