@@ -27,6 +27,18 @@ function harness(over: Partial<RetryOptions> = {}) {
   return { options, sleeps, advance: (ms: number) => (now += ms) };
 }
 
+/** An operation that always throws `make(calls)`, counting its calls. */
+function alwaysFails(make: (calls: number) => Error): { calls: number; run: () => Promise<never> } {
+  const op = {
+    calls: 0,
+    run: async (): Promise<never> => {
+      op.calls++;
+      throw make(op.calls);
+    },
+  };
+  return op;
+}
+
 test('retries a retryable error with full-jitter backoff and returns the first success', async () => {
   const h = harness();
   let calls = 0;
@@ -42,72 +54,46 @@ test('retries a retryable error with full-jitter backoff and returns the first s
 
 test('never retries a client error', async () => {
   const h = harness();
-  let calls = 0;
-  await assert.rejects(
-    retry(async () => {
-      calls++;
-      throw new ClientError('bad input');
-    }, h.options),
-    ClientError,
-  );
-  assert.equal(calls, 1);
+  const op = alwaysFails(() => new ClientError('bad input'));
+  await assert.rejects(retry(op.run, h.options), ClientError);
+  assert.equal(op.calls, 1);
   assert.deepEqual(h.sleeps, []);
 });
 
 test('stops after maxAttempts and throws the last error', async () => {
   const h = harness({ maxAttempts: 4 });
-  let calls = 0;
-  await assert.rejects(
-    retry(async () => {
-      calls++;
-      throw new Retryable(`attempt ${calls}`);
-    }, h.options),
-    /attempt 4/,
-  );
-  assert.equal(calls, 4);
+  const op = alwaysFails((calls) => new Retryable(`attempt ${calls}`));
+  await assert.rejects(retry(op.run, h.options), /attempt 4/);
+  assert.equal(op.calls, 4);
   assert.equal(h.sleeps.length, 3);
 });
 
 test('maxAttempts 1 means no retry at all (for when the HSM client retries itself)', async () => {
   const h = harness({ maxAttempts: 1 });
-  let calls = 0;
-  await assert.rejects(
-    retry(async () => {
-      calls++;
-      throw new Retryable();
-    }, h.options),
-  );
-  assert.equal(calls, 1);
+  const op = alwaysFails(() => new Retryable());
+  await assert.rejects(retry(op.run, h.options));
+  assert.equal(op.calls, 1);
 });
 
 test('does not start a sleep that would end past the deadline', async () => {
   const h = harness({ random: () => 0.999, maxAttempts: 10, backoff: { baseMs: 100, capMs: 1000 } });
   h.options = { ...h.options, deadline: 1_000 + 250 };
-  let calls = 0;
-  await assert.rejects(
-    retry(async () => {
-      calls++;
-      throw new Retryable();
-    }, h.options),
-  );
+  const op = alwaysFails(() => new Retryable());
+  await assert.rejects(retry(op.run, h.options));
   // Sleeps 99 then 199: the second would end at 1298 > 1250, so it is not taken.
   assert.deepEqual(h.sleeps, [99]);
-  assert.equal(calls, 2);
+  assert.equal(op.calls, 2);
 });
 
 test('an exhausted retry budget stops retries: the error goes straight to the caller', async () => {
   const budget = new RetryBudget(0, { maxTokens: 2, minPerSecond: 0 });
   const h = harness({ budget, maxAttempts: 5 });
-  let calls = 0;
-  const failing = async (): Promise<never> => {
-    calls++;
-    throw new Retryable();
-  };
-  await assert.rejects(retry(failing, h.options));
-  assert.equal(calls, 3, 'two retries from the bucket');
-  calls = 0;
-  await assert.rejects(retry(failing, h.options));
-  assert.equal(calls, 1, 'then none');
+  const op = alwaysFails(() => new Retryable());
+  await assert.rejects(retry(op.run, h.options));
+  assert.equal(op.calls, 3, 'two retries from the bucket');
+  op.calls = 0;
+  await assert.rejects(retry(op.run, h.options));
+  assert.equal(op.calls, 1, 'then none');
 });
 
 test('reports each retry (for metrics and logs)', async () => {
