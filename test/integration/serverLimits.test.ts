@@ -73,6 +73,16 @@ async function closedWithin(clients: readonly SlowClient[], ms: number): Promise
   while (clients.some((c) => c.closedAt === undefined) && performance.now() < end) await sleep(50);
 }
 
+/** Each slow connection was closed no earlier than `timeoutMs` (less 100 ms), no later than CLOSE_SLACK_MS after it, with a 408. */
+function assertClosedWith408(slow: readonly { received: string }[], lifetimes: readonly number[], timeoutMs: number, what: string): void {
+  assert.ok(Math.min(...lifetimes) >= timeoutMs - 100, `none closed before the ${what} (first after ${Math.min(...lifetimes).toFixed(0)} ms)`);
+  assert.ok(Math.max(...lifetimes) <= timeoutMs + CLOSE_SLACK_MS, `all closed within the ${what} (last after ${Math.max(...lifetimes).toFixed(0)} ms)`);
+  assert.ok(
+    slow.every((c) => c.received.startsWith('HTTP/1.1 408')),
+    'each was told 408 Request Timeout',
+  );
+}
+
 test('200 connections sending one header byte a second do not stop a normal client, and are closed after HEADERS_TIMEOUT_MS', async (t) => {
   const slow = await Promise.all(
     Array.from({ length: 200 }, () => slowClient(svc.port, '', 'GET /v1/keys HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaa')),
@@ -96,15 +106,7 @@ test('200 connections sending one header byte a second do not stop a normal clie
   t.diagnostic(
     `slow connections closed after ${Math.min(...lifetimes).toFixed(0)} to ${Math.max(...lifetimes).toFixed(0)} ms; ${statuses.length} normal requests, slowest ${Math.max(...latencies).toFixed(0)} ms`,
   );
-  assert.ok(Math.min(...lifetimes) >= HEADERS_TIMEOUT_MS - 100, `none closed before the headers timeout (first after ${Math.min(...lifetimes).toFixed(0)} ms)`);
-  assert.ok(
-    Math.max(...lifetimes) <= HEADERS_TIMEOUT_MS + CLOSE_SLACK_MS,
-    `all closed within the headers timeout (last after ${Math.max(...lifetimes).toFixed(0)} ms)`,
-  );
-  assert.ok(
-    slow.every((c) => c.received.startsWith('HTTP/1.1 408')),
-    'each was told 408 Request Timeout',
-  );
+  assertClosedWith408(slow, lifetimes, HEADERS_TIMEOUT_MS, 'headers timeout');
 });
 
 test('a body that trickles in is cut off after REQUEST_TIMEOUT_MS', async (t) => {
@@ -114,15 +116,7 @@ test('a body that trickles in is cut off after REQUEST_TIMEOUT_MS', async (t) =>
   await closedWithin(slow, REQUEST_TIMEOUT_MS + CLOSE_SLACK_MS);
   const lifetimes = slow.map((c) => (c.closedAt ?? Infinity) - c.openedAt);
   t.diagnostic(`trickling connections closed after ${Math.min(...lifetimes).toFixed(0)} to ${Math.max(...lifetimes).toFixed(0)} ms`);
-  assert.ok(Math.min(...lifetimes) >= REQUEST_TIMEOUT_MS - 100, `none closed before the request timeout (first after ${Math.min(...lifetimes).toFixed(0)} ms)`);
-  assert.ok(
-    Math.max(...lifetimes) <= REQUEST_TIMEOUT_MS + CLOSE_SLACK_MS,
-    `all closed within the request timeout (last after ${Math.max(...lifetimes).toFixed(0)} ms)`,
-  );
-  assert.ok(
-    slow.every((c) => c.received.startsWith('HTTP/1.1 408')),
-    'each was told 408 Request Timeout',
-  );
+  assertClosedWith408(slow, lifetimes, REQUEST_TIMEOUT_MS, 'request timeout');
 });
 
 test('headers over MAX_HEADER_BYTES are refused with 431', async () => {
