@@ -17,6 +17,7 @@ import { percentile as nearestRank } from '../../testkit/percentile.js';
 import { rssOf } from '../../testkit/processProbe.js';
 import { REPO_ROOT } from '../../testkit/repoRoot.js';
 import { signatureValid } from '../../testkit/signatureValid.js';
+import { onJsonBody } from './jsonBody.js';
 
 export interface HttpResult {
   readonly status: number;
@@ -66,16 +67,7 @@ export class HttpDriver {
           headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(payload)) } : {}), ...headers },
         },
         (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            const text = Buffer.concat(chunks).toString('utf8');
-            let parsed: unknown;
-            try {
-              parsed = JSON.parse(text);
-            } catch {
-              parsed = undefined;
-            }
+          onJsonBody(res, (text, parsed) => {
             resolve({ status: res.statusCode ?? 0, headers: res.headers, body: parsed, text, start, end: this.now() });
           });
           res.on('error', reject);

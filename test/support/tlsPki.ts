@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { makeRoot, opensslCsr, signAsRoot, TempDir } from '../unit/pki/openssl.js';
+import { onJsonBody } from './jsonBody.js';
 
 export interface Leaf {
   readonly certFile: string;
@@ -113,16 +114,7 @@ export function httpsRequest(port: number, o: HttpsOptions): Promise<HttpsResult
         const socket = res.socket as TLSSocket;
         const serverFingerprint = socket.getPeerCertificate().fingerprint256;
         const protocol = socket.getProtocol();
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let body: unknown;
-          try {
-            body = JSON.parse(text);
-          } catch {
-            body = undefined;
-          }
+        onJsonBody(res, (text, body) => {
           resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text, serverFingerprint, protocol });
         });
         res.on('error', reject);
