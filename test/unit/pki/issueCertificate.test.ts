@@ -101,6 +101,11 @@ for (const [spec, algorithm, sigAlg] of flows) {
   });
 }
 
+/** A 30-day tls-server request for `csrPem` that names its one DNS name. */
+function tlsServerFor(csrPem: string, dns: string) {
+  return { csrPem, profile: 'tls-server', validityDays: 30, subjectAltNames: { dns: [dns] } } as const;
+}
+
 test('every signing algorithm of RSA and EC keys yields a certificate openssl verifies', async () => {
   for (const spec of ['RSA_2048', 'ECC_NIST_P256'] as const) {
     const fixture = await ca(`alg-${spec}`, spec, { rootAlg: 'ec-p256' });
@@ -122,12 +127,7 @@ test('profiles: tls-server with an RSA key, tls-client, code-signing (Ed25519 ke
   const fixture = await ca('profiles', 'ECC_NIST_P384');
   const issuer = { certificatePem: fixture.intPem, chainPem: fixture.rootPem };
 
-  const rsaServer = await issueCertificate(fixture.signer, issuer, {
-    csrPem: rsaLeafCsr,
-    profile: 'tls-server',
-    validityDays: 30,
-    subjectAltNames: { dns: ['rsa.example.com'] },
-  });
+  const rsaServer = await issueCertificate(fixture.signer, issuer, tlsServerFor(rsaLeafCsr, 'rsa.example.com'));
   await dir.write('p-rsa-server.pem', rsaServer.certificatePem);
   await opensslVerify(dir, fixture, 'p-rsa-server.pem', { purpose: 'sslserver' });
   const rsaText = await opensslOk(dir.path, 'x509', '-in', 'p-rsa-server.pem', '-noout', '-text');
@@ -220,12 +220,7 @@ test("SANs: the CSR's requested SANs when none are given; the request's when giv
   assert.match(t1, /DNS:from-csr\.example\.com, IP Address:10\.1\.2\.3, IP Address:0:0:0:0:0:FFFF:A01:203, email:ops@example\.com\n/);
   assert.match(t1, /CA:FALSE/, "the CSR's other requested extensions are ignored: the profile decides");
 
-  const overridden = await issueCertificate(fixture.signer, issuer, {
-    csrPem: withSans,
-    profile: 'tls-server',
-    validityDays: 30,
-    subjectAltNames: { dns: ['chosen.example.com'] },
-  });
+  const overridden = await issueCertificate(fixture.signer, issuer, tlsServerFor(withSans, 'chosen.example.com'));
   await dir.write('sans-req.pem', overridden.certificatePem);
   const t2 = await opensslOk(dir.path, 'x509', '-in', 'sans-req.pem', '-noout', '-ext', 'subjectAltName');
   assert.match(t2, /DNS:chosen\.example\.com\n/);
