@@ -12,6 +12,8 @@ export function keyLabel(name: string, version: number): string {
 /** A label without a `/vN` suffix is version 1 of a key named by the whole label (keys made by other tools). */
 export function parseKeyLabel(label: string): { name: string; version: number } | undefined {
   const m = /^(.*)\/v([1-9][0-9]{0,8})$/.exec(label);
-  const [name, version] = m ? [m[1]!, Number(m[2])] : [label, 1];
-  return isKeyName(name) ? { name, version } : undefined;
+  if (m === null) return isKeyName(label) ? { name: label, version: 1 } : undefined;
+  const [, name, version] = m;
+  if (name === undefined || version === undefined) throw new Error('the key label pattern has lost a capture group (a bug)');
+  return isKeyName(name) ? { name, version: Number(version) } : undefined;
 }

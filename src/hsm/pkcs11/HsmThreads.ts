@@ -47,7 +47,9 @@ function threadEntry(): URL {
     target: 'node20',
     external: ['pkcs11js'],
   });
-  bundled = new URL(`data:text/javascript,${encodeURIComponent(outputFiles[0]!.text)}`);
+  const [output] = outputFiles;
+  if (output === undefined) throw new Error('esbuild gave no output file for pkcs11Thread.ts');
+  bundled = new URL(`data:text/javascript,${encodeURIComponent(output.text)}`);
   return bundled;
 }
 
@@ -169,11 +171,13 @@ export class HsmThreads {
     const p = this.pending.get(reply.id);
     if (!p) return;
     this.pending.delete(reply.id);
-    this.load[p.thread]!--;
+    const load = this.load[p.thread];
+    if (load === undefined) throw new Error(`HSM thread ${p.thread} has a pending call but no load count (a bug)`);
+    this.load[p.thread] = load - 1;
     this.progressAt[p.thread] = performance.now();
     if (p.quick) this.callMs += (reply.ms - this.callMs) / 32;
     if (reply.ok) p.resolve(reply.result);
-    else p.reject(decodeError(reply.error!));
+    else p.reject(decodeError(reply.error));
   }
 
   /**
@@ -200,10 +204,14 @@ export class HsmThreads {
     if (this.closed) return Promise.reject(new Error('PKCS#11 binding closed'));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
+      const load = this.load[thread];
+      const outbox = this.outbox[thread];
+      if (load === undefined || outbox === undefined) throw new Error(`no HSM thread ${thread} to call ${op} on (a bug)`);
       const now = performance.now();
       this.pending.set(id, { resolve, reject, thread, startedAt: now, quick: QUICK_OPS.has(op) });
-      if (this.load[thread]!++ === 0) this.progressAt[thread] = now;
-      this.outbox[thread]!.push({ id, op, args });
+      this.load[thread] = load + 1;
+      if (load === 0) this.progressAt[thread] = now;
+      outbox.push({ id, op, args });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // After this turn's I/O callbacks: every request read in this turn has made its call by then.
@@ -215,10 +223,12 @@ export class HsmThreads {
   private readonly flush = (): void => {
     this.flushScheduled = false;
     for (let i = 0; i < this.outbox.length; i++) {
-      const calls = this.outbox[i]!;
-      if (calls.length === 0) continue;
+      const calls = this.outbox[i];
+      if (calls === undefined || calls.length === 0) continue;
+      const thread = this.threads[i];
+      if (thread === undefined) throw new Error(`HSM thread ${i} has an outbox but no thread (a bug)`);
       this.outbox[i] = [];
-      this.threads[i]!.postMessage(calls);
+      thread.postMessage(calls);
     }
   };
 
@@ -231,13 +241,28 @@ export class HsmThreads {
   call(op: ThreadOp, args: unknown[]): Promise<unknown> {
     const now = performance.now();
     let best = -1;
+    let bestLoad = 0;
     for (let i = 0; i < this.load.length; i++) {
-      const load = this.load[i]!;
-      if (load > 0 && now - this.progressAt[i]! > STUCK_MS) continue;
+      const load = this.load[i];
+      const progressAt = this.progressAt[i];
+      if (load === undefined || progressAt === undefined) throw new Error(`HSM thread ${i} has no load count or progress time (a bug)`);
+      if (load > 0 && now - progressAt > STUCK_MS) continue;
       if (load * this.callMs < SPILL_MS) return this.callOn(i, op, args);
-      if (best < 0 || load < this.load[best]!) best = i;
+      if (best < 0 || load < bestLoad) {
+        best = i;
+        bestLoad = load;
+      }
     }
-    if (best < 0) for (let i = 0; i < this.load.length; i++) if (best < 0 || this.load[i]! < this.load[best]!) best = i;
+    if (best < 0) {
+      for (let i = 0; i < this.load.length; i++) {
+        const load = this.load[i];
+        if (load === undefined) throw new Error(`HSM thread ${i} has no load count (a bug)`);
+        if (best < 0 || load < bestLoad) {
+          best = i;
+          bestLoad = load;
+        }
+      }
+    }
     return this.callOn(best, op, args);
   }
 

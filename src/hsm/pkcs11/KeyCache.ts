@@ -205,14 +205,20 @@ export class KeyCache {
   }
 
   list(): KeyInfo[] {
-    return [...this.byName.keys()].sort().map((name) => this.info(name)!);
+    return [...this.byName.keys()].sort().map((name) => {
+      const info = this.info(name);
+      if (info === undefined) throw new Error(`key cache: '${name}' is listed with no versions (a bug)`);
+      return info;
+    });
   }
 
   info(name: string): KeyInfo | undefined {
     const versions = this.byName.get(name);
-    if (!versions || versions.size === 0) return undefined;
+    if (!versions) return undefined;
     const sorted = [...versions.values()].sort((a, b) => a.version - b.version);
-    const current = sorted[sorted.length - 1]!;
+    // No versions left is no key at all.
+    const current = sorted.at(-1);
+    if (current === undefined) return undefined;
     return {
       name,
       keySpec: current.keySpec,

@@ -67,7 +67,9 @@ export class Pkcs11KeyManager implements KeyManager {
   /** With a version, a version the cache does not know yet triggers a rescan, as for sign. */
   async getKey(name: string, version?: number): Promise<KeyInfo> {
     const entry = await this.keys.resolve(name, version);
-    return this.keys.info(entry.name)!;
+    const info = this.keys.info(entry.name);
+    if (info === undefined) throw new Error(`key cache: '${entry.name}' resolved but has no key info (a bug)`);
+    return info;
   }
 
   /** The PKCS#11 sign call for a request: a key that does not fit the algorithm throws. */
@@ -105,7 +107,8 @@ export class Pkcs11KeyManager implements KeyManager {
     const out: (SignManyOutcome | undefined)[] = new Array<SignManyOutcome | undefined>(reqs.length).fill(undefined);
     let rest: { index: number; entry: KeyEntry; call: SignCall }[] = [];
     for (let i = 0; i < reqs.length; i++) {
-      const req = reqs[i]!;
+      const req = reqs[i];
+      if (req === undefined) throw new Error(`signMany: no request at index ${i} of ${reqs.length} (a bug)`);
       try {
         const entry = this.keys.cached(req.name, req.version) ?? (await this.keys.resolve(req.name, req.version));
         rest.push({ index: i, entry, call: this.callFor(entry, req) });
@@ -125,7 +128,9 @@ export class Pkcs11KeyManager implements KeyManager {
               rest.map((x) => x.call),
             );
             for (const signature of r.signatures) {
-              const { index, entry } = rest[signed++]!;
+              const done = rest[signed++];
+              if (done === undefined) throw new Error(`signMany: the HSM returned more signatures than the ${rest.length} asked for (a bug)`);
+              const { index, entry } = done;
               out[index] = { name: entry.name, version: entry.version, keySpec: entry.keySpec, signature };
             }
             if (r.failure) throw r.failure;
@@ -136,7 +141,8 @@ export class Pkcs11KeyManager implements KeyManager {
       } catch (e) {
         // No session in time, or the HSM recovering, comes here too, with signed = 0.
         if (!(e instanceof ServiceError)) throw e;
-        const failed = rest[signed]!;
+        const failed = rest[signed];
+        if (failed === undefined) throw new Error(`signMany: a failure after all ${rest.length} items were signed (a bug)`, { cause: e });
         await this.afterFailure(e, failed.entry);
         // An input the HSM refuses is that item's answer; the items after it still get signed.
         if (e instanceof HsmError && e.failure === 'client') {
@@ -156,13 +162,22 @@ export class Pkcs11KeyManager implements KeyManager {
     const generation = this.connection.generation;
     const entry = this.keys.cached(req.name, req.version) ?? (await this.keys.resolve(req.name, req.version));
     checkAlgorithm(req.algorithm, entry.name, entry.keySpec);
-    if (!entry.publicHandle) throw invalid(`digest: key '${entry.name}' has no public key object on the token; send the message instead`);
+    const noPublicKey = `digest: key '${entry.name}' has no public key object on the token; send the message instead`;
+    if (!entry.publicHandle) throw invalid(noPublicKey);
     const { mechanism, data } = signingInput(req.algorithm, req.digest);
     try {
-      return await this.connection.withSession((s) => this.p11.verify(s, mechanism, entry.publicHandle!, data, req.signature), {
-        signal: req.signal,
-        generation,
-      });
+      return await this.connection.withSession(
+        (s) => {
+          // Read when the session is there: a recovery while waiting for it refreshes the handle.
+          const publicHandle = entry.publicHandle;
+          if (!publicHandle) throw invalid(noPublicKey);
+          return this.p11.verify(s, mechanism, publicHandle, data, req.signature);
+        },
+        {
+          signal: req.signal,
+          generation,
+        },
+      );
     } catch (e) {
       await this.afterFailure(e, entry);
       throw e;

@@ -107,9 +107,9 @@ export function entryOf(o: FoundObject, read: PublicKeyObjects | undefined, onSk
   const keyType = keyTypeOf(attrs);
   const parsed = label === undefined ? undefined : parseKeyLabel(label);
   // A key whose label is no key name is someone else's business: not served, not reported.
-  if (!parsed) return undefined;
+  if (label === undefined || !parsed) return undefined;
   const skip = (reason: string): undefined => {
-    onSkip(label!, reason);
+    onSkip(label, reason);
     return undefined;
   };
   if (id.length === 0) return skip('it has no CKA_ID, so its public key cannot be found');
@@ -130,7 +130,7 @@ export function entryOf(o: FoundObject, read: PublicKeyObjects | undefined, onSk
   return {
     name: parsed.name,
     version: parsed.version,
-    label: label!,
+    label,
     id,
     keySpec: key.spec,
     publicKey: key.key,

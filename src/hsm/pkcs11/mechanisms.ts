@@ -11,15 +11,11 @@ const PSS_HASH: Record<HashName, { hashAlg: number; mgf: number }> = {
 
 const RSA_PKCS: Mechanism = { mechanism: P11.CKM_RSA_PKCS };
 const ECDSA: Mechanism = { mechanism: P11.CKM_ECDSA };
-const PSS = new Map<HashName, Mechanism>(
-  (Object.keys(PSS_HASH) as HashName[]).map((h) => [
-    h,
-    {
-      mechanism: P11.CKM_RSA_PKCS_PSS,
-      parameter: { ...PSS_HASH[h], saltLen: algorithmInfo(`RSASSA_PSS_SHA_${h.slice(3)}` as SigningAlgorithm).digestLength, type: P11.CK_PARAMS_RSA_PSS },
-    },
-  ]),
-);
+const pss = (h: HashName): Mechanism => ({
+  mechanism: P11.CKM_RSA_PKCS_PSS,
+  parameter: { ...PSS_HASH[h], saltLen: algorithmInfo(`RSASSA_PSS_SHA_${h.slice(3)}` as SigningAlgorithm).digestLength, type: P11.CK_PARAMS_RSA_PSS },
+});
+const PSS: Record<HashName, Mechanism> = { sha256: pss('sha256'), sha384: pss('sha384'), sha512: pss('sha512') };
 
 /**
  * The mechanism and input that make the HSM sign a digest the service computed: the HSM never
@@ -31,7 +27,7 @@ export function signingInput(algorithm: SigningAlgorithm, digest: Buffer): { mec
     case 'PKCS1_V1_5':
       return { mechanism: RSA_PKCS, data: digestInfo(info.hash, digest) };
     case 'PSS':
-      return { mechanism: PSS.get(info.hash)!, data: digest };
+      return { mechanism: PSS[info.hash], data: digest };
     case 'ECDSA':
       return { mechanism: ECDSA, data: digest };
   }

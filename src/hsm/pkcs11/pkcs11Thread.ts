@@ -130,7 +130,10 @@ function verify(session: Buffer, mechanism: Pkcs11Types.Mechanism, key: Buffer, 
   }
 }
 
-type Op = (...args: any[]) => unknown; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** Any op, whatever its parameters (every parameter list accepts never[]). */
+type Op = (...args: never[]) => unknown;
+/** How run calls an op: with the arguments the loop sent, which the protocol makes the op's own. */
+type Invoke = (...args: unknown[]) => unknown;
 const ops: Record<ThreadOp, Op> = {
   initialize,
   finalize,
@@ -175,7 +178,7 @@ function revive(value: unknown): unknown {
  */
 const REPLY_EVERY_MS = 0.5;
 function run(req: ThreadCall): ThreadReply {
-  const op = ops[req.op] as Op | undefined;
+  const op = ops[req.op] as Invoke | undefined;
   const start = performance.now();
   try {
     if (!op) throw Object.assign(new Error(`unknown op ${req.op}`), { method: req.op });
@@ -186,24 +189,27 @@ function run(req: ThreadCall): ThreadReply {
   }
 }
 
-parentPort!.on('message', (calls: ThreadCall[]) => {
+const port = parentPort;
+if (port === null) throw new Error('pkcs11Thread runs only as a worker thread (parentPort is null)');
+
+port.on('message', (calls: ThreadCall[]) => {
   let replies: ThreadReply[] = [];
   let since = performance.now();
   for (const call of calls) {
     // Answers held so far leave before a kind of call that may be slow (a batch, key generation),
     // so a quick answer does not wait behind it; behind a sign it waits at most that one sign.
     if (replies.length > 0 && !QUICK_OPS.has(call.op)) {
-      parentPort!.postMessage(replies);
+      port.postMessage(replies);
       replies = [];
       since = performance.now();
     }
     replies.push(run(call));
     const now = performance.now();
     if (now - since >= REPLY_EVERY_MS) {
-      parentPort!.postMessage(replies);
+      port.postMessage(replies);
       replies = [];
       since = now;
     }
   }
-  if (replies.length > 0) parentPort!.postMessage(replies);
+  if (replies.length > 0) port.postMessage(replies);
 });

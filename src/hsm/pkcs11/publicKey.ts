@@ -4,7 +4,10 @@ import { ECParameters } from '@peculiar/asn1-ecc';
 import { KEY_SPEC_INFO, type KeySpec } from '../../crypto/algorithms.js';
 
 const CURVE_BY_OID = new Map(
-  (Object.keys(KEY_SPEC_INFO) as KeySpec[]).filter((s) => KEY_SPEC_INFO[s].curve).map((s) => [KEY_SPEC_INFO[s].curve!.oid, s] as const),
+  (Object.keys(KEY_SPEC_INFO) as KeySpec[]).flatMap((s) => {
+    const curve = KEY_SPEC_INFO[s].curve;
+    return curve ? [[curve.oid, s] as const] : [];
+  }),
 );
 
 const RSA_SPEC_BY_BITS = new Map<number, KeySpec>([
@@ -45,6 +48,8 @@ export function ecParamsFor(spec: KeySpec): Buffer {
 export function ecPublicKey(ecParams: Buffer, ecPoint: Buffer): { spec: KeySpec; key: KeyObject } | undefined {
   const spec = ecSpecFromParams(ecParams);
   if (!spec) return undefined;
+  const curve = KEY_SPEC_INFO[spec].curve;
+  if (!curve) throw new Error(`${spec} came from a curve OID but has no curve (a bug)`);
   const size = Math.ceil(KEY_SPEC_INFO[spec].bits / 8);
   let point = ecPoint;
   if (point.length !== 1 + 2 * size) {
@@ -56,7 +61,7 @@ export function ecPublicKey(ecParams: Buffer, ecPoint: Buffer): { spec: KeySpec;
   }
   if (point.length !== 1 + 2 * size || point[0] !== 0x04) return undefined;
   const key = createPublicKey({
-    key: { kty: 'EC', crv: KEY_SPEC_INFO[spec].curve!.jwkName, x: b64url(point.subarray(1, 1 + size)), y: b64url(point.subarray(1 + size)) },
+    key: { kty: 'EC', crv: curve.jwkName, x: b64url(point.subarray(1, 1 + size)), y: b64url(point.subarray(1 + size)) },
     format: 'jwk',
   });
   return { spec, key };

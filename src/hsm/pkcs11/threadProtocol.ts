@@ -58,15 +58,12 @@ export interface CallError {
   readonly operationOpen: boolean;
 }
 
-/** One answer; answers travel back as arrays too. */
-export interface ThreadReply {
+/** One answer, a result or an error (ok tells which); answers travel back as arrays too. */
+export type ThreadReply = {
   readonly id: number;
-  readonly ok: boolean;
-  readonly result?: unknown;
-  readonly error?: CallError;
   /** How long the call ran on the thread, in ms (the loop learns from it whether calls are quick or round trips). */
   readonly ms: number;
-}
+} & ({ readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly error: CallError });
 
 /** connect's answer (handles arrive as Uint8Arrays). */
 export type ConnectReply = { readonly slot: Uint8Array; readonly loginSession: Uint8Array; readonly sessions: Uint8Array[] } | TokenMissing;

@@ -74,7 +74,14 @@ test('a session the HSM says is gone is dropped, never closed (its handle may na
 test('a destroyed session is replaced for a waiter with one C_OpenSession; a failure is not retried in a loop', async () => {
   let failing = false;
   let attempts = 0;
-  const { pool } = fakes({ size: 1, maxWaiting: 3, failOpen: () => (attempts++, failing) });
+  const { pool } = fakes({
+    size: 1,
+    maxWaiting: 3,
+    failOpen: () => {
+      attempts++;
+      return failing;
+    },
+  });
   await pool.fill();
   const s = await pool.acquire(never());
   const waiters = [pool.acquire(never()), pool.acquire(never()), pool.acquire(never())];

@@ -226,7 +226,7 @@ export class FakePkcs11 implements AsyncPkcs11 {
   async sign(s: Handle, _mechanism: Mechanism, key: Handle): Promise<Buffer> {
     this.pending++;
     try {
-      if (this.signGate) await this.signGate;
+      if (this.signGate !== undefined) await this.signGate;
       this.session('C_Sign', s);
       const fail = this.signFailures.shift();
       if (fail !== undefined) throw new Pkcs11Error(fail, 'C_Sign');
@@ -269,7 +269,9 @@ export class FakePkcs11 implements AsyncPkcs11 {
     throw new Error('not used');
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    // nothing to release
+  }
 }
 
 /** Which key made a fake signature. */
