@@ -3,10 +3,11 @@
  * Exit codes: 0 done; 1 a sampled signature was wrong (the run is void) or the run failed;
  * 2 bad usage.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseCommandLine, UsageError, USAGE, type Command } from './cliArgs.js';
 import { LoadTest } from './engine.js';
+import { MergeError, mergeGeneratorResults } from './merge.js';
 import type { ExternalHsm } from './options.js';
 import { attachConsole } from './progress.js';
 import { compareReports } from './report/compare.js';
@@ -37,7 +38,10 @@ function externalHsm(env: NodeJS.ProcessEnv, keyLabels: Partial<Record<KeySpec, 
   if (!env.HSM_MODULE) return undefined;
   const pin = env.HSM_PIN ?? (env.HSM_PIN_FILE ? readFileSync(env.HSM_PIN_FILE, 'utf8').replace(/\r?\n$/, '') : undefined);
   if (!pin) throw new UsageError('HSM_MODULE is set: also set HSM_PIN or HSM_PIN_FILE (and HSM_TOKEN_LABEL)');
-  return { modulePath: env.HSM_MODULE, tokenLabel: env.HSM_TOKEN_LABEL ?? 'hsm-signer', pin, keyLabels };
+  const slot = env.HSM_SLOT !== undefined ? Number(env.HSM_SLOT) : undefined;
+  if (slot !== undefined && !(Number.isSafeInteger(slot) && slot >= 0))
+    throw new UsageError('HSM_SLOT: must be an integer >= 0 (an index in the list of slots with a token)');
+  return { modulePath: env.HSM_MODULE, tokenLabel: env.HSM_TOKEN_LABEL ?? 'hsm-signer', ...(slot !== undefined ? { slotIndex: slot } : {}), pin, keyLabels };
 }
 
 function summary(report: LoadTestReport): string[] {
@@ -47,6 +51,43 @@ function summary(report: LoadTestReport): string[] {
     lines.push(`  target ${t.met ? 'met   ' : 'MISSED'} ${t.description}: ${formatTargetPercent(t.measured, t.threshold)} (${t.detail})`);
   }
   return lines;
+}
+
+/**
+ * `merge DIR...`: the generators' report.json files added up into one report in --out. A wrong or
+ * mismatched input fails with the file and the field; exit code 2 like any bad usage.
+ */
+function runMerge(command: Extract<Command, { kind: 'merge' }>): number {
+  const inputs = command.paths.map((p) => {
+    const file = statSync(p, { throwIfNoEntry: false })?.isDirectory() ? join(p, 'report.json') : p;
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new UsageError(`merge: cannot read ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    try {
+      return { source: file, report: parseReport(text, file) };
+    } catch (e) {
+      throw new UsageError(`merge: ${(e as Error).message}`);
+    }
+  });
+  let report: LoadTestReport;
+  try {
+    report = mergeGeneratorResults(inputs, { command: command.command, ...(command.plan ? { plan: command.plan } : {}) });
+  } catch (e) {
+    if (e instanceof MergeError) throw new UsageError(e.message);
+    throw e;
+  }
+  const files = writeReports(report, resolve(command.outDir));
+  for (const s of report.steps) {
+    const l = s.latency;
+    process.stderr.write(
+      `  ${s.scenario} @ ${s.connections}: ${s.signaturesPerSec.toFixed(1)} sig/s, p50 ${l.p50} ms, p90 ${l.p90} ms, p99 ${l.p99} ms, max ${l.max} ms\n`,
+    );
+  }
+  process.stderr.write(`${summary(report).join('\n')}${summary(report).length ? '\n' : ''}reports: ${files.join(', ')}\n`);
+  return 0;
 }
 
 async function main(command: Command): Promise<number> {
@@ -63,6 +104,7 @@ async function main(command: Command): Promise<number> {
     process.stderr.write(`${summary(report).join('\n')}\nreports: ${files.join(', ')}\n`);
     return 0;
   }
+  if (command.kind === 'merge') return runMerge(command);
   if (command.kind === 'compare') {
     process.stdout.write(compareReports(readReport(command.oldPath), readReport(command.newPath)));
     return 0;

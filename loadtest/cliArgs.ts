@@ -20,6 +20,8 @@ export const USAGE = `Usage:
   npm run loadtest -- hsm [--hsm-latency 1ms]   PKCS#11 practices and the direct rate on the token, no HTTP
   npm run loadtest -- compare old.json new.json change per step between two reports
   npm run loadtest -- render dir/report.json    re-judge the targets and rewrite report.md and report.html
+  npm run loadtest -- --url URL --generator-only --out DIR   one load generator of several: the load and raw results only
+  npm run loadtest -- merge DIR [DIR...] [--out DIR] [--target-ops N ...]   add up generators' results into one report
 
 Load:
   --scenario S[,S...]   sign:SPEC[:ALG], verify:SPEC[:ALG], batchN:SPEC[:ALG], csr:SPEC, issue:SPEC,
@@ -34,6 +36,8 @@ Load:
   --timeout 10s         per request                               (default: ${DEFAULTS.requestTimeoutSec}s)
   --auth-token T        bearer token for a deployed service (or env LOADTEST_AUTH_TOKEN)
   --pki-setup           let issue:SPEC attach a throwaway CA certificate to a deployed service's key
+  --generator-only      with --url: no plan; each step also keeps its latency histogram, for merge
+  --start-at TIME       ISO 8601 time to begin the first warm-up at, so generators load together
 
 Local service (when no --url):
   --workers N           service worker processes                  (default: CPU count, ${availableParallelism()})
@@ -48,9 +52,12 @@ Local service (when no --url):
   --cpu-prof DIR        write V8 CPU profiles of the service processes to DIR
 
 hsm mode (default: the harness's SoftHSMv2 token; or the HSM named by HSM_MODULE, HSM_TOKEN_LABEL
-and HSM_PIN or HSM_PIN_FILE):
+or HSM_SLOT, and HSM_PIN or HSM_PIN_FILE):
   --key SPEC=LABEL      the CKA_LABEL of the private key to sign with, per key spec
-  --hsm-latency, --workers, --scenario as above; --duration is per practice measurement
+  --connections 1,16,64 operations in flight per process for the direct rate, each level measured
+                        (default: ${DEFAULTS.directInFlight.join(',')}); --workers processes at once
+  --ceiling-duration 10s  per direct-rate level (default: ${DEFAULTS.ceilingDurationSec}s)
+  --hsm-latency, --scenario as above; --duration is per practice measurement
 
 Plan:
   --target-ops N        size HSMs, instances and concurrency for N signatures/s
@@ -67,6 +74,7 @@ export type Command =
   | { readonly kind: 'help' }
   | { readonly kind: 'compare'; readonly oldPath: string; readonly newPath: string }
   | { readonly kind: 'render'; readonly path: string }
+  | { readonly kind: 'merge'; readonly paths: readonly string[]; readonly outDir: string; readonly command: string; readonly plan?: PlanOptions }
   | { readonly kind: 'run'; readonly options: LoadTestOptions; readonly outDir: string; readonly comparePath?: string }
   | {
       readonly kind: 'hsm';
@@ -146,6 +154,8 @@ function readArgv(argv: readonly string[]) {
         'cpu-prof': { type: 'string' },
         'pki-setup': { type: 'boolean' },
         key: { type: 'string', multiple: true },
+        'generator-only': { type: 'boolean' },
+        'start-at': { type: 'string' },
         // For the test suite: a tiny sweep that takes seconds.
         quick: { type: 'boolean' },
       },
@@ -153,6 +163,47 @@ function readArgv(argv: readonly string[]) {
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+type ParsedValues = ReturnType<typeof readArgv>['values'];
+
+/** --target-ops and the flags that shape the plan; undefined without --target-ops. */
+function planOptions(v: ParsedValues): PlanOptions | undefined {
+  if (v['target-ops'] === undefined) return undefined;
+  const plan: PlanOptions = {
+    targetOpsPerSec: positiveNumber('--target-ops', v['target-ops']),
+    ...(v.zones !== undefined ? { zones: positiveInt('--zones', v.zones) } : {}),
+    ...(v['spare-hsms'] !== undefined ? { spareHsms: positiveInt('--spare-hsms', v['spare-hsms'], 0) } : {}),
+    ...(v['max-utilization'] !== undefined ? { maxUtilization: positiveNumber('--max-utilization', v['max-utilization']) } : {}),
+    ...(v['plan-scenario'] !== undefined ? { scenario: parseScenario(v['plan-scenario']).name } : {}),
+    ...(v['per-hsm-ops'] !== undefined ? { perHsmOpsPerSec: positiveNumber('--per-hsm-ops', v['per-hsm-ops']) } : {}),
+    ...(v.hsms !== undefined ? { hsms: positiveInt('--hsms', v.hsms) } : {}),
+  };
+  if (plan.maxUtilization !== undefined && plan.maxUtilization > 1) throw new UsageError('--max-utilization: must be at most 1');
+  return plan;
+}
+
+/** `merge DIR...`: each DIR holds a --generator-only run's report.json (a report.json path is taken as is). */
+function parseMerge(rest: readonly string[], v: ParsedValues, argv: readonly string[]): Command {
+  if (rest.length === 0) throw new UsageError('merge: give the output directories (or report.json files) of one or more --generator-only runs');
+  const plan = planOptions(v);
+  return {
+    kind: 'merge',
+    paths: [...rest],
+    outDir: v.out ?? DEFAULTS.outDir,
+    command: ['npm run loadtest --', ...argv].join(' '),
+    ...(plan ? { plan } : {}),
+  };
+}
+
+/** --generator-only loads a deployed service and leaves the plan to merge, which sees all the generators. */
+function checkGeneratorOnly(v: ParsedValues, urls: readonly string[], mode: string | undefined): boolean {
+  if (v['generator-only'] !== true) return false;
+  if (mode !== undefined) throw new UsageError(`--generator-only: not for '${mode}'`);
+  if (urls.length === 0) throw new UsageError('--generator-only: give --url, the service every generator loads');
+  if (v['target-ops'] !== undefined) throw new UsageError('--generator-only: --target-ops belongs to merge, which sees every generator');
+  if (v.compare !== undefined) throw new UsageError('--generator-only: --compare the merged report instead');
+  return true;
 }
 
 export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Command {
@@ -168,7 +219,8 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
     if (rest.length !== 1) throw new UsageError('render: give one report.json');
     return { kind: 'render', path: rest[0]! };
   }
-  if (mode !== undefined && mode !== 'hsm') throw new UsageError(`unknown command '${mode}' (hsm, compare, render, or options only)`);
+  if (mode === 'merge') return parseMerge(rest, v, argv);
+  if (mode !== undefined && mode !== 'hsm') throw new UsageError(`unknown command '${mode}' (hsm, compare, render, merge, or options only)`);
   if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0]}'`);
 
   const quick = v.quick === true;
@@ -202,19 +254,11 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
       throw new UsageError(`--url: '${u}' is not an http(s) URL`);
     }
   }
-  let plan: PlanOptions | undefined;
-  if (v['target-ops'] !== undefined) {
-    plan = {
-      targetOpsPerSec: positiveNumber('--target-ops', v['target-ops']),
-      ...(v.zones !== undefined ? { zones: positiveInt('--zones', v.zones) } : {}),
-      ...(v['spare-hsms'] !== undefined ? { spareHsms: positiveInt('--spare-hsms', v['spare-hsms'], 0) } : {}),
-      ...(v['max-utilization'] !== undefined ? { maxUtilization: positiveNumber('--max-utilization', v['max-utilization']) } : {}),
-      ...(v['plan-scenario'] !== undefined ? { scenario: parseScenario(v['plan-scenario']).name } : {}),
-      ...(v['per-hsm-ops'] !== undefined ? { perHsmOpsPerSec: positiveNumber('--per-hsm-ops', v['per-hsm-ops']) } : {}),
-      ...(v.hsms !== undefined ? { hsms: positiveInt('--hsms', v.hsms) } : {}),
-    };
-    if (plan.maxUtilization !== undefined && plan.maxUtilization > 1) throw new UsageError('--max-utilization: must be at most 1');
-  }
+  const plan = planOptions(v);
+  const generatorOnly = checkGeneratorOnly(v, urls, mode);
+  const startAt = v['start-at'] !== undefined ? Date.parse(v['start-at']) : undefined;
+  if (startAt !== undefined && !Number.isFinite(startAt))
+    throw new UsageError(`--start-at: '${v['start-at']}' is not an ISO 8601 time such as 2026-12-03T23:00:00Z`);
   let hsmLatencyUs: number | undefined;
   if (v['hsm-latency'] !== undefined) {
     try {
@@ -246,7 +290,13 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
       v['ceiling-duration'] !== undefined ? parseSeconds('--ceiling-duration', v['ceiling-duration']) : quick ? 1 : DEFAULTS.ceilingDurationSec,
     ceilingConnections:
       v['ceiling-connections'] !== undefined ? positiveInt('--ceiling-connections', v['ceiling-connections']) : quick ? 8 : DEFAULTS.ceilingConnections,
-    directInFlight: quick ? [DEFAULTS.directInFlight[DEFAULTS.directInFlight.length - 1]!] : [...DEFAULTS.directInFlight],
+    // In hsm mode --connections sets the direct rate's operations in flight per process.
+    directInFlight:
+      mode === 'hsm' && v.connections !== undefined
+        ? connections
+        : quick
+          ? [DEFAULTS.directInFlight[DEFAULTS.directInFlight.length - 1]!]
+          : [...DEFAULTS.directInFlight],
     directThreadpool: DEFAULTS.directThreadpool,
     ceilingWarmupSec: quick ? 0.3 : 1,
     ...(authToken ? { authToken } : {}),
@@ -256,6 +306,8 @@ export function parseCommandLine(argv: readonly string[], env: NodeJS.ProcessEnv
     probeIntervalMs: DEFAULTS.probeIntervalMs,
     ...(plan ? { plan } : {}),
     ...(v['pki-setup'] ? { pkiSetup: true } : {}),
+    ...(generatorOnly ? { generatorOnly: true } : {}),
+    ...(startAt !== undefined ? { startAt } : {}),
   };
   const outDir = v.out ?? DEFAULTS.outDir;
   if (mode === 'hsm') {

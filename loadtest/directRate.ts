@@ -18,6 +18,8 @@ export interface DirectTarget {
   /** SOFTHSM2_CONF and, for the latency shim, P11SHIM_*. */
   readonly env: Record<string, string>;
   readonly tokenLabel: string;
+  /** HSM_SLOT of an external HSM: the token by slot index instead of by label. */
+  readonly slotIndex?: number;
   readonly pin: string;
   /** CKA_LABEL of the private key; the service's keys are labelled "<name>/v<version>". */
   readonly keyLabel: string;
@@ -70,6 +72,7 @@ function setupOf(t: DirectTarget): DirectSetup {
   return {
     modulePath: t.modulePath,
     tokenLabel: t.tokenLabel,
+    ...(t.slotIndex !== undefined ? { slotIndex: t.slotIndex } : {}),
     pin: t.pin,
     keyLabel: t.keyLabel,
     algorithm: t.algorithm,
@@ -99,12 +102,22 @@ async function runAll<T extends ChildMessage['type']>(
   }
 }
 
+/** One in-flight setting of the direct rate, all processes together. */
+export interface DirectRateTry {
+  readonly inFlight: number;
+  readonly opsPerSec: number;
+  readonly cpuMsPerOp: number;
+  /** C_SignInit to C_Sign's answer, ms: the slowest process's median and 99th percentile. */
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+}
+
 export interface DirectRate {
   readonly opsPerSec: number;
   readonly processes: number;
   readonly inFlight: number;
   /** Every setting tried, for the report's notes. */
-  readonly tried: readonly { inFlight: number; opsPerSec: number; cpuMsPerOp: number }[];
+  readonly tried: readonly DirectRateTry[];
 }
 
 /** The best total rate over the in-flight settings (per process), all processes at once. */
@@ -112,7 +125,7 @@ export async function measureDirectRate(
   target: DirectTarget,
   o: { processes: number; inFlight: readonly number[]; threadpool: number; durationSec: number; warmupSec: number },
 ): Promise<DirectRate> {
-  const tried: { inFlight: number; opsPerSec: number; cpuMsPerOp: number }[] = [];
+  const tried: DirectRateTry[] = [];
   for (const inFlight of o.inFlight) {
     const results = await runAll(
       target,
@@ -126,6 +139,8 @@ export async function measureDirectRate(
       inFlight,
       opsPerSec: results.reduce((a, r) => a + r.ops / r.seconds, 0),
       cpuMsPerOp: ops > 0 ? (1000 * results.reduce((a, r) => a + r.cpuSec, 0)) / ops : 0,
+      p50Ms: Math.max(...results.map((r) => r.p50Ms)),
+      p99Ms: Math.max(...results.map((r) => r.p99Ms)),
     });
   }
   const best = tried.reduce((a, b) => (b.opsPerSec > a.opsPerSec ? b : a));

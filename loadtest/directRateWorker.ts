@@ -7,6 +7,7 @@
  * It talks to its parent over IPC only; it never prints.
  */
 import { P11 } from '../src/hsm/pkcs11/constants.js';
+import { percentile } from '../testkit/percentile.js';
 import { DirectToken as Token, type DirectSetup } from './directToken.js';
 
 export type DirectJob =
@@ -26,21 +27,34 @@ export interface PracticeMeasurements {
 export type ParentMessage = { readonly type: 'setup'; readonly setup: DirectSetup; readonly job: DirectJob } | { readonly type: 'go' };
 export type ChildMessage =
   | { readonly type: 'ready' }
-  | { readonly type: 'rate'; readonly ops: number; readonly seconds: number; readonly cpuSec: number }
+  | { readonly type: 'rate'; readonly ops: number; readonly seconds: number; readonly cpuSec: number; readonly p50Ms: number; readonly p99Ms: number }
   | { readonly type: 'practices'; readonly result: PracticeMeasurements }
   | { readonly type: 'error'; readonly message: string };
 
-/** ops/s of `inFlight` lanes, each signing on its own session as fast as the module answers. */
-async function asyncRate(t: Token, sessions: Buffer[], warmupMs: number, durationMs: number): Promise<{ ops: number; seconds: number; cpuSec: number }> {
+/**
+ * ops/s of `inFlight` lanes, each signing on its own session as fast as the module answers, and
+ * the latency of each counted signature (C_SignInit to C_SignAsync's answer, event-loop delay included).
+ */
+async function asyncRate(
+  t: Token,
+  sessions: Buffer[],
+  warmupMs: number,
+  durationMs: number,
+): Promise<{ ops: number; seconds: number; cpuSec: number; p50Ms: number; p99Ms: number }> {
   let counting = false;
   let ops = 0;
   let stop = false;
+  const latencies: number[] = [];
   const lane = async (session: Buffer): Promise<void> => {
     const out = Buffer.allocUnsafe(t.setup.signatureBytes);
     while (!stop) {
+      const started = performance.now();
       t.lib.C_SignInit(session, t.mechanism, t.key);
       await t.lib.C_SignAsync(session, t.data, out);
-      if (counting) ops++;
+      if (counting) {
+        ops++;
+        latencies.push(performance.now() - started);
+      }
     }
   };
   const lanes = sessions.map(lane);
@@ -55,7 +69,8 @@ async function asyncRate(t: Token, sessions: Buffer[], warmupMs: number, duratio
   const counted = ops;
   stop = true;
   await Promise.all(lanes);
-  return { ops: counted, seconds, cpuSec: (cpu.user + cpu.system) / 1e6 };
+  const sorted = Float64Array.from(latencies.slice(0, counted)).sort();
+  return { ops: counted, seconds, cpuSec: (cpu.user + cpu.system) / 1e6, p50Ms: percentile(sorted, 50), p99Ms: percentile(sorted, 99) };
 }
 
 /** ops/s of a synchronous loop of `op` for durationMs. */

@@ -14,6 +14,8 @@ const pkcs11js = createRequire(import.meta.url)('pkcs11js') as typeof Pkcs11Type
 export interface DirectSetup {
   readonly modulePath: string;
   readonly tokenLabel: string;
+  /** Index in the list of slots with a token (HSM_SLOT): chosen over the label when set. */
+  readonly slotIndex?: number;
   readonly pin: string;
   /** CKA_LABEL of the private key, e.g. "demo-rsa-2048/v1". */
   readonly keyLabel: string;
@@ -40,8 +42,9 @@ export class DirectToken {
     this.lib.load(setup.modulePath);
     // Without OS locking SoftHSMv2 crashes once two C_SignAsync run at once.
     this.lib.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
-    const token = openToken(this.lib, pkcs11js, { tokenLabel: setup.tokenLabel }, SESSION_FLAGS, setup.pin);
-    if ('noToken' in token) throw new Error(noTokenMessage({ tokenLabel: setup.tokenLabel }, token));
+    const want = setup.slotIndex !== undefined ? { slotIndex: setup.slotIndex } : { tokenLabel: setup.tokenLabel };
+    const token = openToken(this.lib, pkcs11js, want, SESSION_FLAGS, setup.pin);
+    if ('noToken' in token) throw new Error(noTokenMessage(want, token));
     this.slot = token.slot;
     this.loginSession = token.loginSession;
     this.key = this.findKey(this.loginSession);

@@ -7,6 +7,7 @@
  * report's sentences in notes.ts.
  */
 import { EventEmitter } from 'node:events';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { availableParallelism, cpus, loadavg, platform, arch, totalmem } from 'node:os';
 import type { KeySpec } from '../src/crypto/algorithms.js';
 import type { LocalToken } from '../src/dev/softHsm.js';
@@ -14,9 +15,19 @@ import { ceilingFrom, medianStep, planFromReport } from './analysis.js';
 import { directRateOptions, finishCeilings, measureCeilingRound, type CeilingRounds } from './ceilings.js';
 import { DEFAULTS } from './defaults.js';
 import { measureDirectRate, measurePractices, type DirectTarget } from './directRate.js';
-import { formatRate } from './format.js';
+import { formatNumber, formatRate } from './format.js';
 import { probeMachine, probeNote } from './machineProbe.js';
-import { directHsmModule, hsmOnlyNotes, loadNote, repeatsNote, serviceHsmModule, serviceHsmSettings, standardNotes } from './notes.js';
+import {
+  directHsmModule,
+  directRateNote,
+  generatorOnlyNote,
+  hsmOnlyNotes,
+  loadNote,
+  repeatsNote,
+  serviceHsmModule,
+  serviceHsmSettings,
+  standardNotes,
+} from './notes.js';
 import type { HarnessEvent, LoadTestOptions, RunContext, Variant } from './options.js';
 import { fixturesFor } from './pkiFixtures.js';
 import { practiceResults } from './practices.js';
@@ -36,6 +47,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
   private readonly ceilings: CeilingResult[] = [];
   private readonly repeats: string[] = [];
   private bad = 0;
+  private waitedForStart = false;
 
   private readonly ctx: RunContext;
 
@@ -101,6 +113,10 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
       this.notes.push(...notes);
     }
     report.targets = evaluateTargets(report);
+    if (this.o.generatorOnly) {
+      report.generatorOnly = true;
+      this.notes.push(generatorOnlyNote);
+    }
     if (this.repeats.length > 0) this.notes.push(repeatsNote(this.repeat, this.repeats));
     report.notes = [
       ...standardNotes(this.o, this.local, variants, this.bad),
@@ -191,6 +207,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
                 connections,
                 durationSec: this.o.durationSec,
                 probe: p.probe(),
+                ...(this.o.generatorOnly ? { histogram: true } : {}),
                 onProgress: (progress) => this.emitEvent({ type: 'step-progress', scenario: p.scenario, connections, warmup: false, progress }),
               });
               const key = keyOf(vi, si, connections);
@@ -252,6 +269,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
         this.emitEvent({ type: 'bad-signature', scenario, reason });
       },
     };
+    await this.waitForStart();
     if (this.o.warmupSec > 0) {
       const connections = Math.min(Math.max(...sweep), 64);
       this.emitEvent({ type: 'step-start', scenario, connections, durationSec: this.o.warmupSec, warmup: true, index: 0, total: 0 });
@@ -267,6 +285,19 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     return { scenario, common, probe };
   }
 
+  /** --start-at, once, before the first warm-up: generators started apart then load together. */
+  private async waitForStart(): Promise<void> {
+    if (this.o.startAt === undefined || this.waitedForStart) return;
+    this.waitedForStart = true;
+    const late = Date.now() - this.o.startAt;
+    if (late > 0) {
+      this.note(`--start-at ${new Date(this.o.startAt).toISOString()} had passed ${formatNumber(late / 1000, 1)} s before this generator was ready to load.`);
+      return;
+    }
+    this.phase(`waiting until ${new Date(this.o.startAt).toISOString()} (--start-at)`);
+    await sleep(-late);
+  }
+
   /**
    * `loadtest hsm`: no HTTP at all. On the token (through the latency module if asked), for each
    * key spec of the scenarios: the four practices in one process, then the direct rate with as
@@ -276,11 +307,11 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
     const startedAt = new Date().toISOString();
     const pairs = [...new Map(this.specs.map((s) => [`${s.keySpec}:${s.algorithm}`, s])).values()];
     const ext = this.o.externalHsm;
-    const { modulePath, env, tokenLabel, pin, labels } = await directTargetFor(this.ctx, pairs);
+    const { labels, ...where } = await directTargetFor(this.ctx, pairs);
     const loadBefore = loadavg();
     const practices: PracticeResult[] = [];
     for (const s of pairs) {
-      const target: DirectTarget = { modulePath, env, tokenLabel, pin, keyLabel: labels.get(s.keySpec)!, keySpec: s.keySpec, algorithm: s.algorithm };
+      const target: DirectTarget = { ...where, keyLabel: labels.get(s.keySpec)!, keySpec: s.keySpec, algorithm: s.algorithm };
       this.phase(`practices: ${s.keySpec} ${s.algorithm}, ${o.practiceDurationSec} s per measurement`);
       const m = await measurePractices(target, { inFlight: o.practiceInFlight, threadpool: this.o.directThreadpool, durationSec: o.practiceDurationSec });
       for (const p of practiceResults(m, `${s.keySpec} ${s.algorithm}`, o.practiceInFlight)) {
@@ -289,6 +320,7 @@ export class LoadTest extends EventEmitter<{ event: [HarnessEvent] }> {
       }
       this.phase(`direct rate: ${s.keySpec} ${s.algorithm}, ${this.o.workers} process(es)`);
       const d = await measureDirectRate(target, directRateOptions(this.o));
+      this.note(directRateNote(`${s.keySpec}:${s.algorithm}`, d));
       this.addCeiling(ceilingFrom(`sign:${s.keySpec}:${s.algorithm}`, d));
     }
     const latency = this.o.hsmLatencyUs ?? 0;

@@ -4,6 +4,7 @@
  * objects, to show that a crowded token does not slow signing (the service caches handles).
  */
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import type { KeySpec } from '../src/crypto/algorithms.js';
 import { DEMO_KEYS, ensureDemoKeys, ensureLocalToken, ensureSoftHsmInstalled, type LocalToken } from '../src/dev/softHsm.js';
 import { keyLabel } from '../src/hsm/keyLabel.js';
@@ -12,9 +13,18 @@ import { signingKeyPairTemplates } from '../src/hsm/pkcs11/keyTemplates.js';
 import { Pkcs11KeyAdmin } from '../src/hsm/pkcs11/Pkcs11KeyAdmin.js';
 import { ThreadedPkcs11 } from '../src/hsm/pkcs11/ThreadedPkcs11.js';
 
-/** The service's settings for a harness token, and nothing from the caller's shell (a stray HSM_SESSIONS would change what is measured). */
+/**
+ * The service's settings for a harness token, and nothing from the caller's shell (a stray HSM_SESSIONS would change what is measured).
+ * Issued certificates are recorded in a SQLite file next to the token, as `npm start` does.
+ */
 export function serviceEnvFor(token: LocalToken): Record<string, string> {
-  return { SOFTHSM2_CONF: token.conf, HSM_MODULE: token.modulePath, HSM_TOKEN_LABEL: token.label, HSM_PIN_FILE: token.pinFile };
+  return {
+    SOFTHSM2_CONF: token.conf,
+    HSM_MODULE: token.modulePath,
+    HSM_TOKEN_LABEL: token.label,
+    HSM_PIN_FILE: token.pinFile,
+    ISSUANCE_DB: `sqlite:${join(token.dir, 'issuance.db')}`,
+  };
 }
 
 /** The key the harness signs with for a spec: the demo key where there is one. */

@@ -42,6 +42,8 @@ export async function startLocalService(o: LocalServiceOptions): Promise<LocalSe
     HOME: process.env.HOME ?? '',
     NODE_ENV: 'development',
     LOG_LEVEL: 'warn',
+    // No load balancer to take it out of rotation first: on stop, it need not keep serving for DRAIN_MS.
+    DRAIN_MS: '0',
     ...o.env,
     PORT: String(port),
     WORKERS: String(o.workers),

@@ -82,7 +82,9 @@ export function hsmOnlyNotes(latencyUs: number, practiceInFlight: number, thread
 }
 
 export function directRateNote(id: string, x: DirectRate): string {
-  return `Direct PKCS#11 ${id}: ${x.tried.map((t) => `${formatRate(t.opsPerSec)} ops/s with ${t.inFlight} in flight (${formatNumber(t.cpuMsPerOp, 3)} ms CPU per signature)`).join(', ')} (${x.processes} process(es)).`;
+  const one = (t: DirectRate['tried'][number]): string =>
+    `${formatRate(t.opsPerSec)} ops/s with ${t.inFlight} in flight (latency p50 ${formatNumber(t.p50Ms, 2)} ms, p99 ${formatNumber(t.p99Ms, 2)} ms; ${formatNumber(t.cpuMsPerOp, 3)} ms CPU per signature)`;
+  return `Direct PKCS#11 ${id}: ${x.tried.map(one).join(', ')} (${x.processes} process(es), in flight per process; latency of the slowest process).`;
 }
 
 /** The bare-HTTP rate of every round, and the CPU per request of the kept (median) one. */
@@ -115,3 +117,7 @@ export const REMOTE_NOTES = {
   auditLog: '--audit-log applies only when the harness starts the service; ignored with --url.',
   noCeilings: 'Remote target: ceilings and worker RSS need the service and HSM on this machine, so they are not measured.',
 } as const;
+
+export const generatorOnlyNote =
+  'Generator-only run (--generator-only): the load and its raw results (a latency histogram per step), no ceilings and no plan. ' +
+  "Merge it with the other generators' results: `npm run loadtest -- merge DIR DIR ... --out DIR [--target-ops N]`.";

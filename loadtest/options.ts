@@ -69,11 +69,23 @@ export interface LoadTestOptions {
    * client in its VPC): the module, token and credential, and the private-key label per key spec.
    */
   readonly externalHsm?: ExternalHsm;
+  /**
+   * --generator-only: only the load against --url (no ceilings, no plan), each step with its
+   * latency histogram, for `loadtest merge` to add up with other generators' results.
+   */
+  readonly generatorOnly?: boolean;
+  /**
+   * --start-at: epoch milliseconds before which the first scenario's warm-up does not begin, so
+   * that generators started apart begin their steps together.
+   */
+  readonly startAt?: number;
 }
 
 export interface ExternalHsm {
   readonly modulePath: string;
   readonly tokenLabel: string;
+  /** HSM_SLOT: the token by its index in the list of slots with a token, instead of by label. */
+  readonly slotIndex?: number;
   readonly pin: string;
   readonly keyLabels: Partial<Record<KeySpec, string>>;
 }

@@ -86,6 +86,29 @@ export interface StepResult {
    * they show where the cores went.
    */
   cpu?: { serviceSec?: number; clientSec: number };
+  /** When the step began (ISO 8601); with the histogram, so a merge can tell how well generators overlapped. */
+  startedAt?: string;
+  /**
+   * Every answer's latency (the same answers as `latency`) as an HdrHistogram in microseconds,
+   * compressed base64 (loadtest/latencyHistogram.ts). Written by --generator-only runs and by
+   * merge, which adds the generators' histograms and recomputes `latency` from the sum.
+   */
+  latencyHistogram?: string;
+  /** A merged step: what each generator measured, in the order the merge was given them. */
+  generators?: GeneratorStep[];
+}
+
+/** One generator's share of a merged step. */
+export interface GeneratorStep {
+  /** Where its results were read from. */
+  source: string;
+  connections: number;
+  signaturesPerSec: number;
+  latency: LatencyStats;
+  /** CPU cores its load generator used during the step (CPU seconds ÷ duration), of `cpus`. */
+  clientCores?: number;
+  cpus: number;
+  startedAt?: string;
 }
 
 /** The best an HSM path can do without our HTTP layer, to judge how much the service costs. */
@@ -216,6 +239,10 @@ export interface LoadTestReport {
   plan?: CapacityPlan;
   targets?: TargetCheck[];
   notes: string[];
+  /** A --generator-only run: load and raw results only, to be merged (`loadtest merge`). */
+  generatorOnly?: boolean;
+  /** A merge of generator runs: the directories or files it read, in order. */
+  mergedFrom?: string[];
 }
 
 /**

@@ -167,7 +167,7 @@ export function checkAuditLog(ctx: RunContext, file: string, round: number): voi
 export async function directTargetFor(
   ctx: RunContext,
   pairs: readonly { keySpec: KeySpec }[],
-): Promise<{ modulePath: string; env: Record<string, string>; tokenLabel: string; pin: string; labels: Map<KeySpec, string> }> {
+): Promise<{ modulePath: string; env: Record<string, string>; tokenLabel: string; slotIndex?: number; pin: string; labels: Map<KeySpec, string> }> {
   const ext = ctx.o.externalHsm;
   let modulePath: string;
   let env: Record<string, string> = {};
@@ -197,5 +197,5 @@ export async function directTargetFor(
     modulePath = shim.modulePath;
     env = { ...env, ...shim.env };
   }
-  return { modulePath, env, tokenLabel, pin, labels };
+  return { modulePath, env, tokenLabel, ...(ext?.slotIndex !== undefined ? { slotIndex: ext.slotIndex } : {}), pin, labels };
 }

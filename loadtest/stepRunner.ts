@@ -8,6 +8,7 @@ import autocannon from 'autocannon';
 import type { Judgement, RequestTemplate, VerifyOutcome } from './requests.js';
 import type { LatencyStats, ServiceSample, StepResult } from './results.js';
 import { percentile } from '../testkit/percentile.js';
+import { encodeLatencyHistogram, newLatencyHistogram, recordLatencyMs } from './latencyHistogram.js';
 import type { ServiceProbe } from './serviceProbe.js';
 
 export interface StepProgress {
@@ -35,6 +36,8 @@ export interface StepOptions {
   readonly onProgress?: (p: StepProgress) => void;
   /** Each bad signature as it is found, so a run can shout before it ends. */
   readonly onBadSignature?: (reason: string) => void;
+  /** Also keep every latency in an HdrHistogram and put it in the result (--generator-only). */
+  readonly histogram?: boolean;
 }
 
 const round3 = (n: number): number => Math.round(n * 1000) / 1000;
@@ -84,6 +87,7 @@ export function basePath(urls: readonly string[]): string {
 export async function runStep(o: StepOptions): Promise<StepResult> {
   const every = sampleEvery(o.sampleRate);
   const latencies = new GrowingList();
+  const histogram = o.histogram ? newLatencyHistogram() : undefined;
   const errors: Record<string, number> = {};
   const addError = (key: string, n = 1): void => {
     errors[key] = (errors[key] ?? 0) + n;
@@ -141,6 +145,7 @@ export async function runStep(o: StepOptions): Promise<StepResult> {
   }));
 
   const started = Date.now();
+  const startedAt = new Date(started).toISOString();
   const cpuStart = process.cpuUsage();
   o.probe?.start();
   const ticker = setInterval(() => {
@@ -168,7 +173,10 @@ export async function runStep(o: StepOptions): Promise<StepResult> {
         },
         (err, res) => (err ? reject(err) : resolve(res)),
       );
-      instance.on('response', (_client, _status, _bytes, responseTime) => latencies.push(responseTime));
+      instance.on('response', (_client, _status, _bytes, responseTime) => {
+        latencies.push(responseTime);
+        if (histogram) recordLatencyMs(histogram, responseTime);
+      });
     });
   } finally {
     clearInterval(ticker);
@@ -197,5 +205,6 @@ export async function runStep(o: StepOptions): Promise<StepResult> {
     verified: { sampled, bad },
     ...(service ? { service } : {}),
     cpu: { ...(serviceSec !== undefined ? { serviceSec: round3(serviceSec) } : {}), clientSec: round3((cpuUsed.user + cpuUsed.system) / 1e6) },
+    ...(histogram ? { startedAt, latencyHistogram: encodeLatencyHistogram(histogram) } : {}),
   };
 }

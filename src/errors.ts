@@ -24,10 +24,23 @@ export const ERROR_CODES = {
     status: 429,
     description: 'This client has too many requests in flight (CLIENT_MAX_IN_FLIGHT, per worker); retry after Retry-After seconds.',
   },
-  HSM_UNAVAILABLE: { status: 503, description: 'The HSM is down, the circuit breaker is open, or the service is recovering; retry after Retry-After seconds.' },
+  HSM_UNAVAILABLE: {
+    status: 503,
+    description:
+      "The HSM is down, the circuit breaker is open, or the service is recovering; or the key version cannot be used by the service's HSM user (usable: false in GET /v1/keys/{name}: an operator must share it; sign with another version meanwhile); retry after Retry-After seconds.",
+  },
   AUDIT_UNAVAILABLE: {
     status: 503,
     description: 'The audit log (AUDIT_LOG) cannot be written, so no audited operation is answered; retry after Retry-After seconds.',
+  },
+  INVENTORY_UNAVAILABLE: {
+    status: 503,
+    description:
+      'The certificate inventory (ISSUANCE_DB) cannot be reached or written: no certificate is issued without its record, and listings cannot be read; retry after Retry-After seconds.',
+  },
+  INVENTORY_NOT_CONFIGURED: {
+    status: 503,
+    description: 'No certificate inventory is configured: set ISSUANCE_DB (a SQLite file or a PostgreSQL URL) to issue and list certificates.',
   },
   OVERLOADED: { status: 503, description: 'Too many requests are waiting for an HSM session; retry after Retry-After seconds.' },
   DEADLINE_EXCEEDED: { status: 504, description: "The request's deadline passed (default 2 s; X-Deadline-Ms may lower it)." },

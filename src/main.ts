@@ -8,6 +8,7 @@ import { composeService } from './composeService.js';
 import { ClientRegistry } from './http/auth.js';
 import { createServer, secureContextOptions, type ApiServer } from './http/createServer.js';
 import { listenForMetrics, serveClusterMetrics } from './http/metrics.js';
+import { exitOnUncaught } from './exitOnUncaught.js';
 import { createLogger } from './logger.js';
 
 /** Production's /metrics listener: in the primary of a cluster, else in the one serving process. */
@@ -25,9 +26,27 @@ async function metricsListener(config: Config, logger: Logger): Promise<Server |
  */
 async function primary(config: Config, logger: Logger): Promise<void> {
   serveClusterMetrics(config.workers);
+  // A worker that has exited can still be listed until its IPC channel is closed.
+  const live = (): Worker[] => Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined && !w.isDead());
+  let stopping = false;
+  // While stopping: workers whose listener is closed. Connections close only once every worker's is,
+  // so a client that reconnects is refused, not handed to a worker about to close or left queued in
+  // the primary's listening socket when it closes (a reset).
+  const listenersClosed = new Set<number>();
+  const closeConnectionsOnceNoneListens = (): void => {
+    const workers = live();
+    if (!workers.every((w) => listenersClosed.has(w.id))) return;
+    for (const w of workers) if (w.isConnected()) w.send({ type: CLOSE_CONNECTIONS });
+  };
   // Workers get the PIN over the IPC channel, not in their environment (see pinFromPrimary).
   cluster.on('message', (w, m: { type?: unknown }) => {
     if (m?.type === PIN_REQUEST) w.send({ type: PIN_REPLY, pin: config.hsm.pin });
+    if (m?.type === LISTENER_CLOSED) {
+      listenersClosed.add(w.id);
+      // A worker stopped on its own (its pid signalled): the others still listen, its clients go there.
+      if (!stopping) w.send({ type: CLOSE_CONNECTIONS });
+      else closeConnectionsOnceNoneListens();
+    }
   });
   // Each worker holds its own TLS context and clients, and reloads them on its SIGHUP. A worker
   // still starting (or restarted) when one comes gets it once it listens: it may have read the
@@ -50,14 +69,21 @@ async function primary(config: Config, logger: Logger): Promise<void> {
   };
   if (hangup.pending) hangup.handler();
   hangup.pending = false;
-  let stopping = false;
   const fork = (): void => {
-    cluster.fork();
+    // A restart scheduled before a stop began would start a worker nobody stops.
+    if (!stopping) cluster.fork();
   };
   for (let i = 0; i < config.workers; i++) fork();
   const recentDeaths: number[] = [];
+  let exitCode = 0;
   cluster.on('exit', (worker, code, signal) => {
-    if (stopping) return;
+    if (stopping) {
+      // Clean: every worker drained, released its sessions, logged out and exited 0.
+      if (code !== 0) exitCode = 1;
+      if (live().length === 0) process.exit(exitCode);
+      closeConnectionsOnceNoneListens();
+      return;
+    }
     const now = Date.now();
     recentDeaths.push(now);
     // Oldest first; an empty list has nothing older than a minute.
@@ -67,19 +93,28 @@ async function primary(config: Config, logger: Logger): Promise<void> {
     setTimeout(fork, recentDeaths.length > config.workers * 3 ? 5000 : 100);
   });
   let metrics: Server | undefined;
-  let exitCode = 0;
-  const stop = (): void => {
-    if (stopping) return;
+  stopSignal.handler = () => {
+    if (stopping) {
+      // A second SIGTERM/SIGINT (Ctrl-C twice): the workers stop accepting now rather than at the drain's end.
+      logger.info('stop signal again: ending the drain now');
+      for (const w of live()) if (w.isConnected()) w.send({ type: DRAIN_NOW });
+      return;
+    }
     stopping = true;
     metrics?.close();
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    setTimeout(() => process.exit(exitCode), 5000).unref();
-    cluster.on('exit', () => {
-      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(exitCode);
-    });
+    const workers = live();
+    logger.info({ workers: workers.length, drainMs: config.drainMs }, 'stopping: workers drain, then exit');
+    for (const w of workers) w.process.kill('SIGTERM');
+    if (workers.length === 0) process.exit(exitCode);
+    // Past the workers' own bound (see stopBoundMs): whatever is left is stuck.
+    setTimeout(() => {
+      const left = live();
+      logger.error({ pids: left.map((w) => w.process.pid) }, 'workers did not stop in time: killing them');
+      for (const w of left) w.process.kill('SIGKILL');
+      process.exit(1);
+    }, stopBoundMs(config) + 2000).unref();
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  if (stopSignal.pending) stopSignal.handler();
   // Log rotation: every worker reopens its audit log on SIGUSR2 (SIGHUP, forwarded above, does it
   // too). Only to workers that listen: one still starting has not opened its log yet.
   rotate.handler = () => {
@@ -88,7 +123,7 @@ async function primary(config: Config, logger: Logger): Promise<void> {
   metrics = await metricsListener(config, logger).catch((e: unknown) => {
     logger.fatal({ err: (e as Error).message }, 'cannot serve /metrics on METRICS_HOST:METRICS_PORT');
     exitCode = 1;
-    stop();
+    stopSignal.handler?.();
     return undefined;
   });
 }
@@ -124,8 +159,34 @@ function reloadFiles(config: Config, server: ApiServer, clients: ClientRegistry 
   logger.info({ reloaded }, 'SIGHUP: reloaded');
 }
 
+/**
+ * The longest a worker's stop may take: the drain, the requests then in flight (bounded by their
+ * deadline), and releasing the HSM (the session pool waits up to 5 s, then logout and C_Finalize).
+ */
+const stopBoundMs = (config: Config): number => config.drainMs + config.requestDeadlineMs + 10_000;
+
 async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefined, clients: ClientRegistry | undefined): Promise<void> {
+  // A stop that comes while the service is being composed is carried out once it is.
+  let stopBeforeServing = stopSignal.pending;
+  stopSignal.handler = () => {
+    stopBeforeServing = true;
+  };
+  // The primary's DRAIN_NOW (a second stop signal) can come before this worker serves, or before
+  // its own SIGTERM has been handled (a signal and an IPC message arrive in no set order): it is
+  // remembered, and it means stop now whether or not this worker has started draining.
+  let drainNowBeforeServing = false;
+  const onEarlyMessage = (m: { type?: unknown }): void => {
+    if (m?.type === DRAIN_NOW) {
+      drainNowBeforeServing = true;
+      stopBeforeServing = true;
+    }
+  };
+  process.on('message', onEarlyMessage);
   const running = await composeService(config, logger, clients);
+  if (stopBeforeServing) {
+    await running.close();
+    process.exit(0);
+  }
   rotate.handler = running.reopenAuditLog;
   const metrics = cluster.isWorker
     ? undefined
@@ -135,6 +196,7 @@ async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefin
         throw e;
       });
   const server = createServer(running.app, config.server, tls);
+  running.lifecycle.serve(server);
   // Refused handshakes (no, untrusted or expired client certificate) are the client's problem, and can be many.
   server.on('tlsClientError', (e: NodeJS.ErrnoException) => logger.debug({ code: e.code }, 'TLS handshake failed'));
   server.listen(config.port, config.host, () => {
@@ -149,17 +211,61 @@ async function worker(config: Config, logger: Logger, tls: TlsMaterial | undefin
     if (hangup.pending) hangup.handler();
     hangup.pending = false;
   });
-  // A worker can get the signal twice (from the primary, and from a terminal or systemd signalling the group).
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
-    metrics?.close();
-    server.close(() => void running.close().finally(() => process.exit(0)));
-    setTimeout(() => process.exit(0), 5000).unref();
+  let drainTimer: NodeJS.Timeout | undefined;
+  let closing = false;
+  // The drain's end: no new connections; the requests in flight answered; sessions, login and module released.
+  const finish = async (): Promise<void> => {
+    clearTimeout(drainTimer);
+    if (closing) return;
+    closing = true;
+    const ended = running.lifecycle.closeListener();
+    // A cluster's primary says when to close the connections: once no worker listens.
+    if (cluster.isWorker) process.send?.({ type: LISTENER_CLOSED });
+    else running.lifecycle.closeConnections();
+    await ended;
+    try {
+      await running.close();
+    } catch (e) {
+      logger.error({ err: (e as Error).message }, 'stopping: releasing the HSM failed');
+      process.exit(1);
+    }
+    logger.info('stopped');
+    process.exit(0);
   };
-  process.on('SIGTERM', stop);
-  process.on('SIGINT', stop);
+  stopSignal.handler = () => {
+    if (running.lifecycle.draining) {
+      // A cluster worker can get the signal twice (from the primary, and from a terminal or systemd
+      // signalling the group): only the primary's DRAIN_NOW ends its drain early. A single process
+      // takes a second signal (Ctrl-C twice) as that.
+      if (!cluster.isWorker) void finish();
+      return;
+    }
+    running.lifecycle.startDraining();
+    logger.info({ drainMs: config.drainMs }, 'stopping: /readyz answers 503; accepting connections for DRAIN_MS more');
+    metrics?.close();
+    drainTimer = setTimeout(() => void finish(), config.drainMs);
+    setTimeout(() => {
+      logger.error('stopping took too long: killing this process');
+      // Not process.exit(): it joins the HSM threads, and one inside a PKCS#11 call that never
+      // returns would hold the process forever. The log line is written asynchronously: the kill
+      // waits for it, a second at most.
+      const kill = (): void => void process.kill(process.pid, 'SIGKILL');
+      setTimeout(kill, 1000);
+      logger.flush(kill);
+    }, stopBoundMs(config)).unref();
+  };
+  process.off('message', onEarlyMessage);
+  process.on('message', (m: { type?: unknown }) => {
+    if (m?.type === DRAIN_NOW) {
+      // Not draining yet: this worker's SIGTERM is still on its way; the drain starts (its bound set) and ends at once.
+      if (!running.lifecycle.draining) stopSignal.handler?.();
+      void finish();
+    }
+    if (m?.type === CLOSE_CONNECTIONS) running.lifecycle.closeConnections();
+  });
+  // One that came while the metrics listener started.
+  if (stopBeforeServing) stopSignal.handler();
+  if (drainNowBeforeServing) void finish();
 }
 
 /**
@@ -172,12 +278,29 @@ process.on('SIGHUP', () => {
   else hangup.pending = true;
 });
 
+/**
+ * SIGTERM and SIGINT (stop: drain, then exit), handled from the start too: one that comes while the
+ * process starts is remembered, so it still drains and exits 0 rather than dying by the signal.
+ */
+const stopSignal: { handler?: () => void; pending: boolean } = { pending: false };
+const onStopSignal = (): void => {
+  if (stopSignal.handler) stopSignal.handler();
+  else stopSignal.pending = true;
+};
+process.on('SIGTERM', onStopSignal);
+process.on('SIGINT', onStopSignal);
+
 /** SIGUSR2 (log rotation: reopen the audit log), likewise handled from the start: its default action ends the process too. */
 const rotate: { handler?: () => void } = {};
 process.on('SIGUSR2', () => rotate.handler?.());
 
 const PIN_REQUEST = 'hsm-signer:pin-request';
 const PIN_REPLY = 'hsm-signer:pin';
+/** From the primary on a second stop signal: stop accepting now, without waiting for DRAIN_MS to pass. */
+const DRAIN_NOW = 'hsm-signer:drain-now';
+/** From a worker whose listener is closed, and the primary's answer once none listens. */
+const LISTENER_CLOSED = 'hsm-signer:listener-closed';
+const CLOSE_CONNECTIONS = 'hsm-signer:close-connections';
 
 /**
  * A cluster worker's PIN, asked of the primary over the IPC channel. The primary deletes HSM_PIN
@@ -215,6 +338,7 @@ export async function main(): Promise<void> {
   // Until the configuration is read: a LOG_LEVEL it would refuse must not stop pino first.
   const level = process.env.LOG_LEVEL;
   const logger = createLogger(level !== undefined && ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level) ? level : 'info');
+  exitOnUncaught(logger);
   try {
     const env = cluster.isWorker ? { ...process.env, HSM_PIN: await pinFromPrimary(), HSM_PIN_FILE: undefined } : process.env;
     config = loadConfig(env);
@@ -236,6 +360,11 @@ export async function main(): Promise<void> {
   logger.level = config.logLevel;
   // Once per service: by the primary, or by the only process.
   if (cluster.isPrimary) for (const w of config.warnings) logger.warn(w);
+  if (cluster.isPrimary && config.inventory === undefined) {
+    logger.warn(
+      'neither ISSUANCE_DB nor ISSUANCE_DB_FILE is set: issuing certificates answers 503 INVENTORY_NOT_CONFIGURED (nothing is issued without a record); signing works',
+    );
+  }
   if (cluster.isPrimary && config.workers > 1) return primary(config, logger);
   try {
     await worker(config, logger, tls, clients);

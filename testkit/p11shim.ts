@@ -51,6 +51,8 @@ export interface ShimFailure {
   readonly rv: number;
   /** Fail only this many calls (counted from this write of the file); omitted: every call. */
   readonly count?: number;
+  /** Only calls on the key with this CKA_LABEL (C_SignInit and C_VerifyInit, or `*` for both). */
+  readonly label?: string;
 }
 
 export interface ShimControlOptions {
@@ -87,10 +89,17 @@ export class ShimControl {
   }
 
   fail(fn: string, rv: number, count?: number): this {
+    return this.failKey(fn, rv, undefined, count);
+  }
+
+  /** As fail, for one key only: calls naming the key whose CKA_LABEL is `label` (C_SignInit, C_VerifyInit). */
+  failKey(fn: string, rv: number, label: string | undefined, count?: number): this {
     if (!/^(\*|C_[A-Za-z]+)$/.test(fn)) throw new RangeError(`bad function name ${fn}`);
     if (!Number.isSafeInteger(rv) || rv <= 0) throw new RangeError(`bad CK_RV ${rv}: must be a non-zero error`);
     if (count !== undefined && (!Number.isSafeInteger(count) || count < 0)) throw new RangeError(`bad count ${count}`);
-    this.fails.push(count === undefined ? { fn, rv } : { fn, rv, count });
+    if (label !== undefined && !/^[^:#@\s][^:#@\n]{0,126}$/.test(label))
+      throw new RangeError(`bad label ${JSON.stringify(label)}: 1 to 127 characters, no ':', '#', '@' or newline`);
+    this.fails.push({ fn, rv, ...(count !== undefined ? { count } : {}), ...(label !== undefined ? { label } : {}) });
     return this.write();
   }
 
@@ -133,7 +142,8 @@ export class ShimControl {
     if (this.latencyUs !== undefined) lines.push(`latency_us=${this.latencyUs}`);
     for (const f of this.fails) {
       const rv = `0x${f.rv.toString(16)}`;
-      lines.push(f.count === undefined ? `fail=${f.fn}:${rv}` : `fail=${f.fn}:${rv}:${f.count}`);
+      const fn = f.label === undefined ? f.fn : `${f.fn}@${f.label}`;
+      lines.push(f.count === undefined ? `fail=${fn}:${rv}` : `fail=${fn}:${rv}:${f.count}`);
     }
     if (this.stalled) lines.push('stall=1');
     if (this.isDown) lines.push('down=1');

@@ -54,3 +54,25 @@ export function childPids(pid: number): number[] {
     }
   }
 }
+
+/** The cluster workers among a primary's children (node:cluster sets NODE_UNIQUE_ID in theirs; tsx's esbuild is a child too). */
+export function clusterWorkerPids(primary: number): number[] {
+  return childPids(primary).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/environ`, 'latin1')
+        .split('\0')
+        .some((e) => e.startsWith('NODE_UNIQUE_ID='));
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** Whether a process exists (a zombie not yet reaped counts as gone). */
+export function processExists(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}

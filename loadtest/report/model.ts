@@ -7,6 +7,7 @@ import { ceilingFor, scenariosOf, stepsOf, type CapacityPlan, type LoadTestRepor
 import {
   NOT_AVAILABLE,
   formatInt,
+  formatMs,
   formatNumber,
   formatPercent,
   formatTargetPercent,
@@ -134,7 +135,30 @@ function scenarioSection(r: LoadTestReport, scenario: string, index: number): Se
       },
     });
   }
+  const merged = steps.filter((s) => s.generators !== undefined && s.generators.length > 0);
+  if (merged.length > 0) blocks.push({ kind: 'table', table: generatorsTable(merged) });
   return { id: `scenario-${index + 1}-${slug(scenario)}`, title: 'Scenario', code: scenario, blocks };
+}
+
+/** A merged run: what each load generator measured and the cores it used, step by step. */
+function generatorsTable(steps: readonly StepResult[]): Table {
+  return {
+    caption: 'Per load generator (merged run)',
+    headers: ['connections', 'generator', 'its connections', 'sig/s', 'p50 ms', 'p99 ms', 'load generator, cores', 'started'],
+    align: ['right', 'left', 'right', 'right', 'right', 'right', 'right', 'left'],
+    rows: steps.flatMap((s) =>
+      (s.generators ?? []).map((g) => [
+        formatInt(s.connections),
+        g.source,
+        formatInt(g.connections),
+        formatRate(g.signaturesPerSec),
+        formatMs(g.latency.p50),
+        formatMs(g.latency.p99),
+        g.clientCores === undefined ? NOT_AVAILABLE : `${formatNumber(g.clientCores, 2)} of ${formatInt(g.cpus)}`,
+        g.startedAt ?? NOT_AVAILABLE,
+      ]),
+    ),
+  };
 }
 
 function ceilingsSection(r: LoadTestReport): Section {

@@ -3,7 +3,7 @@ import { hostname, userInfo } from 'node:os';
 import { openAuditTarget } from '../audit/AuditLog.js';
 import { auditLine, type AuditRecord } from '../audit/auditRecord.js';
 
-export type AdminOperation = 'create' | 'rotate' | 'retire';
+export type AdminOperation = 'create' | 'rotate' | 'retire' | 'backups.prune';
 
 /** Who ran the command, where: an admin record's answer to the service's requestId, client and source. */
 function operator(env: NodeJS.ProcessEnv): Pick<AuditRecord, 'osUser' | 'sudoUser' | 'host' | 'pid'> {
@@ -18,7 +18,7 @@ function operator(env: NodeJS.ProcessEnv): Pick<AuditRecord, 'osUser' | 'sudoUse
 
 /**
  * The admin CLI's audit records (AUDIT_LOG, the service's format): one line per create, rotate
- * and retire, ok or failed. Opened before the HSM is touched, so a log that cannot be written stops
+ * and retire, ok or failed, and one per `backups prune --execute`. Opened before the HSM is touched, so a log that cannot be written stops
  * the command before it changes anything; each line is one synchronous O_APPEND write.
  */
 export class AdminAudit {
@@ -32,7 +32,11 @@ export class AdminAudit {
   }
 
   /** Throws if the line cannot be written whole. */
-  write(operation: AdminOperation, facts: Pick<AuditRecord, 'keyName' | 'keyVersion' | 'keySpec'>, outcome: string): void {
+  write(
+    operation: AdminOperation,
+    facts: Pick<AuditRecord, 'keyName' | 'keyVersion' | 'keySpec' | 'approvers' | 'region' | 'clusterId' | 'sourceClusterId' | 'deleted' | 'failed'>,
+    outcome: string,
+  ): void {
     const line = Buffer.from(auditLine({ time: new Date().toISOString(), client: 'hsm-signer-admin', ...this.who, operation, ...facts, outcome }));
     let written: number;
     try {

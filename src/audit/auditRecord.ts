@@ -37,6 +37,14 @@ export interface AuditRecord {
   readonly sudoUser?: string;
   readonly host?: string;
   readonly pid?: number;
+  /** Admin records of an operation that needed a quorum: the approvers' names (HSM_APPROVERS_FILE). */
+  readonly approvers?: readonly string[];
+  /** backups.prune records: the AWS region, the cluster (or the copies' source cluster), the backups deleted and those that failed. */
+  readonly region?: string;
+  readonly clusterId?: string;
+  readonly sourceClusterId?: string;
+  readonly deleted?: readonly string[];
+  readonly failed?: readonly string[];
   /** audit.resumed records: the gap they close. */
   readonly unavailableSince?: string;
   readonly reason?: string;
@@ -77,6 +85,12 @@ export function auditLine(r: AuditRecord): string {
     sudoUser: r.sudoUser,
     host: r.host,
     pid: r.pid,
+    approvers: r.approvers,
+    region: r.region,
+    clusterId: r.clusterId,
+    sourceClusterId: r.sourceClusterId,
+    deleted: r.deleted,
+    failed: r.failed,
     unavailableSince: r.unavailableSince,
     reason: r.reason,
     refused: r.refused,

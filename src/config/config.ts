@@ -1,12 +1,21 @@
 import { readFileSync } from 'node:fs';
 import { BlockList, isIP } from 'node:net';
 import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
 import { z } from 'zod';
 
 /** The default PKCS#11 module: SoftHSMv2 where Debian installs it (CloudHSM: /opt/cloudhsm/lib/libcloudhsm_pkcs11.so). */
 export const DEFAULT_HSM_MODULE = '/usr/lib/softhsm/libsofthsm2.so';
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+/** An http(s) URL without query or fragment: the start of the URLs written into issued certificates. */
+const urlBase = z
+  .string()
+  .max(512)
+  .refine((v) => {
+    const u = URL.canParse(v) ? new URL(v) : undefined;
+    return u !== undefined && (u.protocol === 'http:' || u.protocol === 'https:') && u.search === '' && u.hash === '' && u.username === '' && u.password === '';
+  }, 'must be an http:// or https:// URL without query, fragment or credentials');
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 
 /**
@@ -29,6 +38,13 @@ const schema = z
     PORT: int(0, 65_535).default(8080),
     BODY_LIMIT_BYTES: int(1024, 64 * 1024 * 1024).default(1024 * 1024),
     REQUEST_DEADLINE_MS: int(10, 600_000).default(2000),
+    DRAIN_MS: int(0, 600_000).default(5000),
+    LIVENESS_STALL_MS: int(1000, 3_600_000).default(30_000),
+    // Set at build time (Dockerfile's GIT_COMMIT build argument); a label value in /metrics, so bounded.
+    GIT_COMMIT: z
+      .string()
+      .regex(/^[0-9A-Za-z._-]{1,64}$/, 'must be 1-64 letters, digits, dots, dashes or underscores')
+      .default('unknown'),
     KEY_REFRESH_MS: int(100, 86_400_000).default(10_000),
     RETRY_MAX_ATTEMPTS: int(1, 10).default(3),
     RETRY_BASE_MS: int(1, 10_000).default(10),
@@ -50,6 +66,11 @@ const schema = z
     MAX_REQUESTS_PER_SOCKET: int(0, 1_000_000_000).default(0),
     CLIENT_MAX_IN_FLIGHT: int(0, 1_000_000).default(64),
     AUDIT_LOG: z.string().min(1).optional(),
+    CRL_VALIDITY_HOURS: int(1, 8760).default(24),
+    CRL_URL_BASE: urlBase.optional(),
+    OCSP_URL_BASE: urlBase.optional(),
+    ISSUANCE_DB: z.string().min(1).optional(),
+    ISSUANCE_DB_FILE: z.string().min(1).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ALLOW_REMOTE_DEV: bool.default(false),
     METRICS_HOST: z.string().min(1).default('127.0.0.1'),
@@ -58,7 +79,9 @@ const schema = z
   .refine((c) => c.HSM_PIN !== undefined || c.HSM_PIN_FILE !== undefined, { message: 'set HSM_PIN or HSM_PIN_FILE', path: ['HSM_PIN'] })
   .refine((c) => c.RETRY_BASE_MS <= c.RETRY_CAP_MS, { message: 'must not exceed RETRY_CAP_MS', path: ['RETRY_BASE_MS'] })
   // node:http refuses a headers timeout longer than the whole request's.
-  .refine((c) => c.HEADERS_TIMEOUT_MS <= c.REQUEST_TIMEOUT_MS, { message: 'must not exceed REQUEST_TIMEOUT_MS', path: ['HEADERS_TIMEOUT_MS'] });
+  .refine((c) => c.HEADERS_TIMEOUT_MS <= c.REQUEST_TIMEOUT_MS, { message: 'must not exceed REQUEST_TIMEOUT_MS', path: ['HEADERS_TIMEOUT_MS'] })
+  // A call may take up to the deadline; liveness (restart) must not fire before readiness (a call stalled past it) has.
+  .refine((c) => c.LIVENESS_STALL_MS > c.REQUEST_DEADLINE_MS, { message: 'must be greater than REQUEST_DEADLINE_MS', path: ['LIVENESS_STALL_MS'] });
 
 /** Paths of the PEM files the API's TLS uses; read (and re-read on SIGHUP) by readTlsFiles. */
 export interface TlsConfig {
@@ -66,6 +89,48 @@ export interface TlsConfig {
   readonly keyFile: string;
   /** Client certificates are required and verified against these CAs. */
   readonly clientCaFile?: string;
+}
+
+/** Where issued certificates are recorded (ISSUANCE_DB). */
+export type InventoryTarget =
+  | { readonly kind: 'sqlite'; readonly path: string }
+  /** `redacted`: the URL without its password, for logs and errors. */
+  | { readonly kind: 'postgres'; readonly url: string; readonly redacted: string };
+
+/** The URL with its password (and any password query parameter) replaced by `***`; anything unparsable entirely hidden. */
+export function redactConnectionString(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    for (const k of [...u.searchParams.keys()]) if (/pass/i.test(k)) u.searchParams.set(k, '***');
+    return u.toString();
+  } catch {
+    return '(unparsable connection string)';
+  }
+}
+
+/**
+ * ISSUANCE_DB (or the content of ISSUANCE_DB_FILE, named `variable`): `postgres://` or
+ * `postgresql://` URL, `sqlite:<path>`, or a plain file path (relative to the working directory).
+ */
+function inventoryTarget(value: string, variable: 'ISSUANCE_DB' | 'ISSUANCE_DB_FILE'): InventoryTarget {
+  if (/^postgres(ql)?:\/\//i.test(value)) {
+    let u: URL | undefined;
+    try {
+      u = new URL(value);
+    } catch {
+      // The value may hold a password: the message names only the variable.
+    }
+    if (!u?.hostname && !u?.searchParams.has('host')) {
+      throw new ConfigError(`${variable}: not a valid postgres:// URL (postgres://user:password@host:5432/database)`);
+    }
+    return { kind: 'postgres', url: value, redacted: redactConnectionString(value) };
+  }
+  const path = value.replace(/^sqlite:/i, '');
+  if (path.length === 0 || /^[a-z][a-z0-9+.-]*:\/\//i.test(path)) {
+    throw new ConfigError(`${variable}: must be postgres://..., postgresql://..., sqlite:<file path> or a file path`);
+  }
+  return { kind: 'sqlite', path: resolve(path) };
 }
 
 /** The node:http(s) server's own limits against slow or oversized requests and idle connections. */
@@ -96,6 +161,12 @@ export interface Config {
   readonly port: number;
   readonly bodyLimitBytes: number;
   readonly requestDeadlineMs: number;
+  /** After SIGTERM/SIGINT: how long the listener keeps serving (while /readyz answers 503) before it stops accepting. */
+  readonly drainMs: number;
+  /** /healthz answers 503 once this worker's oldest HSM call has been unanswered for longer. */
+  readonly livenessStallMs: number;
+  /** The commit the service was built from (GIT_COMMIT), or 'unknown'. */
+  readonly gitCommit: string;
   readonly retry: { readonly maxAttempts: number; readonly baseMs: number; readonly capMs: number; readonly budgetRatio: number };
   readonly breaker: {
     readonly errorThresholdPercentage: number;
@@ -112,6 +183,10 @@ export interface Config {
   readonly clientMaxInFlight: number;
   /** A path, or `stdout`; absent: no audit trail. */
   readonly auditLog?: string;
+  /** CRLs: how long each is valid (CRL_VALIDITY_HOURS); where certificates say to find CRLs and OCSP (CRL_URL_BASE, OCSP_URL_BASE). */
+  readonly revocation: { readonly crlValidityHours: number; readonly crlUrlBase?: string; readonly ocspUrlBase?: string };
+  /** ISSUANCE_DB or ISSUANCE_DB_FILE; absent: no inventory, so issuing answers 503 INVENTORY_NOT_CONFIGURED (sign and verify work). */
+  readonly inventory?: InventoryTarget;
   readonly logLevel: string;
   /** Development mode: not production and no way to identify callers, so no auth and loopback only. */
   readonly devMode: boolean;
@@ -123,12 +198,25 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
-function readPin(file: string): string {
+/** A secret from a file (a mounted Secret), without its final newline; an error names the variable, never the content. */
+export function readSecretFile(variable: string, file: string): string {
+  let value: string;
   try {
-    return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    value = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
   } catch (e) {
-    throw new ConfigError(`HSM_PIN_FILE: cannot read the file (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+    throw new ConfigError(`${variable}: cannot read the file (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
   }
+  if (value.length === 0) throw new ConfigError(`${variable}: the file is empty`);
+  return value;
+}
+
+/** ISSUANCE_DB, or ISSUANCE_DB_FILE: a file holding it (a PostgreSQL URL has a password; mount it from a secret). */
+function inventoryOf(c: { ISSUANCE_DB?: string | undefined; ISSUANCE_DB_FILE?: string | undefined }): InventoryTarget | undefined {
+  if (c.ISSUANCE_DB !== undefined && c.ISSUANCE_DB_FILE !== undefined) {
+    throw new ConfigError('ISSUANCE_DB_FILE: set ISSUANCE_DB or ISSUANCE_DB_FILE, not both');
+  }
+  if (c.ISSUANCE_DB_FILE !== undefined) return inventoryTarget(readSecretFile('ISSUANCE_DB_FILE', c.ISSUANCE_DB_FILE), 'ISSUANCE_DB_FILE');
+  return c.ISSUANCE_DB !== undefined ? inventoryTarget(c.ISSUANCE_DB, 'ISSUANCE_DB') : undefined;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
@@ -139,10 +227,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new ConfigError(`invalid configuration: ${problems.join('; ')}`);
   }
   const c = parsed.data;
-  const pin = c.HSM_PIN_FILE !== undefined ? readPin(c.HSM_PIN_FILE) : c.HSM_PIN;
+  const pin = c.HSM_PIN_FILE !== undefined ? readSecretFile('HSM_PIN_FILE', c.HSM_PIN_FILE) : c.HSM_PIN;
   // The schema already requires one of the two; zod's refine does not narrow the type, this does.
   if (pin === undefined) throw new ConfigError('HSM_PIN: set HSM_PIN or HSM_PIN_FILE');
-  if (pin.length === 0) throw new ConfigError('HSM_PIN_FILE: the file is empty');
   const production = c.NODE_ENV === 'production';
   if ((c.TLS_CERT_FILE === undefined) !== (c.TLS_KEY_FILE === undefined)) {
     throw new ConfigError(`${c.TLS_CERT_FILE === undefined ? 'TLS_CERT_FILE' : 'TLS_KEY_FILE'}: TLS needs both TLS_CERT_FILE and TLS_KEY_FILE`);
@@ -172,6 +259,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'TLS_CERT_FILE: in production a non-loopback HOST needs TLS (TLS_CERT_FILE and TLS_KEY_FILE), or ALLOW_PLAINTEXT=true when a sidecar or mesh terminates TLS in front of the service',
     );
   }
+  const inventory = inventoryOf(c);
   const warnings: string[] = [];
   if (devMode) warnings.push('development mode: no CLIENTS_FILE or TLS_CLIENT_CA_FILE, so no authentication; listening on loopback only');
   if (production && !loopback && tls === undefined) {
@@ -199,6 +287,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     port: c.PORT,
     bodyLimitBytes: c.BODY_LIMIT_BYTES,
     requestDeadlineMs: c.REQUEST_DEADLINE_MS,
+    drainMs: c.DRAIN_MS,
+    livenessStallMs: c.LIVENESS_STALL_MS,
+    gitCommit: c.GIT_COMMIT,
     retry: { maxAttempts: c.RETRY_MAX_ATTEMPTS, baseMs: c.RETRY_BASE_MS, capMs: c.RETRY_CAP_MS, budgetRatio: c.RETRY_BUDGET_RATIO },
     breaker: {
       errorThresholdPercentage: c.BREAKER_ERROR_PERCENT,
@@ -218,6 +309,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     clientMaxInFlight: c.CLIENT_MAX_IN_FLIGHT,
     ...(c.AUDIT_LOG !== undefined ? { auditLog: c.AUDIT_LOG } : {}),
+    revocation: {
+      crlValidityHours: c.CRL_VALIDITY_HOURS,
+      ...(c.CRL_URL_BASE !== undefined ? { crlUrlBase: c.CRL_URL_BASE } : {}),
+      ...(c.OCSP_URL_BASE !== undefined ? { ocspUrlBase: c.OCSP_URL_BASE } : {}),
+    },
+    ...(inventory ? { inventory } : {}),
     logLevel: c.LOG_LEVEL,
     devMode,
     warnings,

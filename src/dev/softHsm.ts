@@ -16,22 +16,32 @@ const onPath = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cm
 export interface SystemPackage {
   readonly name: string;
   readonly present: () => boolean;
+  /** Installed with --no-install-recommends (docker-compose recommends the whole Docker engine). */
+  readonly withoutRecommends?: boolean;
 }
 
 export const SOFTHSM_PACKAGE: SystemPackage = { name: 'softhsm2', present: () => existsSync(SOFTHSM_MODULE) && onPath('softhsm2-util') };
 
 /** Installs missing packages with apt-get (as root), else explains in one line what to install. */
 export function ensureSystemPackages(packages: readonly SystemPackage[], log: (line: string) => void = console.error): void {
-  const missing = packages.filter((p) => !p.present()).map((p) => p.name);
+  const absent = packages.filter((p) => !p.present());
+  const missing = absent.map((p) => p.name);
   if (missing.length === 0) return;
+  // One apt-get install per kind: with and without the packages' recommendations.
+  const lean = absent.filter((p) => p.withoutRecommends).map((p) => p.name);
+  const installs = [absent.filter((p) => !p.withoutRecommends).map((p) => p.name), lean.length ? ['--no-install-recommends', ...lean] : []].filter(
+    (args) => args.length > 0,
+  );
   if (!onPath('apt-get') || process.getuid?.() !== 0) {
-    const how = onPath('apt-get') ? `sudo apt-get install ${missing.join(' ')}` : "your system's packages, e.g. brew install softhsm";
+    const how = onPath('apt-get')
+      ? installs.map((args) => `sudo apt-get install ${args.join(' ')}`).join('; ')
+      : "your system's packages, e.g. brew install softhsm";
     throw new Error(`missing system package(s) ${missing.join(', ')}: install them (${how}), then run this again`);
   }
   log(`installing the Debian package(s) ${missing.join(', ')} with apt-get ...`);
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
-  execFileSync('apt-get', ['install', '-y', '-qq', ...missing], { stdio: 'inherit', env });
+  for (const args of installs) execFileSync('apt-get', ['install', '-y', '-qq', ...args], { stdio: 'inherit', env });
 }
 
 export function ensureSoftHsmInstalled(log?: (line: string) => void): void {

@@ -9,6 +9,12 @@ export interface KeyVersion {
   readonly publicKey: KeyObject;
   readonly publicKeyPem: string;
   readonly hasCertificate: boolean;
+  /**
+   * Set when signing with this version failed in a way only an operator can fix (the service's
+   * HSM user may not use the key: on CloudHSM, not shared with it), with the CK_RV; absent: usable,
+   * or not known to be unusable. Learned per worker from signing outcomes and a probe.
+   */
+  readonly unusableReason?: string;
 }
 
 export interface KeyInfo {
@@ -64,10 +70,14 @@ export interface HsmHealth {
   readonly sessions: { readonly inUse: number; readonly idle: number; readonly waiting: number; readonly max: number };
   /** HSM calls issued and not yet settled (a stalled HSM keeps this up). */
   readonly callsInFlight: number;
+  /** How long the oldest of those has been unanswered, in ms (0: none); liveness reads it. */
+  readonly oldestCallMs: number;
   readonly keys: number;
   readonly recoveries: number;
   /** HSM threads configured and running; `reason` says why fewer run (a module with state per loaded instance). */
   readonly threads: { readonly configured: number; readonly running: number; readonly reason?: string };
+  /** Key versions this worker found it cannot sign with (see KeyVersion.unusableReason). */
+  readonly unusableVersions?: readonly { readonly name: string; readonly version: number; readonly reason: string }[];
 }
 
 /**

@@ -75,9 +75,13 @@ export { NOT_A_CKR };
  * - handleStale: drop the cached handle, look the key up again, retry;
  * - connectionLost: finalize and re-initialize the module, log in, rebuild pool and cache;
  * - throttled: the HSM is busy (CloudHSM SDK 5 says CKR_FUNCTION_FAILED): back off and retry;
- * - credentials: the PIN is wrong or locked: an operator must act, retrying makes it worse.
+ * - credentials: the PIN is wrong or locked: an operator must act, retrying makes it worse;
+ * - keyUnusable: this key may not be used by the service's HSM user (on CloudHSM: a key its owner
+ *   has not shared with the signing user): one key version's problem, for an operator to fix; not
+ *   retried, never trips the breaker (the HSM is fine). A stale handle that the re-lookup does not
+ *   cure becomes this too (Pkcs11KeyManager).
  */
-export type FailureClass = 'client' | 'sessionFatal' | 'loginLost' | 'handleStale' | 'connectionLost' | 'throttled' | 'credentials';
+export type FailureClass = 'client' | 'sessionFatal' | 'loginLost' | 'handleStale' | 'connectionLost' | 'throttled' | 'credentials' | 'keyUnusable';
 
 // CKR_USER_ALREADY_LOGGED_IN (C_Login) and CKR_CRYPTOKI_ALREADY_INITIALIZED (C_Initialize) are
 // successes where they can occur, and are handled there; they are not failures to classify.
@@ -99,7 +103,9 @@ const CLASS_OF = new Map<number, FailureClass>([
   [CKR.DATA_LEN_RANGE, 'client'],
   [CKR.KEY_SIZE_RANGE, 'client'],
   [CKR.KEY_TYPE_INCONSISTENT, 'client'],
-  [CKR.KEY_FUNCTION_NOT_PERMITTED, 'client'],
+  // The service only signs with keys whose CKA_SIGN is true and with mechanisms their type takes, so a
+  // refusal is the key's (its policy, or its owner not sharing it), not the caller's input.
+  [CKR.KEY_FUNCTION_NOT_PERMITTED, 'keyUnusable'],
   [CKR.MECHANISM_INVALID, 'client'],
   [CKR.MECHANISM_PARAM_INVALID, 'client'],
   [CKR.SIGNATURE_LEN_RANGE, 'client'],
@@ -167,6 +173,23 @@ export function isPkcs11Failure(e: unknown): e is { code: number; method: string
 /** What a request meets while the module is being re-initialized: retryable, counts against the HSM. */
 export function recoveringError(): HsmError {
   return new HsmError('connectionLost', 'RECOVERING', 'the HSM connection is being re-established; retry later');
+}
+
+/** Seconds a caller is told to wait before trying an unusable key version again: an operator has to act first. */
+export const KEY_UNUSABLE_RETRY_AFTER_S = 30;
+
+/**
+ * Signing with a key version the service's HSM user cannot use: 503 HSM_UNAVAILABLE with
+ * Retry-After, since nothing in the request can fix it and an operator can (share the key); the
+ * message names the key version and the CK_RV, which `usable`/`unusableReason` also show.
+ */
+export function keyUnusableError(name: string, version: number, reason: string): HsmError {
+  return new HsmError(
+    'keyUnusable',
+    reason,
+    `key '${name}' version ${version} cannot be used by the service (${reason}); an operator must make it usable (on CloudHSM: share it with the signing user), or sign with another version`,
+    KEY_UNUSABLE_RETRY_AFTER_S,
+  );
 }
 
 /** A failed HSM operation, as the rest of the service sees it. */

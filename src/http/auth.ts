@@ -10,7 +10,7 @@ import { MAX_DN_LENGTH } from '../pki/distinguishedName.js';
 import { dnsNameProblem } from '../pki/subjectAltNames.js';
 
 /** Clients (by bearer token and/or client certificate) and what each may do, from CLIENTS_FILE (contract, "Auth"). */
-export const OPERATIONS = ['read', 'sign', 'verify', 'csr', 'certificate', 'issue'] as const;
+export const OPERATIONS = ['read', 'sign', 'verify', 'csr', 'certificate', 'issue', 'revoke'] as const;
 export type Operation = (typeof OPERATIONS)[number];
 
 const certificateSchema = z

@@ -20,6 +20,8 @@ export interface AppDeps {
   readonly requestDeadlineMs: number;
   /** Routers added by optional capabilities (PKI). */
   readonly extraRouters?: readonly express.Router[];
+  /** Routes served without credentials, before the /v1 guard (CRLs, OCSP: relying parties have no token). */
+  readonly publicRouters?: readonly express.Router[];
   /** Runs before every /v1 route (authentication). */
   readonly v1Guard?: RequestHandler;
   /** GET /metrics on this app (development); in production it has a listener of its own. Default true. */
@@ -28,6 +30,10 @@ export interface AppDeps {
   readonly clientMaxInFlight?: number;
   /** AUDIT_LOG: sign, verify and the PKI operations answer only once their record is written. */
   readonly audit?: AuditLog;
+  /** Draining after SIGTERM/SIGINT: /readyz answers 503. */
+  readonly lifecycle?: { readonly draining: boolean };
+  /** LIVENESS_STALL_MS: /healthz answers 503 once an HSM call has been unanswered for longer. */
+  readonly livenessStallMs?: number;
 }
 
 /** Thrown from body-parser's verify hook; errorHandler maps the type to the contract's error. */
@@ -63,6 +69,7 @@ export function createApp(deps: AppDeps): Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
   app.use(requestContext(deps.requestDeadlineMs, deps.logger));
+  for (const r of deps.publicRouters ?? []) app.use(r);
   if (deps.v1Guard) app.use('/v1', deps.v1Guard);
   if (deps.clientMaxInFlight) app.use('/v1', clientLimit(deps.clientMaxInFlight));
   app.use('/v1', jsonBody(deps.bodyLimitBytes));
@@ -70,7 +77,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(signingRouter(deps.service, deps.audit));
   app.use(keysRouter(deps.service));
   for (const r of deps.extraRouters ?? []) app.use(r);
-  app.use(healthRouter(deps.service, deps.audit));
+  app.use(healthRouter(deps.service, { audit: deps.audit, lifecycle: deps.lifecycle, livenessStallMs: deps.livenessStallMs }));
   trackService(deps.service);
   if (deps.metricsOnApi !== false) app.use(metricsRouter());
   app.use(openapiRouter());

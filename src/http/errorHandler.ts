@@ -1,6 +1,7 @@
 import type { ErrorRequestHandler, Request, Response } from 'express';
 import type { Logger } from 'pino';
 import { invalid, ServiceError, type ErrorCode } from '../errors.js';
+import { countShed } from '../metrics/serviceMetrics.js';
 import { MAX_JSON_DEPTH } from './jsonDepth.js';
 
 export function sendError(res: Response, e: ServiceError): void {
@@ -38,6 +39,8 @@ export function errorHandler(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, next) => {
     if (res.headersSent) return next(err);
     if (err instanceof ServiceError) {
+      if (err.code === 'OVERLOADED') countShed('overloaded');
+      else if (err.code === 'RESOURCE_EXHAUSTED') countShed('client_limit');
       // 503/504 are expected while the HSM is down or busy (thousands a second in an outage, and
       // pino writes synchronously): they are counted in /metrics and logged at debug only.
       if (err.code === 'INTERNAL') logger.error({ requestId: res.locals.requestId, msg: err.message }, 'request failed');

@@ -13,19 +13,24 @@ import type { SigningService } from '../service/SigningService.js';
  * is not used: a worker answers it only if it created an AggregatorRegistry itself, and one
  * worker that does not answer (starting, restarting) fails the whole scrape after 5 s.
  */
-const requests = new Counter({ name: 'hsm_signer_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['method', 'route', 'status'] });
+const requests = new Counter({
+  name: 'hsm_signer_http_requests_total',
+  help: 'HTTP requests by route and status; summed over workers',
+  labelNames: ['method', 'route', 'status'],
+});
 const duration = new Histogram({
   name: 'hsm_signer_http_request_duration_seconds',
-  help: 'HTTP request duration by route',
+  help: 'HTTP request duration by route; summed over workers (bucket by bucket)',
   labelNames: ['route'],
   buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
 });
 
 let service: SigningService | undefined;
+/** A gauge read from health() at each scrape; its help says how the primary merges the workers' values. */
 const fromHealth = (name: string, help: string, pick: (s: SigningService) => number, aggregator: 'sum' | 'max' = 'sum'): Gauge =>
   new Gauge({
     name,
-    help,
+    help: `${help}; ${aggregator === 'sum' ? 'summed' : 'the largest'} over workers`,
     aggregator,
     collect() {
       if (service) this.set(pick(service));

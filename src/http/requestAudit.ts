@@ -4,11 +4,11 @@ import type { AuditRecord } from '../audit/auditRecord.js';
 import { ServiceError } from '../errors.js';
 import type { Client } from './auth.js';
 
-export type AuditedOperation = 'sign' | 'verify' | 'csr' | 'certificate' | 'issue';
+export type AuditedOperation = 'sign' | 'verify' | 'csr' | 'certificate' | 'issue' | 'revoke';
 
 /** What a route learns about an operation as it goes; whatever is known when it ends goes into the record. */
 export type AuditFacts = {
-  -readonly [K in 'keyName' | 'keyVersion' | 'algorithm' | 'digest' | 'valid' | 'serialNumber' | 'subject' | 'profile']?: AuditRecord[K];
+  -readonly [K in 'keyName' | 'keyVersion' | 'algorithm' | 'digest' | 'valid' | 'serialNumber' | 'subject' | 'profile' | 'reason']?: AuditRecord[K];
 };
 
 const outcomeOf = (e: unknown): string => (e instanceof ServiceError ? e.code : 'INTERNAL');

@@ -1,36 +1,23 @@
-import { z } from 'zod';
-import { isSigningAlgorithm, SIGNING_ALGORITHMS } from '../crypto/algorithms.js';
+import type { z } from 'zod';
 import { invalid, type ServiceError } from '../errors.js';
 import { isKeyName } from '../hsm/keyLabel.js';
+import { canonicalSerial } from '../pki/serialNumber.js';
 import type { SignInput, VerifyInput } from '../service/SigningService.js';
-
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
-
-/** Standard base64 with padding (RFC 4648 §4); anything else is a 400 naming the field. */
-const base64 = z
-  .string()
-  .regex(BASE64, 'must be standard base64 with padding')
-  .transform((s) => Buffer.from(s, 'base64'));
-
-const algorithm = z.string().refine(isSigningAlgorithm, { message: `must be one of ${SIGNING_ALGORITHMS.join(', ')}` });
-export const keyVersion = z.number().int().min(1).max(999_999_999);
-const signatureFormat = z.enum(['der', 'raw']);
-
-const signFields = {
-  algorithm,
-  message: base64.optional(),
-  digest: base64.optional(),
-  keyVersion: keyVersion.optional(),
-  signatureFormat: signatureFormat.optional(),
-};
-
-const exactlyOne = (v: { message?: unknown; digest?: unknown }): boolean => (v.message === undefined) !== (v.digest === undefined);
-const oneOfMessage = { message: 'send exactly one of message and digest', path: ['message'] };
-
-const signBody = z.strictObject(signFields).refine(exactlyOne, oneOfMessage);
-const verifyBody = z.strictObject({ ...signFields, signature: base64 }).refine(exactlyOne, oneOfMessage);
-const batchItem = z.strictObject({ ...signFields, keyName: z.string() }).refine(exactlyOne, oneOfMessage);
-const batchBody = z.strictObject({ requests: z.array(z.unknown()).min(1, 'must hold 1 to 256 items').max(256, 'must hold 1 to 256 items') });
+import type { ListIssuedInput } from '../service/PkiService.js';
+import {
+  batchBody,
+  batchItem,
+  CERTIFICATE_STATUSES,
+  certificateStatusQuery,
+  cursorQuery,
+  DEFAULT_LIST_LIMIT,
+  expiresBeforeQuery,
+  limitQuery,
+  MAX_LIST_LIMIT,
+  SERIAL_PATTERN,
+  signBody,
+  verifyBody,
+} from './schemas/requests.js';
 
 function describe(error: z.ZodError, prefix = ''): string {
   const issue = error.issues[0];
@@ -96,4 +83,40 @@ export function parseKeyVersionQuery(value: unknown): number | undefined {
   const n = typeof value === 'string' && /^[1-9][0-9]{0,8}$/.test(value) ? Number(value) : NaN;
   if (Number.isNaN(n)) throw invalid('keyVersion: must be a positive integer');
   return n;
+}
+
+/** One query parameter's value: a string given once, or undefined. */
+function single(query: Record<string, unknown>, field: string): string | undefined {
+  const v = query[field];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string') throw invalid(`${field}: must be given once`);
+  return v;
+}
+
+/** GET /v1/keys/{name}/certificates?status=&expiresBefore=&limit=&cursor= */
+export function parseListQuery(query: Record<string, unknown>): ListIssuedInput {
+  const status = single(query, 'status');
+  const expiresBefore = single(query, 'expiresBefore');
+  const limit = single(query, 'limit');
+  const cursor = single(query, 'cursor');
+  if (status !== undefined && !certificateStatusQuery.safeParse(status).success) throw invalid(`status: must be one of ${CERTIFICATE_STATUSES.join(', ')}`);
+  if (expiresBefore !== undefined && !expiresBeforeQuery.safeParse(expiresBefore).success) {
+    throw invalid('expiresBefore: must be an RFC 3339 date-time, e.g. 2027-01-01T00:00:00Z');
+  }
+  if (limit !== undefined && (!/^[0-9]{1,4}$/.test(limit) || !limitQuery.safeParse(limit).success)) {
+    throw invalid(`limit: must be an integer from 1 to ${MAX_LIST_LIMIT}`);
+  }
+  if (cursor !== undefined && !cursorQuery.safeParse(cursor).success) throw invalid("cursor: must be the previous page's nextCursor");
+  return {
+    limit: limit !== undefined ? Number(limit) : DEFAULT_LIST_LIMIT,
+    ...(status !== undefined ? { status: status as ListIssuedInput['status'] & string } : {}),
+    ...(expiresBefore !== undefined ? { expiresBefore: new Date(expiresBefore) } : {}),
+    ...(cursor !== undefined ? { cursor } : {}),
+  };
+}
+
+/** A serial number in hex, any case, leading zeros tolerated -> upper-case without leading zeros, as the inventory keeps it. */
+export function parseSerial(value: unknown, field = 'serial'): string {
+  if (typeof value !== 'string' || !SERIAL_PATTERN.test(value)) throw invalid(`${field}: must be the serial number in hex (1 to 64 digits 0-9 A-F)`);
+  return canonicalSerial(value);
 }

@@ -1,7 +1,13 @@
 import { createHash } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import {
+  AccessDescription,
+  AuthorityInfoAccessSyntax,
   AuthorityKeyIdentifier,
+  CRLDistributionPoints,
+  DistributionPoint,
+  DistributionPointName,
+  GeneralName,
   BasicConstraints,
   ExtendedKeyUsage,
   Extension,
@@ -11,7 +17,10 @@ import {
   KeyUsageFlags,
   SubjectAlternativeName,
   SubjectKeyIdentifier,
+  id_ad_ocsp,
   id_ce_authorityKeyIdentifier,
+  id_ce_cRLDistributionPoints,
+  id_pe_authorityInfoAccess,
   id_ce_basicConstraints,
   id_ce_extKeyUsage,
   id_ce_keyUsage,
@@ -52,6 +61,26 @@ export function subjectKeyIdentifierExtension(keyId: Uint8Array): Extension {
 
 export function authorityKeyIdentifierExtension(keyId: Uint8Array): Extension {
   return extension(id_ce_authorityKeyIdentifier, false, new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(keyId) }));
+}
+
+/** RFC 5280 §4.2.1.13: one distribution point, a URI where the issuer's CRL is published. */
+export function crlDistributionPointsExtension(url: string): Extension {
+  return extension(
+    id_ce_cRLDistributionPoints,
+    false,
+    new CRLDistributionPoints([
+      new DistributionPoint({ distributionPoint: new DistributionPointName({ fullName: [new GeneralName({ uniformResourceIdentifier: url })] }) }),
+    ]),
+  );
+}
+
+/** RFC 5280 §4.2.2.1: the issuer's OCSP responder. */
+export function ocspAccessExtension(url: string): Extension {
+  return extension(
+    id_pe_authorityInfoAccess,
+    false,
+    new AuthorityInfoAccessSyntax([new AccessDescription({ accessMethod: id_ad_ocsp, accessLocation: new GeneralName({ uniformResourceIdentifier: url }) })]),
+  );
 }
 
 /** RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING's value. */

@@ -9,8 +9,10 @@ export {
   type CertificateProfile,
   type IssueCertificateRequest,
   type IssuedCertificate,
+  type IssuedCertificateWithFacts,
 } from './issueCertificate.js';
 export { parseCertificatePem, parseChainPem, parseCsrPem, type ParsedCertificate, type ParsedCsr } from './parsePem.js';
 export { parseDistinguishedName, formatDistinguishedName } from './distinguishedName.js';
 export { parseSubjectAltNames, type SubjectAltNames, type SubjectAltNamesInput } from './subjectAltNames.js';
 export { defaultPkiAlgorithm, pkiSigningAlgorithm } from './signatureAlgorithm.js';
+export type { IssuedFacts } from './issuedFacts.js';

@@ -14,20 +14,23 @@ import {
 } from '@peculiar/asn1-x509';
 import type { SigningAlgorithm } from '../crypto/algorithms.js';
 import { ServiceError, invalid } from '../errors.js';
-import { checkIssuerCertificate, type IssuerCertificateInput } from './checkIssuerCertificate.js';
+import { checkIssuerCertificate, type IssuerCertificateInput, type IssuerFacts } from './checkIssuerCertificate.js';
 import { RawName, toArrayBuffer } from './der.js';
 import {
   KeyUsageFlags,
   authorityKeyIdentifierExtension,
   basicConstraintsExtension,
+  crlDistributionPointsExtension,
   extendedKeyUsageExtension,
   keyIdentifierOf,
   keyUsageExtension,
+  ocspAccessExtension,
   readSubjectAltNames,
   subjectAltNameExtension,
   subjectKeyIdentifierExtension,
 } from './extensions.js';
-import { parseCsrPem } from './parsePem.js';
+import { type IssuedFacts, issuedFactsOf } from './issuedFacts.js';
+import { type ParsedCsr, parseCsrPem } from './parsePem.js';
 import type { PkiSigner } from './PkiSigner.js';
 import { toPem } from './pem.js';
 import { pkiSigningAlgorithm, signatureAlgorithmIdentifier } from './signatureAlgorithm.js';
@@ -39,6 +42,8 @@ export type CertificateProfile = (typeof CERTIFICATE_PROFILES)[number];
 
 export interface IssueCertificateRequest {
   readonly csrPem: string;
+  /** csrPem as parseCsrPem (field `csrPem`) returned it, when the caller parsed it already. */
+  readonly csr?: ParsedCsr;
   readonly profile: CertificateProfile;
   /** Integer 1..3650; the certificate must not outlive the issuer (nor its chain). */
   readonly validityDays: number;
@@ -46,6 +51,10 @@ export interface IssueCertificateRequest {
   readonly subjectAltNames?: SubjectAltNamesInput;
   /** Default: per the issuer key spec (see defaultPkiAlgorithm). */
   readonly algorithm?: SigningAlgorithm;
+  /** CRL_URL_BASE: the CRL distribution point written into the certificate. */
+  readonly crlUrl?: string;
+  /** OCSP_URL_BASE: the OCSP responder written into the certificate's authority information access. */
+  readonly ocspUrl?: string;
   /** For tests: the issuance time (default: the clock). */
   readonly now?: Date;
   /** For tests: the random source for the serial number (default: crypto.randomBytes). */
@@ -61,6 +70,14 @@ export interface IssuedCertificate {
   readonly notBefore: string;
   readonly notAfter: string;
 }
+
+/** The certificate, and what the inventory records of it (kept out of the caller's answer). */
+export interface IssuedCertificateWithFacts extends IssuedCertificate {
+  readonly facts: IssuedFacts;
+}
+
+/** An issuer certificate already checked by checkIssuerCertificate (its facts), rather than its PEM. */
+const isChecked = (issuer: IssuerCertificateInput | IssuerFacts): issuer is IssuerFacts => 'subjectDer' in issuer;
 
 export const MAX_VALIDITY_DAYS = 3650;
 const CLOCK_SKEW_MS = 5 * 60 * 1000;
@@ -127,14 +144,19 @@ function checkValidityDays(v: unknown): number {
 }
 
 /**
- * Issues a certificate for a CSR under the signer's CA certificate.
+ * Issues a certificate for a CSR under the signer's CA certificate: its PEM (checked here with
+ * checkIssuerCertificate), or the facts checkIssuerCertificate returned for the signer's key.
  *
  * Errors: INVALID_ARGUMENT naming the field (`csrPem` malformed / signature does not verify /
  * key not accepted, `profile`, `validityDays` out of range or beyond the issuer's validity,
  * `subjectAltNames.*`, `algorithm`); CONFLICT when the issuer certificate does not fit the key
  * (see checkIssuerCertificate) or the issuer's pathLenConstraint forbids a sub-ca.
  */
-export async function issueCertificate(signer: PkiSigner, issuerInput: IssuerCertificateInput, request: IssueCertificateRequest): Promise<IssuedCertificate> {
+export async function issueCertificate(
+  signer: PkiSigner,
+  issuerInput: IssuerCertificateInput | IssuerFacts,
+  request: IssueCertificateRequest,
+): Promise<IssuedCertificateWithFacts> {
   if (!(CERTIFICATE_PROFILES as readonly string[]).includes(request.profile)) {
     throw invalid(`profile: must be one of ${CERTIFICATE_PROFILES.join(', ')}`);
   }
@@ -144,8 +166,9 @@ export async function issueCertificate(signer: PkiSigner, issuerInput: IssuerCer
   // X.509 times have whole seconds; work in whole seconds so the reported times are the certificate's.
   const now = new Date(Math.floor((request.now ?? new Date()).getTime() / 1000) * 1000);
 
-  const issuer = checkIssuerCertificate(signer.publicKey, issuerInput, { now });
-  const csr = parseCsrPem(request.csrPem, 'csrPem');
+  // Facts checked by the caller a moment ago are not checked again (the issuer's validity still bounds validityDays below).
+  const issuer = isChecked(issuerInput) ? issuerInput : checkIssuerCertificate(signer.publicKey, issuerInput, { now });
+  const csr = request.csr ?? parseCsrPem(request.csrPem, 'csrPem');
   const keyProblem = subjectKeyProblem(csr.publicKey);
   if (keyProblem) throw invalid(`csrPem: ${keyProblem}`);
 
@@ -196,6 +219,8 @@ export async function issueCertificate(signer: PkiSigner, issuerInput: IssuerCer
   extensions.push(subjectKeyIdentifierExtension(keyIdentifierOf(subjectPKInfo)));
   extensions.push(authorityKeyIdentifierExtension(issuer.subjectKeyIdentifier));
   if (sans.count > 0) extensions.push(subjectAltNameExtension(sans.generalNames, emptySubject));
+  if (request.crlUrl !== undefined) extensions.push(crlDistributionPointsExtension(request.crlUrl));
+  if (request.ocspUrl !== undefined) extensions.push(ocspAccessExtension(request.ocspUrl));
 
   const serial = randomSerial(request.random ?? randomBytes);
   const tbs = new TBSCertificate({
@@ -231,5 +256,7 @@ export async function issueCertificate(signer: PkiSigner, issuerInput: IssuerCer
     serialNumber: issued.serialNumber,
     notBefore: notBefore.toISOString(),
     notAfter: notAfter.toISOString(),
+    // The SANs as any reader of the certificate decodes them (an IPv6 address in its short form, say).
+    facts: issuedFactsOf({ der, subject: csr.subject, subjectAltNames: [...(readSubjectAltNames(extensions) ?? [])], notBefore, notAfter }),
   };
 }

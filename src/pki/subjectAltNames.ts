@@ -199,6 +199,15 @@ function formatIp(canonical: string): string {
   return new URL(`http://[${canonical}]/`).hostname.slice(1, -1);
 }
 
+/** A GeneralName as one of the four kinds this CA issues; undefined for any other type. */
+export function sanEntryOf(n: GeneralName): { kind: Kind; value: string } | undefined {
+  if (n.dNSName !== undefined) return { kind: 'dns', value: n.dNSName };
+  if (n.iPAddress !== undefined) return { kind: 'ip', value: n.iPAddress };
+  if (n.rfc822Name !== undefined) return { kind: 'email', value: n.rfc822Name };
+  if (n.uniformResourceIdentifier !== undefined) return { kind: 'uri', value: n.uniformResourceIdentifier };
+  return undefined;
+}
+
 /**
  * The names of a subjectAltName extension (e.g. one requested in a CSR) as API input, so
  * they go through the same validation. Types other than dNSName, iPAddress, rfc822Name and
@@ -207,11 +216,9 @@ function formatIp(canonical: string): string {
 export function subjectAltNamesInputOf(names: readonly GeneralName[], field: string): SubjectAltNamesInput {
   const out: Record<Kind, string[]> = { dns: [], ip: [], email: [], uri: [] };
   for (const [i, n] of names.entries()) {
-    if (n.dNSName !== undefined) out.dns.push(n.dNSName);
-    else if (n.iPAddress !== undefined) out.ip.push(n.iPAddress);
-    else if (n.rfc822Name !== undefined) out.email.push(n.rfc822Name);
-    else if (n.uniformResourceIdentifier !== undefined) out.uri.push(n.uniformResourceIdentifier);
-    else throw invalid(`${field}: subject alternative name ${i + 1} is of a type this CA does not issue (only DNS, IP, email, URI)`);
+    const entry = sanEntryOf(n);
+    if (!entry) throw invalid(`${field}: subject alternative name ${i + 1} is of a type this CA does not issue (only DNS, IP, email, URI)`);
+    out[entry.kind].push(entry.value);
   }
   return Object.fromEntries(KINDS.filter((k) => out[k].length > 0).map((k) => [k, out[k]]));
 }

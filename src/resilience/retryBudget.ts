@@ -7,6 +7,8 @@ export interface RetryBudgetOptions {
    */
   readonly minPerSecond?: number;
   readonly now?: () => number;
+  /** Called for each retry refused because the bucket is empty (counted in /metrics). */
+  readonly onRefused?: () => void;
 }
 
 /**
@@ -20,6 +22,7 @@ export class RetryBudget {
   private readonly maxTokens: number;
   private readonly minPerSecond: number;
   private readonly now: () => number;
+  private readonly onRefused: () => void;
   private last: number;
 
   constructor(
@@ -29,6 +32,7 @@ export class RetryBudget {
     this.maxTokens = o.maxTokens ?? 10;
     this.minPerSecond = o.minPerSecond ?? 5;
     this.now = o.now ?? Date.now;
+    this.onRefused = o.onRefused ?? (() => undefined);
     this.tokens = this.maxTokens;
     this.last = this.now();
   }
@@ -51,7 +55,10 @@ export class RetryBudget {
   tryRetry(): boolean {
     this.refill();
     // Ten deposits of 0.1 add up to 0.9999999999999999: allow for the rounding.
-    if (this.tokens < 1 - 1e-9) return false;
+    if (this.tokens < 1 - 1e-9) {
+      this.onRefused();
+      return false;
+    }
     this.tokens = Math.max(0, this.tokens - 1);
     return true;
   }

@@ -1,7 +1,9 @@
+import type { KeyObject } from 'node:crypto';
 import type { SigningAlgorithm } from '../crypto/algorithms.js';
 import type { CancelSignal, KeyVersion } from '../hsm/KeyManager.js';
 import type { CertificateObject, CertificateStore, StoredCertificates } from '../hsm/CertificateStore.js';
 import { ServiceError, conflict, notFound } from '../errors.js';
+import type { CertificateRecord, CertificateStatus, ListPage } from '../inventory/CertificateInventory.js';
 import {
   checkIssuerCertificate,
   createCsr,
@@ -12,13 +14,16 @@ import {
   type CertificateProfile,
   type IssuedCertificate,
   type IssuerCertificateInput,
+  type IssuerFacts,
   type ParsedCertificate,
   type PkiSigner,
   type SubjectAltNamesInput,
 } from '../pki/index.js';
 import { sequenceElements } from '../pki/der.js';
+import { canonicalSerial } from '../pki/serialNumber.js';
 import { toPem } from '../pki/pem.js';
 import { Cancellation, withDeadline } from './deadline.js';
+import { InventoryAccess } from './InventoryAccess.js';
 import { pickVersion, type SigningService } from './SigningService.js';
 
 export interface CsrInput {
@@ -41,10 +46,37 @@ export interface IssueInput {
   readonly subjectAltNames?: SubjectAltNamesInput;
 }
 
+/** Who asked, for the inventory's record. */
+export interface IssueContext {
+  /** The authenticated client (absent when auth is off). */
+  readonly clientId?: string;
+  readonly requestId?: string;
+}
+
+export interface ListIssuedInput {
+  readonly status?: CertificateStatus;
+  readonly expiresBefore?: Date;
+  readonly limit: number;
+  readonly cursor?: string;
+}
+
 export interface KeyCertificate {
   readonly keyVersion: number;
   readonly certificatePem: string;
   readonly chainPem: string;
+}
+
+/** CRL_URL_BASE / OCSP_URL_BASE: where relying parties find revocation, written into every issued certificate. */
+export interface RevocationUrlBases {
+  readonly crlUrlBase?: string;
+  readonly ocspUrlBase?: string;
+}
+
+/** A key version that can sign as a CA: its signer and the CA certificate attached to it. */
+export interface CaSigner {
+  readonly keyVersion: number;
+  readonly signer: PkiSigner;
+  readonly certificatePem: string;
 }
 
 export interface IssueOutput extends IssuedCertificate {
@@ -85,14 +117,43 @@ const pemOf = (stored: StoredCertificates): IssuerCertificateInput & { chainPem:
 });
 
 /**
+ * The CRL distribution point and OCSP URL of certificates issued by version `keyVersion` of `name`.
+ * The CRL URL names the version: each version has its own CRL (signed by that version's key), and
+ * the default one is the newest issuing version's, which does not cover certificates of older ones.
+ */
+export function revocationUrls(name: string, keyVersion: number, urls: RevocationUrlBases): { crlUrl?: string; ocspUrl?: string } {
+  const key = encodeURIComponent(name);
+  return {
+    ...(urls.crlUrlBase !== undefined ? { crlUrl: `${urls.crlUrlBase.replace(/\/+$/, '')}/v1/keys/${key}/crl?keyVersion=${keyVersion}` } : {}),
+    ...(urls.ocspUrlBase !== undefined ? { ocspUrl: `${urls.ocspUrlBase.replace(/\/+$/, '')}/ocsp/${key}` } : {}),
+  };
+}
+
+/** A key version's stored issuer certificate as checked once: reused while the key, the certificate and the chain are these and none has expired. */
+interface CheckedIssuer {
+  readonly publicKey: KeyObject;
+  readonly certificate: Buffer;
+  readonly chain: readonly Buffer[];
+  readonly facts: IssuerFacts;
+}
+
+const sameDers = (a: readonly Buffer[], b: readonly Buffer[]): boolean => a.length === b.length && a.every((d, i) => b[i]?.equals(d) === true);
+
+/**
  * The intermediate CA on the HSM: CSRs for a key version, its CA certificate kept on the token,
  * and certificates issued under it. Every signature is a SigningService.sign of a digest, so
  * the retries, circuit breaker and deadline of /sign apply to PKI work too.
  */
 export class PkiService {
+  /** By key name and version: parsing the issuer certificate and verifying its chain is most of an issuance's CPU otherwise. */
+  private readonly checkedIssuers = new Map<string, CheckedIssuer>();
+
   constructor(
     private readonly signing: SigningService,
     private readonly store: CertificateStore,
+    /** ISSUANCE_DB: every issued certificate is recorded there before it is returned. */
+    private readonly inventory: InventoryAccess = new InventoryAccess({}),
+    private readonly urls: RevocationUrlBases = {},
   ) {}
 
   private async version(name: string, keyVersion: number | undefined, deadline: number): Promise<KeyVersion> {
@@ -108,6 +169,29 @@ export class PkiService {
         return (await this.signing.sign({ keyName: name, keyVersion: v.version, algorithm, digest }, deadline)).signature;
       },
     };
+  }
+
+  /** checkIssuerCertificate for the version's stored certificates, done again only when they (or the key) changed or one expired. */
+  private issuerFacts(name: string, v: KeyVersion, stored: StoredCertificates): IssuerFacts {
+    const key = `${name}\n${v.version}`;
+    const hit = this.checkedIssuers.get(key);
+    if (
+      hit &&
+      hit.facts.validUntil.getTime() > Date.now() &&
+      hit.publicKey.equals(v.publicKey) &&
+      hit.certificate.equals(stored.certificate) &&
+      sameDers(hit.chain, stored.chain)
+    ) {
+      return hit.facts;
+    }
+    const facts = checkIssuerCertificate(v.publicKey, pemOf(stored));
+    this.checkedIssuers.set(key, {
+      publicKey: v.publicKey,
+      certificate: Buffer.from(stored.certificate),
+      chain: stored.chain.map((d) => Buffer.from(d)),
+      facts,
+    });
+    return facts;
   }
 
   /** A store call bounded by the request's deadline: nothing is started at the HSM after it. */
@@ -143,6 +227,25 @@ export class PkiService {
     return { keyVersion: v.version };
   }
 
+  /** The signer of a key version and its attached CA certificate; NOT_FOUND when it has none. */
+  async caSigner(name: string, keyVersion: number, deadline: number): Promise<CaSigner> {
+    const v = await this.version(name, keyVersion, deadline);
+    const stored = await this.bounded((signal) => this.store.getCertificates(name, v.version, { signal }), deadline);
+    if (!stored) throw notFound(`key '${name}' version ${v.version} has no certificate; attach one with PUT /v1/keys/${name}/certificate`);
+    return { keyVersion: v.version, signer: this.signer(name, v, deadline, ignore), certificatePem: toPem('CERTIFICATE', stored.certificate) };
+  }
+
+  /** The CA certificate of each version of the key that has one (newest first), for matching OCSP CertIDs. */
+  async caCertificates(name: string, deadline: number): Promise<{ keyVersion: number; certificatePem: string }[]> {
+    const key = await this.signing.getKey(name, deadline);
+    const out: { keyVersion: number; certificatePem: string }[] = [];
+    for (const v of [...key.versions].reverse()) {
+      const stored = await this.bounded((signal) => this.store.getCertificates(name, v.version, { signal }), deadline);
+      if (stored) out.push({ keyVersion: v.version, certificatePem: toPem('CERTIFICATE', stored.certificate) });
+    }
+    return out;
+  }
+
   async getCertificate(name: string, keyVersion: number | undefined, deadline: number): Promise<KeyCertificate> {
     const v = await this.version(name, keyVersion, deadline);
     const stored = await this.bounded((signal) => this.store.getCertificates(name, v.version, { signal }), deadline);
@@ -150,12 +253,17 @@ export class PkiService {
     return { keyVersion: v.version, ...pemOf(stored) };
   }
 
-  /** Issued by the newest version of the key that has a certificate. */
-  async issue(name: string, input: IssueInput, deadline: number, observe: PkiObserver = ignore): Promise<IssueOutput> {
+  /**
+   * Issued by the newest version of the key that has a certificate, and recorded in the inventory
+   * before it is returned: if the record cannot be written, nothing is returned (503).
+   */
+  async issue(name: string, input: IssueInput, deadline: number, observe: PkiObserver = ignore, context: IssueContext = {}): Promise<IssueOutput> {
     // The caller's input first: a bad CSR or SAN is a 400 whatever the state of the CA.
     const csr = parseCsrPem(input.csrPem, 'csrPem');
     observe({ subject: formatDistinguishedName(csr.subject) });
     if (input.subjectAltNames !== undefined) parseSubjectAltNames(input.subjectAltNames, 'subjectAltNames');
+    // No inventory to record in: refused before the HSM signs anything.
+    await this.inventory.get();
     const key = await this.signing.getKey(name, deadline);
     // The token, not this process's key cache, says which versions have a certificate: another
     // worker may have attached one a moment ago.
@@ -170,21 +278,68 @@ export class PkiService {
     if (!issuer) throw conflict(`key '${name}' has no version with a CA certificate attached; attach one first (PUT /v1/keys/${name}/certificate)`);
     const { v, stored } = issuer;
     observe({ keyVersion: v.version });
-    const issuerInput = pemOf(stored);
+    let issuerFacts: IssuerFacts;
     try {
-      checkIssuerCertificate(v.publicKey, issuerInput);
+      issuerFacts = this.issuerFacts(name, v, stored);
     } catch (e) {
       // The stored certificate no longer fits (it expired, say): the caller's request is not at fault.
       if (e instanceof ServiceError) throw conflict(`the certificate attached to '${name}' version ${v.version} cannot issue: ${e.message}`);
       throw e;
     }
-    const issued = await issueCertificate(this.signer(name, v, deadline, observe), issuerInput, {
+    const { facts, ...issued } = await issueCertificate(this.signer(name, v, deadline, observe), issuerFacts, {
       csrPem: input.csrPem,
+      csr,
       profile: input.profile,
       validityDays: input.validityDays,
       ...(input.subjectAltNames !== undefined ? { subjectAltNames: input.subjectAltNames } : {}),
+      ...revocationUrls(name, v.version, this.urls),
     });
     observe({ serialNumber: issued.serialNumber });
+    await this.inventory.run('record', (inv) =>
+      inv.record({
+        issuerKeyName: name,
+        issuerKeyVersion: v.version,
+        serialNumber: canonicalSerial(issued.serialNumber),
+        subject: facts.subject,
+        subjectAltNames: facts.subjectAltNames,
+        profile: input.profile,
+        notBefore: facts.notBefore,
+        notAfter: facts.notAfter,
+        sha256: facts.sha256,
+        certificateDer: facts.der,
+        ...(context.clientId !== undefined ? { clientId: context.clientId } : {}),
+        ...(context.requestId !== undefined ? { requestId: context.requestId } : {}),
+      }),
+    );
     return { ...issued, issuerKeyVersion: v.version };
   }
+
+  /** What the key issued, in issue order, a page at a time. 404 for a key that does not exist. */
+  async listIssued(name: string, input: ListIssuedInput, deadline: number): Promise<ListPage> {
+    await this.signing.getKey(name, deadline);
+    return this.inventory.run('list', (inv) =>
+      inv.list({
+        issuerKeyName: name,
+        limit: input.limit,
+        now: new Date(),
+        ...(input.status !== undefined ? { status: input.status } : {}),
+        ...(input.expiresBefore !== undefined ? { expiresBefore: input.expiresBefore } : {}),
+        ...(input.cursor !== undefined ? { cursor: input.cursor } : {}),
+      }),
+    );
+  }
+
+  /** One certificate the key issued; 404 when the key did not issue this serial. */
+  async getIssued(name: string, serialNumber: string, deadline: number): Promise<CertificateRecord> {
+    await this.signing.getKey(name, deadline);
+    const record = await this.inventory.run('get', (inv) => inv.get(name, serialNumber));
+    if (!record) throw notFound(`key '${name}' issued no certificate with serial number ${serialNumber}`);
+    return record;
+  }
+}
+
+/** `expired` once notAfter has passed (and not revoked). */
+export function certificateStatus(r: CertificateRecord, now: Date): CertificateStatus {
+  if (r.revocation) return 'revoked';
+  return r.notAfter.getTime() < now.getTime() ? 'expired' : 'valid';
 }

@@ -1,4 +1,6 @@
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createPublicKey, verify, type JsonWebKey } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -80,9 +82,9 @@ describe('commands and their output', () => {
     );
     assert.notEqual(json.keys[0]!.id, json.keys[1]!.id);
 
-    // The same through the package's bin entry and its npm script.
+    // The same through the npm script (the sources). The package's bin runs the compiled build:
+    // test/integration/productionBuild.test.ts runs it.
     const env = { ...process.env, ...token.env() };
-    assert.equal(execFileSync('bin/hsm-signer-admin', ['keys', 'list'], { env, encoding: 'utf8', stdio: 'pipe' }), list);
     assert.ok(execFileSync('npm', ['run', '--silent', 'admin', '--', 'keys', 'list'], { env, encoding: 'utf8', stdio: 'pipe' }).endsWith(list));
   });
 
@@ -114,6 +116,11 @@ describe('commands and their output', () => {
     const missing = await runAdmin(token, ['keys', 'list'], { HSM_ADMIN_PIN_FILE: '/nonexistent/admin.pin' });
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /HSM_ADMIN_PIN_FILE: cannot read the file \(ENOENT\)/);
+    const emptyFile = join(token.dir, 'empty-admin.pin');
+    writeFileSync(emptyFile, '\n', { mode: 0o600 });
+    const empty = await runAdmin(token, ['keys', 'list'], { HSM_ADMIN_PIN_FILE: emptyFile });
+    assert.equal(empty.code, 2);
+    assert.match(empty.stderr, /HSM_ADMIN_PIN_FILE: the file is empty/);
     const cloud = await runAdmin(token, ['keys', 'list'], { HSM_MODULE: '/opt/cloudhsm/lib/libcloudhsm_pkcs11.so' });
     assert.equal(cloud.code, 2);
     assert.match(cloud.stderr, /set HSM_ADMIN_PIN or HSM_ADMIN_PIN_FILE/);
@@ -298,4 +305,43 @@ test('concurrent admin commands run one at a time: no two keys ever share a vers
     .map((o) => o.label)
     .sort();
   assert.deepEqual(labels, ['race/v1', 'race/v2', 'race/v3', 'race/v4']);
+});
+
+// Last: its keys would change what the tests above find on the token.
+test('CloudHSM (named by HSM_MODULE_VENDOR): create and rotate print the key share command for the new private key; list asks the service which versions it can sign with', async () => {
+  const cloud = { HSM_MODULE_VENDOR: 'cloudhsm', HSM_SIGNER_USER: 'signer-cu' };
+  const created = await runAdmin(token, ['keys', 'create', '--name', 'shared', '--spec', 'ECC_NIST_P256'], cloud);
+  assert.equal(created.code, 0, created.stderr);
+  assert.match(created.stdout, /^created shared version 1 \(ECC_NIST_P256\), CKA_ID [0-9a-f]{32}\n/);
+  assert.ok(
+    created.stdout.endsWith('\n  key share --filter attr.label=shared/v1 attr.class=private-key --username signer-cu --role crypto-user\n'),
+    created.stdout,
+  );
+  const rotated = await runAdmin(token, ['keys', 'rotate', '--name', 'shared'], { HSM_MODULE_VENDOR: 'cloudhsm', HSM_SIGNER_USER: '' });
+  assert.equal(rotated.code, 0, rotated.stderr);
+  assert.match(rotated.stdout, /set HSM_SIGNER_USER to that user's name/);
+  assert.match(rotated.stdout, /\n {2}key share --filter attr.label=shared\/v2 attr.class=private-key --username <signing user> --role crypto-user\n$/);
+  const badUser = await runAdmin(token, ['keys', 'list'], { HSM_SIGNER_USER: 'x; rm -rf /' });
+  assert.equal(badUser.code, 2);
+  assert.match(badUser.stderr, /HSM_SIGNER_USER: must be/);
+  assert.doesNotMatch(badUser.stderr, /rm -rf/);
+
+  await until(async () => (await call<{ versions: unknown[] }>('GET', '/v1/keys/shared')).json?.versions?.length === 2, 5000, 'the service serving shared v2');
+  const list = await runAdmin(token, ['keys', 'list', '--service-url', base]);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stdout, /^shared\tv1\tECC_NIST_P256\tno certificate\tusable$/m);
+  assert.match(list.stdout, /^shared\tv2\tECC_NIST_P256\tno certificate\tusable$/m);
+  const json = await runAdmin(token, ['keys', 'list', '--json'], { HSM_SIGNER_URL: base });
+  const listed = (JSON.parse(json.stdout) as { keys: { name: string; version: number; served: boolean; usable?: boolean }[] }).keys;
+  assert.deepEqual(
+    listed.filter((k) => k.name === 'shared').map((k) => [k.version, k.served, k.usable]),
+    [
+      [1, true, true],
+      [2, true, true],
+    ],
+  );
+  const down = await runAdmin(token, ['keys', 'list', '--service-url', 'http://127.0.0.1:1']);
+  assert.equal(down.code, 0, 'the token listing does not depend on the service');
+  assert.match(down.stderr, /cannot ask the service at http:\/\/127.0.0.1:1 which versions it can sign with/);
+  assert.match(down.stdout, /^shared\tv1\tECC_NIST_P256\tno certificate\n/m);
 });

@@ -78,6 +78,8 @@ const spki = (k: KeyObject): Buffer => k.export({ type: 'spki', format: 'der' })
 const json = <T>(r: HttpsResult): T => r.body as T;
 const signatureValid = (sig: string): boolean => verifySignature('sha256', MESSAGE, { key: fx.pub, dsaEncoding: 'der' }, Buffer.from(sig, 'base64'));
 let issued = 0;
+/** The serial of the last certificate the issue row got: the revoke row revokes it (revoking is idempotent). */
+let lastSerial = '';
 
 const ENDPOINTS: readonly Endpoint[] = [
   {
@@ -202,6 +204,7 @@ const ENDPOINTS: readonly Endpoint[] = [
     request: (k) => ({ method: 'POST', path: `/v1/keys/${k}/certificates`, body: { csrPem: fx.leafCsrPem, profile: 'tls-client', validityDays: 1 } }),
     ok: async (r) => {
       const n = ++issued;
+      lastSerial = json<{ serialNumber: string }>(r).serialNumber;
       await pki.dir.write(`issued-${n}.pem`, json<{ certificatePem: string }>(r).certificatePem);
       await pki.dir.write('app-ca-int.pem', fx.intPem);
       const v = await openssl(
@@ -218,6 +221,28 @@ const ENDPOINTS: readonly Endpoint[] = [
       );
       assert.equal(v.stdout.trim(), `issued-${n}.pem: OK`, `openssl verify: ${v.stdout}${v.stderr}`);
     },
+  },
+  {
+    op: 'read',
+    route: 'GET /v1/keys/{name}/certificates',
+    kind: 'key',
+    key: CA_KEY,
+    okStatus: 200,
+    request: (k) => ({ method: 'GET', path: `/v1/keys/${k}/certificates` }),
+    ok: async (r) => {
+      const { certificates } = json<{ certificates: { certificatePem: string; sha256: string }[] }>(r);
+      assert.ok(certificates.length >= 1, 'the certificates issued above are listed');
+      for (const c of certificates) assert.equal(createHash('sha256').update(der(c.certificatePem)).digest('hex'), c.sha256);
+    },
+  },
+  {
+    op: 'revoke',
+    route: 'POST /v1/keys/{name}/certificates/{serial}/revoke',
+    kind: 'key',
+    key: CA_KEY,
+    okStatus: 200,
+    request: (k) => ({ method: 'POST', path: `/v1/keys/${k}/certificates/${lastSerial}/revoke`, body: { reason: 'superseded' } }),
+    ok: async (r) => assert.equal(json<{ serialNumber: string }>(r).serialNumber, lastSerial),
   },
 ];
 
@@ -286,6 +311,8 @@ const TOKEN_MATRIX: Record<string, readonly Expected[]> = {
   'POST /v1/keys/{name}/csr': [200, 401, 401, 401, 403, 403, 403],
   'PUT /v1/keys/{name}/certificate': [204, 401, 401, 401, 403, 403, 403],
   'POST /v1/keys/{name}/certificates': [201, 401, 401, 401, 403, 403, 403],
+  'GET /v1/keys/{name}/certificates': [200, 401, 401, 401, 403, 403, 403],
+  'POST /v1/keys/{name}/certificates/{serial}/revoke': [200, 401, 401, 401, 403, 403, 403],
 };
 
 // prettier-ignore
@@ -301,6 +328,8 @@ const CERT_MATRIX: Record<string, readonly Expected[]> = {
   'POST /v1/keys/{name}/csr': [200, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
   'PUT /v1/keys/{name}/certificate': [204, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
   'POST /v1/keys/{name}/certificates': [201, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
+  'GET /v1/keys/{name}/certificates': [200, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
+  'POST /v1/keys/{name}/certificates/{serial}/revoke': [200, 403, 403, 401, 401, 'TLS', 'TLS', 'TLS'],
 };
 
 // ---------------------------------------------------------------------------------------------

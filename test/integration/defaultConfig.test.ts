@@ -1,6 +1,6 @@
 /**
  * The configuration every user runs first: the service started exactly as `npm start` and
- * `npm run serve` start it, with no WORKERS, HSM_SESSIONS or HSM_THREADS set: one worker per CPU
+ * `npm run serve` start it (from the sources), with no WORKERS, HSM_SESSIONS or HSM_THREADS set: one worker per CPU
  * (two on these machines), 16 sessions and 4 HSM threads each. Each worker has its own PKCS#11
  * state, so everything that is per worker (metrics, readiness, the key cache and its rescans) is
  * checked on both, reaching each through the cluster's round robin of new connections and

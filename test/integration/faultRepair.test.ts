@@ -140,7 +140,7 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
   }
 
   test('batch: a client error fails only the item it hit; the items after it in its chunk are signed', async () => {
-    const { messages, results } = await batchWhileFailing('C_SignInit', CKR.KEY_FUNCTION_NOT_PERMITTED, 1, 'client');
+    const { messages, results } = await batchWhileFailing('C_SignInit', CKR.DATA_LEN_RANGE, 1, 'client');
     const failed = results.flatMap((r, i) => (r.error ? [i] : []));
     assert.equal(failed.length, 1, JSON.stringify(results.filter((r) => r.error)));
     assert.equal(results[failed[0]!]!.error!.code, 'INVALID_ARGUMENT');
@@ -164,7 +164,7 @@ describe('one call fails with a chosen code (p11shim), the caller still gets a v
   });
 
   test('a client error is not retried: the caller gets 400 at once', async () => {
-    shim.fail('C_SignInit', CKR.KEY_FUNCTION_NOT_PERMITTED, 1); // a retry would have succeeded
+    shim.fail('C_SignInit', CKR.DATA_LEN_RANGE, 1); // a retry would have succeeded
     await shim.settle();
     const res = await request(svc.app)
       .post(`/v1/keys/${KEY}/sign`)

@@ -21,6 +21,8 @@ const KEY = 'stall-ec';
 /** Slack for two processes sharing two noisy cores: the answer leaves the server at the deadline, the client sees it a little later. */
 const LATE_MS = 250;
 const RSS_GROWTH_MIB = 64;
+/** Signing resumes within this long of the HSM answering again. */
+const RESUME_MS = 2000;
 
 const f = FaultFixture.use({ key: KEY, shim: true });
 
@@ -92,7 +94,8 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
   shim.stall(false);
   await shim.settle();
   const resumeAt = d.now() - t0;
-  await sleep(4000);
+  // Long enough for the recovery check below (a signature within RESUME_MS of the HSM answering).
+  await sleep(RESUME_MS + 500);
   running = false;
   await load;
   await sampler;
@@ -167,7 +170,7 @@ test('stall: the HSM stops answering for 5 s; requests end by their deadline, no
   );
   // Recovered: signing again within a second or two of the HSM answering, and the pool back to normal.
   assert.ok(
-    outcomes.some((o) => o.status === 200 && o.start > resumeAt && o.end < resumeAt + 2000),
+    outcomes.some((o) => o.status === 200 && o.start > resumeAt && o.end < resumeAt + RESUME_MS),
     'signing resumed after the stall',
   );
   const notNormal = await eventually(() => f.notBackToNormal(), 5000);

@@ -216,6 +216,53 @@ test('fail=C_Sign:0x30:2 fails exactly the next two C_Sign calls', async () => {
   }
 });
 
+test('fail=C_SignInit@LABEL:RV fails C_SignInit on that key only, and C_VerifyInit is keyed too', async () => {
+  const session = openUserSession();
+  const otherLabel = 'shim-other';
+  try {
+    const { privateKey, publicKey } = keyPair(session);
+    const other = lib.C_GenerateKeyPair(
+      session,
+      { mechanism: pkcs11js.CKM_EC_KEY_PAIR_GEN },
+      [
+        { type: pkcs11js.CKA_TOKEN, value: false },
+        { type: pkcs11js.CKA_LABEL, value: otherLabel },
+        { type: pkcs11js.CKA_EC_PARAMS, value: P256_PARAMS },
+        { type: pkcs11js.CKA_VERIFY, value: true },
+      ],
+      [
+        { type: pkcs11js.CKA_TOKEN, value: false },
+        { type: pkcs11js.CKA_LABEL, value: otherLabel },
+        { type: pkcs11js.CKA_SIGN, value: true },
+      ],
+    );
+    ctl.failKey('C_SignInit', CKR.KEY_FUNCTION_NOT_PERMITTED, KEY_LABEL).failKey('C_VerifyInit', CKR.KEY_HANDLE_INVALID, otherLabel, 1);
+    await ctl.settle();
+    assert.throws(() => lib.C_SignInit(session, ECDSA, privateKey), isP11Error(CKR.KEY_FUNCTION_NOT_PERMITTED));
+    assert.throws(() => lib.C_SignInit(session, ECDSA, privateKey), isP11Error(CKR.KEY_FUNCTION_NOT_PERMITTED), 'no count: every call');
+    const otherSignature = sign(session, other.privateKey);
+    assert.throws(() => lib.C_VerifyInit(session, ECDSA, other.publicKey), isP11Error(CKR.KEY_HANDLE_INVALID));
+    assert.equal(hsmVerify(session, other.publicKey, otherSignature), true, 'a count of 1: the next call goes through');
+    ctl.reset();
+    await ctl.settle();
+    assert.equal(hsmVerify(session, publicKey, sign(session, privateKey)), true);
+  } finally {
+    lib.C_CloseSession(session);
+  }
+});
+
+test('a label on a function that names no key is a bad line: ignored', async () => {
+  const session = openUserSession();
+  try {
+    const { privateKey, publicKey } = keyPair(session);
+    ctl.failKey('C_Sign', CKR.DEVICE_ERROR, KEY_LABEL);
+    await ctl.settle();
+    assert.equal(hsmVerify(session, publicKey, sign(session, privateKey)), true);
+  } finally {
+    lib.C_CloseSession(session);
+  }
+});
+
 test('down=1 loses the connection until the application re-initialises', async () => {
   let session = openUserSession();
   const { privateKey } = keyPair(session);

@@ -219,6 +219,17 @@ test('rotation: the new version is certified and issues; old leaves still verify
   );
   const again = await api().get(`/v1/keys/${name}/certificate?keyVersion=2`).expect(200);
   assert.equal(again.body.chainPem, '');
+
+  // Issuance follows what is attached now, though it checked version 2's earlier certificates already:
+  // the same certificate without its chain, then a new certificate for the same version.
+  const noChain = await issueTlsServer(name, 'after-reattach', { dns: ['after-reattach.example.com'] });
+  assert.deepEqual(pemBlocks(noChain.body.chainPem).map(der), [der(int2)]);
+  const int2b = await certifyIntermediate(name, 2, `${name}-v2b`);
+  assert.notDeepEqual(der(int2b), der(int2));
+  const underNew = await issueTlsServer(name, 'after-recertify', { dns: ['after-recertify.example.com'] });
+  assert.deepEqual(pemBlocks(underNew.body.chainPem).map(der), [der(int2b), der(rootPem)]);
+  const verifiedUnderNew = await opensslVerify('after-recertify.pem', `${name}-v2b.pem`);
+  assert.ok(verifiedUnderNew.ok, verifiedUnderNew.output);
 });
 
 describe('bad input: a clear 4xx naming the field', () => {

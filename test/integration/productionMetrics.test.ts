@@ -1,6 +1,6 @@
 /**
  * Production serves /metrics on a listener of its own (METRICS_HOST:METRICS_PORT), never on the
- * API's port: the service as `npm run serve` starts it, NODE_ENV=production, with the default
+ * API's port: the service as `npm run serve` starts it (from the sources), NODE_ENV=production, with the default
  * workers (the primary merges them) and with one worker (the process serves its own registry).
  */
 import { createHash } from 'node:crypto';

@@ -34,12 +34,13 @@ export interface FaultServiceSettings {
   readonly threads?: number;
   readonly maxWaiting?: number;
   readonly requestDeadlineMs?: number;
-  readonly logLevel: 'warn' | 'error';
+  readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
   /** Anything else the service needs, such as the outage test's p11-kit client module. */
   readonly env?: Record<string, string>;
 }
 
-function serviceEnv(s: FaultServiceSettings): Record<string, string> {
+/** The service's environment for the settings (without the token's; see FaultFixture.env). */
+export function serviceEnv(s: FaultServiceSettings): Record<string, string> {
   return {
     ...s.env,
     ...(s.workers !== undefined ? { WORKERS: String(s.workers) } : {}),

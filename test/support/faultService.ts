@@ -74,7 +74,8 @@ export class HttpDriver {
         },
       );
       req.setTimeout(timeoutMs, () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-      req.on('error', reject);
+      // `reusedSocket`: the request went out on a kept-alive connection (a reset there lost a request in flight).
+      req.on('error', (e: Error) => reject(Object.assign(e, { reusedSocket: req.reusedSocket })));
       req.end(payload);
     });
   }
@@ -118,7 +119,7 @@ export async function startServiceProcess(
   const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-svc-'));
   const logFile = join(dir, 'service.log');
   const fd = openSync(logFile, 'a');
-  // `serve` is `npm run serve`; `start` is `npm start` (creates its token under HSM_DEV_DIR, then serves).
+  // `serve` is `npm run serve` from the sources (the compiled build is productionBuild.test's); `start` is `npm start` (creates its token under HSM_DEV_DIR, then serves).
   const script = o.entry === 'start' ? 'src/dev/start.ts' : 'src/main.ts';
   const child: ChildProcess = spawn(process.execPath, ['--import', 'tsx', script], {
     cwd: REPO_ROOT,
@@ -146,7 +147,10 @@ export async function startServiceProcess(
       driver.close();
       if (proc.alive()) {
         const exited = new Promise<void>((r) => child.once('exit', () => r()));
+        // The second SIGTERM ends the drain (DRAIN_MS) at once: no load balancer to wait for here.
         child.kill('SIGTERM');
+        await sleep(50);
+        if (proc.alive()) child.kill('SIGTERM');
         await Promise.race([exited, sleep(6000)]);
         if (proc.alive()) child.kill('SIGKILL');
       }

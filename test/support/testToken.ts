@@ -41,6 +41,8 @@ export async function createTestToken(keys: readonly { name: string; spec: KeySp
       HSM_PIN_FILE: token.pinFile,
       // No WORKERS: a service process started with this environment runs the default (one worker per CPU).
       LOG_LEVEL: 'silent',
+      // The certificate inventory next to the token, as `npm start` keeps it under .hsm/.
+      ISSUANCE_DB: `sqlite:${join(dir, 'issuance.db')}`,
       PATH: process.env.PATH ?? '',
       ...extra,
     }),

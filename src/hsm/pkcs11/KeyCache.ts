@@ -122,17 +122,48 @@ export class KeyCache {
         return entries.map((e) => ({ ...e, hasCertificate: certIds.has(e.id.toString('hex')) }));
       }),
     );
+    if (epoch !== this.epoch) return;
     const next = new Map<string, Map<number, KeyEntry>>();
-    for (const e of found) {
+    for (const found1 of found) {
+      const e = this.withMarksOf(found1);
       const versions = next.get(e.name) ?? new Map<number, KeyEntry>();
       // Two objects claiming the same name and version: keep the first, deterministically by handle.
       if (!versions.has(e.version)) versions.set(e.version, e);
       next.set(e.name, versions);
     }
-    if (epoch !== this.epoch) return;
     this.seen = seen;
     this.byName = next;
     this.loaded = true;
+  }
+
+  /**
+   * What signing taught about the same key (same label, CKA_ID and handle) carries over a rescan;
+   * a key found changed starts afresh: usable until signing with it says otherwise.
+   */
+  private withMarksOf(e: KeyEntry): KeyEntry {
+    const prev = this.lookup(e.name, e.version);
+    if (!prev || prev.label !== e.label || !prev.id.equals(e.id) || !prev.privateHandle.equals(e.privateHandle)) return e;
+    return {
+      ...e,
+      ...(prev.unusableReason !== undefined ? { unusableReason: prev.unusableReason } : {}),
+      ...(prev.relookedUp !== undefined ? { relookedUp: prev.relookedUp } : {}),
+      ...(prev.tried ? { tried: true } : {}),
+    };
+  }
+
+  /** Key versions no one has signed with yet in this worker, newest first, at most `max`. */
+  untried(max: number): KeyEntry[] {
+    const out: KeyEntry[] = [];
+    for (const versions of this.byName.values()) for (const e of versions.values()) if (!e.tried) out.push(e);
+    return out.sort((a, b) => b.version - a.version).slice(0, max);
+  }
+
+  /** The key versions signing found unusable, by name and version. */
+  unusable(): { name: string; version: number; reason: string }[] {
+    const out: { name: string; version: number; reason: string }[] = [];
+    for (const versions of this.byName.values())
+      for (const e of versions.values()) if (e.unusableReason !== undefined) out.push({ name: e.name, version: e.version, reason: e.unusableReason });
+    return out.sort((a, b) => (a.name === b.name ? a.version - b.version : a.name < b.name ? -1 : 1));
   }
 
   private describe(o: FoundObject, read: PublicKeyObjects | undefined, reported?: string): { entry: KeyEntry | undefined; skipped?: string } {
@@ -200,6 +231,7 @@ export class KeyCache {
       return;
     }
     entry.privateHandle = handle;
+    entry.relookedUp = handle;
     const [pub] = await this.withSession((s) => this.p11.findObjects(s, tokenObjects(P11.CKO_PUBLIC_KEY, { type: P11.CKA_ID, value: entry.id }), 1));
     entry.publicHandle = pub;
   }
@@ -223,7 +255,14 @@ export class KeyCache {
       name,
       keySpec: current.keySpec,
       currentVersion: current.version,
-      versions: sorted.map(({ version, keySpec, publicKey, publicKeyPem, hasCertificate }) => ({ version, keySpec, publicKey, publicKeyPem, hasCertificate })),
+      versions: sorted.map(({ version, keySpec, publicKey, publicKeyPem, hasCertificate, unusableReason }) => ({
+        version,
+        keySpec,
+        publicKey,
+        publicKeyPem,
+        hasCertificate,
+        ...(unusableReason !== undefined ? { unusableReason } : {}),
+      })),
     };
   }
 }

@@ -277,6 +277,7 @@ export class TokenConnection implements Sessions {
       recovering: this.recovering !== undefined,
       sessions: { inUse: stats?.inUse ?? 0, idle: stats?.idle ?? 0, waiting: stats?.waiting ?? 0, max: this.options.sessions },
       callsInFlight: this.p11.inFlight,
+      oldestCallMs: this.p11.oldestCallAgeMs ?? 0,
       recoveries: this.recoveries,
       threads: this.p11.threadCounts ?? { configured: 1, running: 1 },
     };

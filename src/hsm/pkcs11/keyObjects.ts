@@ -20,6 +20,12 @@ export interface KeyEntry extends KeyVersion {
   /** Replaced when the HSM says the handle is gone. */
   privateHandle: Handle;
   publicHandle: Handle | undefined;
+  /** Why the service's HSM user cannot sign with it (a CK_RV name); cleared by a good signature. */
+  unusableReason?: string;
+  /** The handle the last re-lookup found: failing as stale again, it is not stale but unusable. */
+  relookedUp?: Handle;
+  /** Signed with at least once (a probe or a caller), whatever the outcome: no probe needed. */
+  tried?: boolean;
 }
 
 /** Why a private key on the token is not served; it goes to the log, once per key object. */

@@ -4,15 +4,23 @@ import { algorithmsFor } from '../../crypto/algorithms.js';
 import type { SigningService } from '../../service/SigningService.js';
 import { allowed, permit } from '../auth.js';
 import { deadlineOf } from '../requestContext.js';
+import type { KeyInfoJson } from '../schemas/responses.js';
 import { keyName } from '../validation.js';
 
-export function keyInfoJson(k: KeyInfo): object {
+export function keyInfoJson(k: KeyInfo): KeyInfoJson {
   return {
     name: k.name,
     currentVersion: k.currentVersion,
     keySpec: k.keySpec,
     signingAlgorithms: algorithmsFor(k.keySpec),
-    versions: k.versions.map((v) => ({ version: v.version, keySpec: v.keySpec, publicKeyPem: v.publicKeyPem, hasCertificate: v.hasCertificate })),
+    versions: k.versions.map((v) => ({
+      version: v.version,
+      keySpec: v.keySpec,
+      publicKeyPem: v.publicKeyPem,
+      hasCertificate: v.hasCertificate,
+      usable: v.unusableReason === undefined,
+      ...(v.unusableReason !== undefined ? { unusableReason: v.unusableReason } : {}),
+    })),
   };
 }
 

@@ -1,43 +1,39 @@
 import { Router, type Request } from 'express';
-import { z } from 'zod';
-import { CERTIFICATE_PROFILES, MAX_VALIDITY_DAYS, type SubjectAltNamesInput } from '../../pki/index.js';
-import { MAX_PATH_LENGTH } from '../../pki/createCsr.js';
+import type { SubjectAltNamesInput } from '../../pki/index.js';
 import type { AuditLog } from '../../audit/AuditLog.js';
-import type { PkiService } from '../../service/PkiService.js';
-import { permit } from '../auth.js';
+import type { CertificateRecord } from '../../inventory/CertificateInventory.js';
+import { serialForDisplay } from '../../pki/serialNumber.js';
+import { certificateStatus, type PkiService } from '../../service/PkiService.js';
+import { toPem } from '../../pki/pem.js';
+import { type Client, permit } from '../auth.js';
 import { auditorFor } from '../requestAudit.js';
 import { deadlineOf } from '../requestContext.js';
-import { keyName, keyVersion, parseBody, parseKeyVersionQuery } from '../validation.js';
-
-// Shapes only: names, PEM and SANs are checked by the PKI layer, whose messages name the exact element.
-const sans = z.unknown().optional();
-const days = `must be an integer from 1 to ${MAX_VALIDITY_DAYS}`;
-const pathLength = `must be an integer from 0 to ${MAX_PATH_LENGTH}`;
-
-const csrBody = z.strictObject({
-  subject: z.string(),
-  keyVersion: keyVersion.optional(),
-  ca: z.strictObject({ pathLength: z.number().int(pathLength).min(0, pathLength).max(MAX_PATH_LENGTH, pathLength).optional() }).optional(),
-  subjectAltNames: sans,
-});
-
-const attachBody = z.strictObject({
-  certificatePem: z.string(),
-  chainPem: z.string().optional(),
-  keyVersion: keyVersion.optional(),
-});
-
-const issueBody = z.strictObject({
-  csrPem: z.string(),
-  profile: z.enum(CERTIFICATE_PROFILES, { error: `must be one of ${CERTIFICATE_PROFILES.join(', ')}` }),
-  validityDays: z.number().int(days).min(1, days).max(MAX_VALIDITY_DAYS, days),
-  subjectAltNames: sans,
-});
+import { attachBody, csrBody, issueBody } from '../schemas/requests.js';
+import type { IssuedCertificateJson } from '../schemas/responses.js';
+import { keyName, parseBody, parseKeyVersionQuery, parseListQuery, parseSerial } from '../validation.js';
 
 const withSans = <T extends { subjectAltNames?: unknown }>(b: T): Omit<T, 'subjectAltNames'> & { subjectAltNames?: SubjectAltNamesInput } => {
   const { subjectAltNames, ...rest } = b;
   return subjectAltNames === undefined ? rest : { ...rest, subjectAltNames: subjectAltNames as SubjectAltNamesInput };
 };
+
+export function issuedCertificateJson(r: CertificateRecord, now: Date): IssuedCertificateJson {
+  return {
+    serialNumber: serialForDisplay(r.serialNumber),
+    issuerKeyVersion: r.issuerKeyVersion,
+    subject: r.subject,
+    subjectAltNames: [...r.subjectAltNames],
+    profile: r.profile,
+    notBefore: r.notBefore.toISOString(),
+    notAfter: r.notAfter.toISOString(),
+    sha256: r.sha256,
+    certificatePem: toPem('CERTIFICATE', r.certificateDer),
+    status: certificateStatus(r, now),
+    ...(r.revocation ? { revocation: { revokedAt: r.revocation.revokedAt.toISOString(), reason: r.revocation.reason } } : {}),
+    issuedAt: r.issuedAt.toISOString(),
+    ...(r.clientId !== undefined ? { clientId: r.clientId } : {}),
+  };
+}
 
 /**
  * The contract's PKI section: an intermediate CA whose key stays on the HSM. With an audit log,
@@ -76,9 +72,26 @@ export function pkiRouter(pki: PkiService, audit?: AuditLog): Router {
       permit(res, 'issue', name);
       const body = withSans(parseBody(issueBody, req.body));
       facts.profile = body.profile;
-      return pki.issue(name, body, deadlineOf(res), (f) => Object.assign(facts, f));
+      const clientId = (res.locals.client as Client | undefined)?.name;
+      return pki.issue(name, body, deadlineOf(res), (f) => Object.assign(facts, f), {
+        ...(clientId !== undefined ? { clientId } : {}),
+        requestId: res.locals.requestId as string,
+      });
     });
     res.status(201).json(out);
+  });
+  r.get('/v1/keys/:name/certificates', async (req: Request<{ name: string }>, res) => {
+    const name = keyName(req.params.name);
+    permit(res, 'read', name);
+    const page = await pki.listIssued(name, parseListQuery(req.query as Record<string, unknown>), deadlineOf(res));
+    const now = new Date();
+    res.json({ certificates: page.items.map((c) => issuedCertificateJson(c, now)), ...(page.nextCursor !== undefined ? { nextCursor: page.nextCursor } : {}) });
+  });
+  r.get('/v1/keys/:name/certificates/:serial', async (req: Request<{ name: string; serial: string }>, res) => {
+    const name = keyName(req.params.name);
+    permit(res, 'read', name);
+    const serial = parseSerial(req.params.serial);
+    res.json(issuedCertificateJson(await pki.getIssued(name, serial, deadlineOf(res)), new Date()));
   });
   return r;
 }

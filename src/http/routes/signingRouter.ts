@@ -5,9 +5,10 @@ import { digestOfInput, type SignInput, type SignOutput, type SigningService } f
 import { allowed, permit } from '../auth.js';
 import { auditorFor, RequestAudit, type AuditFacts } from '../requestAudit.js';
 import { deadlineOf } from '../requestContext.js';
+import type { SignResponseJson } from '../schemas/responses.js';
 import { keyName, parseBatch, parseSign, parseVerify } from '../validation.js';
 
-const signJson = (r: SignOutput): object => ({
+const signJson = (r: SignOutput): SignResponseJson => ({
   keyName: r.keyName,
   keyVersion: r.keyVersion,
   algorithm: r.algorithm,

@@ -92,9 +92,9 @@ test('the records of one turn of the event loop go out in one write(2), and each
     Array.from({ length: 500 }, (_, i) => i),
   );
   // One write for the 500 records. The count is the whole process's (/proc/self/io), so it also
-  // takes in the test runner's own reports meanwhile (10 seen on a clean CI run): 50 leaves room
-  // for those while one write per record (500) still fails.
-  assert.ok(syscalls <= 50, `500 records took ${syscalls} write system calls`);
+  // takes in the test runner's own reports meanwhile (10 seen on a clean CI run, 71 on a loaded
+  // one): 150 leaves room for those while one write per record (500) still fails.
+  assert.ok(syscalls <= 150, `500 records took ${syscalls} write system calls`);
   await log.close();
 });
 

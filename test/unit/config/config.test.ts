@@ -157,3 +157,68 @@ test('CLIENT_MAX_IN_FLIGHT: 64 by default, 0 = no limit, a bad value refused by 
     );
   }
 });
+
+test('DRAIN_MS and LIVENESS_STALL_MS: documented defaults; out of range, or liveness not above the deadline, names the variable', () => {
+  const c = loadConfig({ ...base });
+  assert.equal(c.drainMs, 5000);
+  assert.equal(c.livenessStallMs, 30_000);
+  assert.equal(loadConfig({ ...base, DRAIN_MS: '0' }).drainMs, 0);
+  assert.equal(loadConfig({ ...base, LIVENESS_STALL_MS: '2001' }).livenessStallMs, 2001);
+  for (const env of [{ DRAIN_MS: '-1' }, { DRAIN_MS: 'soon' }, { DRAIN_MS: '600001' }, { LIVENESS_STALL_MS: '999' }, { LIVENESS_STALL_MS: '1.5' }]) {
+    assert.throws(() => loadConfig({ ...base, ...env }), new RegExp(Object.keys(env)[0]!));
+  }
+  assert.throws(() => loadConfig({ ...base, LIVENESS_STALL_MS: '2000' }), /LIVENESS_STALL_MS: must be greater than REQUEST_DEADLINE_MS/);
+  assert.equal(loadConfig({ ...base, REQUEST_DEADLINE_MS: '500', LIVENESS_STALL_MS: '1000' }).livenessStallMs, 1000);
+});
+
+test('ISSUANCE_DB: sqlite:<path> or a path (resolved), postgres URLs; a bad one names the variable, never the password', () => {
+  assert.equal(loadConfig({ ...base }).inventory, undefined);
+  assert.deepEqual(loadConfig({ ...base, ISSUANCE_DB: 'sqlite:/var/lib/hsm-signer/issuance.db' }).inventory, {
+    kind: 'sqlite',
+    path: '/var/lib/hsm-signer/issuance.db',
+  });
+  assert.deepEqual(loadConfig({ ...base, ISSUANCE_DB: 'data/issuance.db' }).inventory, { kind: 'sqlite', path: join(process.cwd(), 'data/issuance.db') });
+  for (const url of ['postgres://signer:pa55word@db.internal:5432/issuance', 'postgresql://signer:pa55word@db.internal/issuance?sslmode=require']) {
+    const t = loadConfig({ ...base, ISSUANCE_DB: url }).inventory;
+    assert.equal(t?.kind, 'postgres');
+    assert.ok(t?.kind === 'postgres' && t.url === url);
+    assert.ok(t?.kind === 'postgres' && !t.redacted.includes('pa55word') && t.redacted.includes('db.internal'), t?.kind === 'postgres' ? t.redacted : '');
+  }
+  for (const bad of ['postgres://signer:pa55word@/', 'postgres://signer:pa55word@[bad', 'mysql://signer:pa55word@db/x', 'sqlite:']) {
+    assert.throws(
+      () => loadConfig({ ...base, ISSUANCE_DB: bad }),
+      (e: Error) => e instanceof ConfigError && e.message.includes('ISSUANCE_DB') && !e.message.includes('pa55word'),
+      bad,
+    );
+  }
+});
+
+test('ISSUANCE_DB_FILE: the connection string from a file (a mounted secret); errors name the variable, never the content', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-config-'));
+  const file = (name: string, content: string): string => {
+    const path = join(dir, name);
+    writeFileSync(path, content, { mode: 0o600 });
+    return path;
+  };
+  const url = 'postgres://signer:pa55word@db.internal:5432/issuance';
+  const t = loadConfig({ ...base, ISSUANCE_DB_FILE: file('url', `${url}\n`) }).inventory;
+  assert.ok(t?.kind === 'postgres' && t.url === url && !t.redacted.includes('pa55word'), JSON.stringify(t?.kind));
+  assert.deepEqual(loadConfig({ ...base, ISSUANCE_DB_FILE: file('sqlite', 'sqlite:/var/lib/hsm-signer/issuance.db') }).inventory, {
+    kind: 'sqlite',
+    path: '/var/lib/hsm-signer/issuance.db',
+  });
+  const refused: [Record<string, string>, RegExp][] = [
+    [{ ISSUANCE_DB_FILE: join(dir, 'missing') }, /^ISSUANCE_DB_FILE: cannot read the file \(ENOENT\)$/],
+    [{ ISSUANCE_DB_FILE: file('empty', '\n') }, /^ISSUANCE_DB_FILE: the file is empty$/],
+    [{ ISSUANCE_DB_FILE: file('bad', 'postgres://signer:pa55word@/\n') }, /^ISSUANCE_DB_FILE: not a valid postgres:\/\/ URL/],
+    [{ ISSUANCE_DB_FILE: file('other', 'mysql://signer:pa55word@db/x') }, /^ISSUANCE_DB_FILE: must be postgres/],
+    [{ ISSUANCE_DB_FILE: file('both', url), ISSUANCE_DB: url }, /^ISSUANCE_DB_FILE: set ISSUANCE_DB or ISSUANCE_DB_FILE, not both$/],
+  ];
+  for (const [env, expected] of refused) {
+    assert.throws(
+      () => loadConfig({ ...base, ...env }),
+      (e: Error) => e instanceof ConfigError && expected.test(e.message) && !e.message.includes('pa55word'),
+      JSON.stringify(Object.keys(env)),
+    );
+  }
+});

@@ -166,7 +166,7 @@ test('signMany: items signed before an HSM failure keep their signatures; the fa
 test('signMany: an input the HSM refuses fails its item only; unknown keys and wrong algorithms are per item too', async () => {
   const fake = new FakePkcs11();
   const k = await start(fake, 2);
-  fake.signFailures.push(undefined, CKR.KEY_FUNCTION_NOT_PERMITTED);
+  fake.signFailures.push(undefined, CKR.DATA_LEN_RANGE);
   const out = await k.signMany([
     { name: 'a', algorithm: 'ECDSA_SHA_256', digest },
     { name: 'nope', algorithm: 'ECDSA_SHA_256', digest },

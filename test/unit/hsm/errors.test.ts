@@ -20,7 +20,7 @@ test("the issue's classes: each code lands where issue #3 says", () => {
     [CKR.OBJECT_HANDLE_INVALID, 'handleStale'],
     [CKR.FUNCTION_FAILED, 'throttled'],
     [CKR.MECHANISM_INVALID, 'client'],
-    [CKR.KEY_FUNCTION_NOT_PERMITTED, 'client'],
+    [CKR.KEY_FUNCTION_NOT_PERMITTED, 'keyUnusable'],
     [CKR.DATA_LEN_RANGE, 'client'],
     [CKR.PIN_INCORRECT, 'credentials'],
     [CKR.PIN_LOCKED, 'credentials'],

@@ -215,3 +215,14 @@ test('progress lines: a bar while running, one line per finished step, bad signa
     undefined,
   );
 });
+
+test('hsm mode: --connections are the direct rate in-flight levels; elsewhere they leave the direct rate alone', () => {
+  const inFlight = (argv: string[]): readonly number[] => {
+    const c = parseCommandLine(argv);
+    assert.equal(c.kind, 'hsm');
+    return (c as Extract<typeof c, { kind: 'hsm' }>).options.directInFlight;
+  };
+  assert.deepEqual(inFlight(['hsm', '--connections', '1,8,32', '--key', 'RSA_2048=payments-rsa/v1']), [1, 8, 32]);
+  assert.deepEqual(inFlight(['hsm']), [...DEFAULTS.directInFlight]);
+  assert.deepEqual(run(['--connections', '1,8,32']).options.directInFlight, [...DEFAULTS.directInFlight]);
+});

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { planCapacity, spreadOverZones, unitsForLoad, unitsForZoneLoss } from '../../../loadtest/plan.js';
 import { AWS_PUBLISHED_SIGN_RATES, DEFAULTS } from '../../../loadtest/defaults.js';
 import type { PlanInput } from '../../../loadtest/results.js';
+import { seededRandom } from '../../../testkit/seededRandom.js';
 
 const base: PlanInput = {
   targetOpsPerSec: 5000,
@@ -137,17 +138,6 @@ test('defaults object', () => {
 
 // ---- property test against brute force ----
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 function bruteLoad(target: number, perUnit: number, util: number): number {
   let n = 1;
   while (n * perUnit * util < target * (1 - 1e-9)) n++;
@@ -162,7 +152,7 @@ function bruteTotal(n: number, zones: number, spare: number, minimum: number): n
 }
 
 test('property: plan matches a brute-force search (seeded)', () => {
-  const rand = mulberry32(0x5eed);
+  const rand = seededRandom(0x5eed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)] as T;
   for (let i = 0; i < 2000; i++) {
     const input = {

@@ -1,9 +1,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import { algorithmsFor, type KeySpec, type SigningAlgorithm } from '../../../src/crypto/algorithms.js';
 import { checkIssuerCertificate } from '../../../src/pki/checkIssuerCertificate.js';
 import { issueCertificate } from '../../../src/pki/issueCertificate.js';
+import { formatDistinguishedName } from '../../../src/pki/distinguishedName.js';
+import { readSubjectAltNames } from '../../../src/pki/extensions.js';
 import { parseCertificatePem } from '../../../src/pki/parsePem.js';
+import { sanEntryOf } from '../../../src/pki/subjectAltNames.js';
 import { makeCa, opensslVerify, type CaFixture } from './caFixture.js';
 import { TempDir, openssl, opensslCsr, opensslOk } from './openssl.js';
 
@@ -266,4 +270,39 @@ test('serial numbers: 128-bit random, positive, non-zero, minimally encoded; fro
     serials.add((await issueCertificate(fixture.signer, issuer, base)).serialNumber);
   }
   assert.equal(serials.size, 5);
+});
+
+test("the facts returned for the inventory are the certificate's own, read back by node:crypto and the ASN.1 parser, under an issuer given as its checked facts", async () => {
+  const fixture = await ca('facts', 'ECC_NIST_P256');
+  const issuer = checkIssuerCertificate(fixture.signer.publicKey, { certificatePem: fixture.intPem, chainPem: fixture.rootPem });
+  const requests = [
+    {
+      csrPem: leafCsr,
+      profile: 'tls-server',
+      validityDays: 90,
+      subjectAltNames: { dns: ['WWW.Example.com'], ip: ['192.0.2.10', '2001:db8:0:0::10', '::ffff:192.0.2.1'] },
+    },
+    { csrPem: leafCsr, profile: 'tls-client', validityDays: 30, subjectAltNames: { email: ['svc@example.com'], uri: ['spiffe://example.org/svc'] } },
+    { csrPem: edLeafCsr, profile: 'code-signing', validityDays: 365 },
+  ] as const;
+  for (const request of requests) {
+    const issued = await issueCertificate(fixture.signer, issuer, request);
+    const file = `facts-${request.profile}.pem`;
+    await dir.write(file, issued.certificatePem);
+    await opensslVerify(dir, fixture, file);
+    const x509 = new X509Certificate(issued.certificatePem);
+    const parsed = parseCertificatePem(issued.certificatePem);
+    const { facts } = issued;
+    assert.deepEqual(facts.der, x509.raw);
+    assert.equal(facts.sha256, x509.fingerprint256.replaceAll(':', '').toLowerCase());
+    assert.equal(facts.notBefore.getTime(), new Date(x509.validFrom).getTime());
+    assert.equal(facts.notAfter.getTime(), new Date(x509.validTo).getTime());
+    assert.equal(facts.subject, formatDistinguishedName(parsed.asn.tbsCertificate.subject));
+    const fromCertificate = [...(readSubjectAltNames(parsed.extensions) ?? [])].flatMap((n) => {
+      const e = sanEntryOf(n);
+      return e ? [`${e.kind}:${e.value}`] : [];
+    });
+    assert.deepEqual(facts.subjectAltNames, fromCertificate, request.profile);
+    assert.equal(facts.subjectAltNames.length, (x509.subjectAltName ?? '').split(', ').filter(Boolean).length);
+  }
 });

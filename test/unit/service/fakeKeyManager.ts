@@ -140,6 +140,7 @@ export class FakeKeyManager implements KeyManager {
       recovering: false,
       sessions: { inUse: 0, idle: 1, waiting: 0, max: 1 },
       callsInFlight: 0,
+      oldestCallMs: 0,
       keys: this.keys.size,
       recoveries: 0,
       threads: { configured: 1, running: 1 },
