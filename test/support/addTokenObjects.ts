@@ -5,7 +5,7 @@
  * `orphan-ec` (its public-key object destroyed) and `k1-ec` (on secp256k1).
  * Usage: node --import tsx addTokenObjects.ts <label> <pinFile> <count> <keys> [unservable]
  */
-import { generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { AsnConvert } from '@peculiar/asn1-schema';
@@ -33,7 +33,10 @@ for (let i = 0; i < Number(count); i++) {
   ]);
 }
 function ecPair(name: string, ecParams: Buffer): { publicKey: Pkcs11Types.Handle } {
-  const id = Buffer.from(name);
+  // A random CKA_ID, as the admin CLI makes: two of these processes writing decoy-N at once make
+  // two pairs with the same label, never two with the same CKA_ID (a reader looking up a public
+  // key by the CKA_ID of a whole private key would find the other process's half-written one).
+  const id = randomBytes(16);
   return lib.C_GenerateKeyPair(
     s,
     { mechanism: P.CKM_EC_KEY_PAIR_GEN },

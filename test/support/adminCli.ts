@@ -14,13 +14,15 @@ export interface CliResult {
   readonly code: number;
   readonly stdout: string;
   readonly stderr: string;
+  /** The signal that ended the process, if one did (a crash: SIGSEGV, SIGABRT). */
+  readonly signal?: string;
 }
 
 function run(script: string, args: readonly string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(process.execPath, ['--import', 'tsx', script, ...args], { cwd: ROOT, env, encoding: 'utf8' }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-      resolve({ code, stdout, stderr });
+      resolve({ code, stdout, stderr, ...(error?.signal ? { signal: error.signal } : {}) });
     });
   });
 }

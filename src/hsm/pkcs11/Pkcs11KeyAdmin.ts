@@ -5,7 +5,8 @@ import { invalid, notFound, ServiceError } from '../../errors.js';
 import { isPkcs11Failure } from '../errors.js';
 import type { AdminKeyVersion, KeyAdmin, RemovedObject } from '../KeyAdmin.js';
 import { keyLabel, parseKeyLabel } from '../keyLabel.js';
-import type { AsyncPkcs11, Attribute, Handle } from './AsyncPkcs11.js';
+import type { AsyncPkcs11, Attribute, FoundObject, Handle } from './AsyncPkcs11.js';
+import { readPublicKeys } from './keyObjects.js';
 import { P11 } from './constants.js';
 import { tokenObjects } from './tokenObjects.js';
 import { ecSpecFromParams, rsaPublicKey } from './publicKey.js';
@@ -63,34 +64,43 @@ export class Pkcs11KeyAdmin implements KeyAdmin {
     return new Pkcs11KeyAdmin(connection);
   }
 
+  /**
+   * Every key version on the token, read as the service's key scan reads it: the private keys'
+   * label, CKA_ID and type, then each one's public-key object. SoftHSMv2 writes a generated
+   * private key's material (CKA_EC_PARAMS, CKA_MODULUS) after the object can be found, and
+   * reading an attribute that grows between pkcs11js's two C_GetAttributeValue calls crashes
+   * the reader; the public key is whole before its private key exists. A private key's own
+   * attributes are read only when it has no public-key object (an imported key, written whole).
+   */
   private async scan(s: Handle): Promise<Found[]> {
-    const handles = await this.p11.findObjects(s, tokenObjects(P11.CKO_PRIVATE_KEY));
-    const certIds = new Set<string>();
-    for (const c of await this.p11.findObjects(s, tokenObjects(P11.CKO_CERTIFICATE))) {
-      const id = value(await this.p11.getAttributes(s, c, [P11.CKA_ID]), P11.CKA_ID);
-      if (id) certIds.add(id.toString('hex'));
-    }
+    const [privates = [], certificates = []] = await this.p11.findAndRead(s, [
+      { template: tokenObjects(P11.CKO_PRIVATE_KEY), types: [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE] },
+      { template: tokenObjects(P11.CKO_CERTIFICATE), types: [P11.CKA_ID] },
+    ]);
+    const certIds = new Set(certificates.map((c) => value(c.attributes, P11.CKA_ID)?.toString('hex')));
+    const publics = await readPublicKeys(this.p11, s, privates);
     const out: Found[] = [];
-    for (const handle of handles) {
-      const a = await this.p11.getAttributes(s, handle, [P11.CKA_LABEL, P11.CKA_ID, P11.CKA_KEY_TYPE]);
-      const parsed = parseKeyLabel(value(a, P11.CKA_LABEL)?.toString('utf8') ?? '');
-      const id = value(a, P11.CKA_ID);
+    for (const o of privates) {
+      const parsed = parseKeyLabel(value(o.attributes, P11.CKA_LABEL)?.toString('utf8') ?? '');
+      const id = value(o.attributes, P11.CKA_ID);
       if (!parsed || !id) continue;
-      const spec = await this.specOf(s, handle, value(a, P11.CKA_KEY_TYPE)?.readUInt32LE(0));
+      const read = publics.get(o.handle.toString('hex'));
+      const spec = await this.specOf(s, o.handle, value(o.attributes, P11.CKA_KEY_TYPE)?.readUInt32LE(0), read?.pub ?? read?.own);
       if (!spec) continue;
-      out.push({ ...parsed, keySpec: spec, id: id.toString('hex'), hasCertificate: certIds.has(id.toString('hex')), handle });
+      out.push({ ...parsed, keySpec: spec, id: id.toString('hex'), hasCertificate: certIds.has(id.toString('hex')), handle: o.handle });
     }
     return out.sort((x, y) => x.name.localeCompare(y.name) || x.version - y.version);
   }
 
-  private async specOf(s: Handle, handle: Handle, keyType: number | undefined): Promise<KeySpec | undefined> {
+  /** The key's spec from its public key as read, or (an EC key without a public-key object) from the private key's CKA_EC_PARAMS. */
+  private async specOf(s: Handle, handle: Handle, keyType: number | undefined, read: FoundObject | undefined): Promise<KeySpec | undefined> {
     if (keyType === P11.CKK_RSA) {
-      const a = await this.p11.getAttributes(s, handle, [P11.CKA_MODULUS, P11.CKA_PUBLIC_EXPONENT]);
+      const a = read?.attributes ?? [];
       const [n, e] = [value(a, P11.CKA_MODULUS), value(a, P11.CKA_PUBLIC_EXPONENT)];
       return n && e ? rsaPublicKey(n, e)?.spec : undefined;
     }
     if (keyType === P11.CKK_EC) {
-      const params = value(await this.p11.getAttributes(s, handle, [P11.CKA_EC_PARAMS]), P11.CKA_EC_PARAMS);
+      const params = value(read?.attributes ?? (await this.p11.getAttributes(s, handle, [P11.CKA_EC_PARAMS])), P11.CKA_EC_PARAMS);
       return params ? ecSpecFromParams(params) : undefined;
     }
     return undefined;
