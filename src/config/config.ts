@@ -71,6 +71,7 @@ const schema = z
     OCSP_URL_BASE: urlBase.optional(),
     ISSUANCE_DB: z.string().min(1).optional(),
     ISSUANCE_DB_FILE: z.string().min(1).optional(),
+    ISSUANCE_DB_POOL_SIZE: int(1, 100).optional(),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     ALLOW_REMOTE_DEV: bool.default(false),
     METRICS_HOST: z.string().min(1).default('127.0.0.1'),
@@ -94,8 +95,8 @@ export interface TlsConfig {
 /** Where issued certificates are recorded (ISSUANCE_DB). */
 export type InventoryTarget =
   | { readonly kind: 'sqlite'; readonly path: string }
-  /** `redacted`: the URL without its password, for logs and errors. */
-  | { readonly kind: 'postgres'; readonly url: string; readonly redacted: string };
+  /** `redacted`: the URL without its password, for logs and errors; `poolSize`: connections per worker at most (ISSUANCE_DB_POOL_SIZE; absent: the adapter's default). */
+  | { readonly kind: 'postgres'; readonly url: string; readonly redacted: string; readonly poolSize?: number };
 
 /** The URL with its password (and any password query parameter) replaced by `***`; anything unparsable entirely hidden. */
 export function redactConnectionString(url: string): string {
@@ -259,8 +260,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       'TLS_CERT_FILE: in production a non-loopback HOST needs TLS (TLS_CERT_FILE and TLS_KEY_FILE), or ALLOW_PLAINTEXT=true when a sidecar or mesh terminates TLS in front of the service',
     );
   }
-  const inventory = inventoryOf(c);
+  const target = inventoryOf(c);
   const warnings: string[] = [];
+  if (c.ISSUANCE_DB_POOL_SIZE !== undefined && target?.kind !== 'postgres') {
+    warnings.push('ISSUANCE_DB_POOL_SIZE is set, but ISSUANCE_DB is not a PostgreSQL URL: it has no effect');
+  }
+  const inventory = target?.kind === 'postgres' && c.ISSUANCE_DB_POOL_SIZE !== undefined ? { ...target, poolSize: c.ISSUANCE_DB_POOL_SIZE } : target;
   if (devMode) warnings.push('development mode: no CLIENTS_FILE or TLS_CLIENT_CA_FILE, so no authentication; listening on loopback only');
   if (production && !loopback && tls === undefined) {
     warnings.push('ALLOW_PLAINTEXT=true: serving plain HTTP on a non-loopback address; TLS must be terminated in front of the service');

@@ -22,7 +22,7 @@ async function createInventory(target: InventoryTarget): Promise<CertificateInve
   if (target.kind === 'sqlite') return new SqliteInventory({ path: target.path });
   // Loaded only when ISSUANCE_DB names PostgreSQL.
   const { PostgresInventory } = await import('./postgres/PostgresInventory.js');
-  return new PostgresInventory({ url: target.url });
+  return new PostgresInventory({ url: target.url, ...(target.poolSize !== undefined ? { poolSize: target.poolSize } : {}) });
 }
 
 const errorText = (e: unknown): string => (e instanceof Error ? e.message : String(e));

@@ -7,8 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
 import { type HttpResult, type ServiceProcess, startServiceProcess } from '../support/faultService.js';
 import { type PostgresServer, startPostgresServer } from '../support/postgresServer.js';
 import { createTestToken, type TestToken } from '../support/testToken.js';
@@ -17,12 +19,16 @@ import { makeRoot, opensslCsr, signAsRoot, TempDir } from '../unit/pki/openssl.j
 const KEY = 'cluster-ca';
 const PER_INSTANCE = 100;
 const CONCURRENCY = 4;
+const POOL_SIZE = 1;
+/** The default WORKERS, one per CPU: the services run with it. */
+const WORKERS = availableParallelism();
 
 let pgServer: PostgresServer;
 let token: TestToken;
 let dir: TempDir;
 const services: ServiceProcess[] = [];
 let leafCsr: string;
+let database: string;
 
 interface Issued {
   readonly serialNumber: string;
@@ -42,7 +48,9 @@ before(async () => {
   const rootPem = await makeRoot(dir, { name: 'root', alg: 'ec-p384', subject: '/O=Example/CN=Cluster Root', days: 3650 });
   // Both instances (and their workers) start together: their migrations meet on a fresh database.
   // A generous request deadline: 2 cores shared with other tests must not turn a slow answer into a 504.
-  const env = token.env({ ISSUANCE_DB: url, KEY_REFRESH_MS: '200', LOG_LEVEL: 'warn', REQUEST_DEADLINE_MS: '20000' });
+  // One PostgreSQL connection per worker (ISSUANCE_DB_POOL_SIZE): the first test counts them.
+  const env = token.env({ ISSUANCE_DB: url, ISSUANCE_DB_POOL_SIZE: String(POOL_SIZE), KEY_REFRESH_MS: '200', LOG_LEVEL: 'warn', REQUEST_DEADLINE_MS: '20000' });
+  database = new URL(url).pathname.slice(1);
   // The second instance reads the URL (and its password) from a file, as a mounted Secret gives it (ISSUANCE_DB_FILE).
   const urlFile = await dir.write('issuance-db-url', `${url}\n`);
   const envB: Record<string, string> = { ...env, ISSUANCE_DB_FILE: urlFile };
@@ -119,8 +127,28 @@ test('two instances on one PostgreSQL database: 2 x 100 concurrent issues, all r
 }, async () => {
   const [a, b] = services as [ServiceProcess, ServiceProcess];
   const t0 = performance.now();
-  const [fromA, fromB] = await Promise.all([issueMany(a, PER_INSTANCE), issueMany(b, PER_INSTANCE)]);
+  // The services' connections to the inventory's database, counted by the server while they issue.
+  const watcher = new pg.Client({ connectionString: pgServer.adminUrl });
+  await watcher.connect();
+  let issuing = true;
+  let peak = 0;
+  const watching = (async () => {
+    while (issuing) {
+      const r = await watcher.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1 AND application_name = 'hsm-signer'", [
+        database,
+      ]);
+      peak = Math.max(peak, r.rows[0]?.n ?? 0);
+      await sleep(20);
+    }
+  })();
+  const [fromA, fromB] = await Promise.all([issueMany(a, PER_INSTANCE), issueMany(b, PER_INSTANCE)]).finally(() => {
+    issuing = false;
+  });
+  await watching;
+  await watcher.end();
   console.log(`# issued ${fromA.length} + ${fromB.length} certificates in ${Math.round(performance.now() - t0)} ms`);
+  console.log(`# connections to the inventory at most ${peak} (2 instances x ${WORKERS} workers x ISSUANCE_DB_POOL_SIZE ${POOL_SIZE})`);
+  assert.ok(peak > 0 && peak <= 2 * WORKERS * POOL_SIZE, `at most ${2 * WORKERS * POOL_SIZE} connections, saw ${peak}`);
   const issued = [...fromA, ...fromB];
   assert.equal(issued.length, 2 * PER_INSTANCE);
   const serials = new Set(issued.map((c) => c.serialNumber));

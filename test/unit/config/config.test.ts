@@ -193,6 +193,26 @@ test('ISSUANCE_DB: sqlite:<path> or a path (resolved), postgres URLs; a bad one 
   }
 });
 
+test('ISSUANCE_DB_POOL_SIZE: PostgreSQL connections per worker (1 to 100); with SQLite it has no effect and says so', () => {
+  const url = 'postgres://signer:pa55word@db.internal:5432/issuance';
+  const pg = loadConfig({ ...base, ISSUANCE_DB: url }).inventory;
+  assert.ok(pg?.kind === 'postgres' && pg.poolSize === undefined, "unset: the adapter's default");
+  const sized = loadConfig({ ...base, ISSUANCE_DB: url, ISSUANCE_DB_POOL_SIZE: '12' });
+  assert.ok(sized.inventory?.kind === 'postgres' && sized.inventory.poolSize === 12);
+  assert.deepEqual(
+    sized.warnings.filter((w) => w.includes('POOL')),
+    [],
+  );
+  for (const bad of ['0', '101', 'four'])
+    assert.throws(() => loadConfig({ ...base, ISSUANCE_DB: url, ISSUANCE_DB_POOL_SIZE: bad }), /ISSUANCE_DB_POOL_SIZE/, bad);
+  const sqlite = loadConfig({ ...base, ISSUANCE_DB: 'sqlite:/var/lib/hsm-signer/issuance.db', ISSUANCE_DB_POOL_SIZE: '12' });
+  assert.deepEqual(sqlite.inventory, { kind: 'sqlite', path: '/var/lib/hsm-signer/issuance.db' });
+  assert.ok(
+    sqlite.warnings.some((w) => /^ISSUANCE_DB_POOL_SIZE is set, but ISSUANCE_DB is not a PostgreSQL URL/.test(w)),
+    JSON.stringify(sqlite.warnings),
+  );
+});
+
 test('ISSUANCE_DB_FILE: the connection string from a file (a mounted secret); errors name the variable, never the content', () => {
   const dir = mkdtempSync(join(tmpdir(), 'hsm-signer-config-'));
   const file = (name: string, content: string): string => {
