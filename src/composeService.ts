@@ -13,7 +13,14 @@ import { openInventory, redactIn } from './inventory/openInventory.js';
 import { MeasuredPkcs11 } from './hsm/pkcs11/MeasuredPkcs11.js';
 import { Pkcs11KeyManager } from './hsm/pkcs11/Pkcs11KeyManager.js';
 import { ThreadedPkcs11 } from './hsm/pkcs11/ThreadedPkcs11.js';
-import { countBreakerTransition, countRetry, countRetryBudgetRefusal, hsmMetrics, startProcessMetrics } from './metrics/serviceMetrics.js';
+import {
+  countBreakerTransition,
+  countInventoryFailure,
+  countRetry,
+  countRetryBudgetRefusal,
+  hsmMetrics,
+  startProcessMetrics,
+} from './metrics/serviceMetrics.js';
 import { createHsmBreaker } from './resilience/hsmBreaker.js';
 import { RetryBudget } from './resilience/retryBudget.js';
 import { InventoryAccess } from './service/InventoryAccess.js';
@@ -110,7 +117,8 @@ export async function composeService(config: Config, logger: Logger, loaded?: Cl
     ...(target ? { open: () => openInventory(target) } : {}),
     // The message may quote a driver's error: any password of ISSUANCE_DB is taken out first. At most
     // one line per 5 s: in an outage every issue fails, and each answer is counted in /metrics anyway.
-    onFailure: (message) => {
+    onFailure: (message, operation) => {
+      countInventoryFailure(operation);
       const now = Date.now();
       if (now - inventoryLoggedAt < 5000) return;
       inventoryLoggedAt = now;
@@ -136,6 +144,7 @@ export async function composeService(config: Config, logger: Logger, loaded?: Cl
     metricsOnApi: config.metricsListener === undefined,
     lifecycle,
     livenessStallMs: config.livenessStallMs,
+    inventory,
     // The per-client limit needs identities, so it applies only when callers are identified. Development mode
     // has none (every caller is anonymous, on loopback): one limit over all of them would cap the whole
     // service at CLIENT_MAX_IN_FLIGHT per worker, and the load harness (up to 150 connections) would

@@ -2,6 +2,7 @@ import express, { type Express, type RequestHandler } from 'express';
 import type { Logger } from 'pino';
 import type { AuditLog } from '../audit/AuditLog.js';
 import { notFound, ServiceError } from '../errors.js';
+import type { InventoryStatus } from '../service/InventoryAccess.js';
 import type { SigningService } from '../service/SigningService.js';
 import { clientLimit } from './clientLimit.js';
 import { errorHandler } from './errorHandler.js';
@@ -34,6 +35,8 @@ export interface AppDeps {
   readonly lifecycle?: { readonly draining: boolean };
   /** LIVENESS_STALL_MS: /healthz answers 503 once an HSM call has been unanswered for longer. */
   readonly livenessStallMs?: number;
+  /** The certificate inventory's last outcome, named by /readyz (not a reason for 503: signing goes on). */
+  readonly inventory?: { status(): InventoryStatus };
 }
 
 /** Thrown from body-parser's verify hook; errorHandler maps the type to the contract's error. */
@@ -77,7 +80,7 @@ export function createApp(deps: AppDeps): Express {
   app.use(signingRouter(deps.service, deps.audit));
   app.use(keysRouter(deps.service));
   for (const r of deps.extraRouters ?? []) app.use(r);
-  app.use(healthRouter(deps.service, { audit: deps.audit, lifecycle: deps.lifecycle, livenessStallMs: deps.livenessStallMs }));
+  app.use(healthRouter(deps.service, { audit: deps.audit, lifecycle: deps.lifecycle, livenessStallMs: deps.livenessStallMs, inventory: deps.inventory }));
   trackService(deps.service);
   if (deps.metricsOnApi !== false) app.use(metricsRouter());
   app.use(openapiRouter());

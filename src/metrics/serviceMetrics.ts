@@ -46,6 +46,11 @@ const shed = new Counter({
   help: 'requests refused to protect the service by reason (overloaded: 503 OVERLOADED; client_limit: 429 RESOURCE_EXHAUSTED); summed over workers',
   labelNames: ['reason'],
 });
+const inventoryFailures = new Counter({
+  name: 'hsm_signer_inventory_failures_total',
+  help: 'certificate inventory (ISSUANCE_DB) opens and operations that failed, by operation (open, record, list, get, revoke, ...); each answered 503 INVENTORY_UNAVAILABLE; summed over workers',
+  labelNames: ['operation'],
+});
 const buildInfo = new Gauge({
   name: 'hsm_signer_build_info',
   help: 'always 1: the version, commit (GIT_COMMIT at build time), Node version and PKCS#11 module file name; merged by max over workers',
@@ -57,6 +62,7 @@ const buildInfo = new Gauge({
 for (const reason of ['start', 'recovery']) moduleInitializations.inc({ reason }, 0);
 for (const to of ['open', 'half_open', 'closed']) breakerTransitions.inc({ to }, 0);
 for (const reason of ['overloaded', 'client_limit']) shed.inc({ reason }, 0);
+for (const operation of ['open', 'record']) inventoryFailures.inc({ operation }, 0);
 
 /** The HsmMetrics sink (src/hsm/HsmMetrics.ts) for the PKCS#11 adapter. */
 export const hsmMetrics = {
@@ -86,6 +92,11 @@ export function countBreakerTransition(to: 'open' | 'half_open' | 'closed'): voi
 
 export function countShed(reason: 'overloaded' | 'client_limit'): void {
   shed.inc({ reason });
+}
+
+/** `operation`: `open` or the inventory operation's name (InventoryAccess.run: a fixed set). */
+export function countInventoryFailure(operation: string): void {
+  inventoryFailures.inc({ operation });
 }
 
 let started = false;

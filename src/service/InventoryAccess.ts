@@ -6,8 +6,11 @@ export interface InventoryAccessOptions {
   readonly open?: () => Promise<CertificateInventory>;
   /** After a failed open, requests within this time fail at once instead of trying again. Default 1000 ms. */
   readonly retryMs?: number;
-  /** Why opening or an operation failed (already free of secrets), for the operator's log. */
-  readonly onFailure?: (message: string) => void;
+  /**
+   * Why opening or an operation failed (already free of secrets), for the operator's log; `operation`
+   * is `open` or the name given to run() (a fixed set: a metric's label).
+   */
+  readonly onFailure?: (message: string, operation: string) => void;
   readonly onOpened?: () => void;
 }
 
@@ -18,8 +21,12 @@ const RETRY_AFTER_SECONDS = 1;
  * opened again by the next request that needs it: signing never waits for the database, and
  * issuing answers 503 until it is back.
  */
+/** What the last open or operation of this worker's inventory did: `ok`, or `unavailable` (it failed). */
+export type InventoryStatus = 'ok' | 'unavailable' | 'not configured';
+
 export class InventoryAccess {
   private inventory: CertificateInventory | undefined;
+  private lastOutcome: 'ok' | 'unavailable' = 'unavailable';
   private opening: Promise<CertificateInventory> | undefined;
   private failedAt = Number.NEGATIVE_INFINITY;
   private closed = false;
@@ -28,6 +35,14 @@ export class InventoryAccess {
 
   get configured(): boolean {
     return this.options.open !== undefined;
+  }
+
+  /**
+   * As of the last open or operation of this worker (no database call of its own: /readyz asks
+   * often, and must not wait for a database that hangs). Not yet opened counts as unavailable.
+   */
+  status(): InventoryStatus {
+    return this.configured ? this.lastOutcome : 'not configured';
   }
 
   /** At start: opens (runs migrations) if configured; a failure is reported, not thrown. */
@@ -57,13 +72,15 @@ export class InventoryAccess {
             throw unavailable('the service is stopping');
           }
           this.inventory = inv;
+          this.lastOutcome = 'ok';
           this.options.onOpened?.();
           return inv;
         },
         (e: unknown) => {
           this.opening = undefined;
           this.failedAt = Date.now();
-          this.options.onFailure?.(`certificate inventory cannot be opened: ${(e as Error).message}`);
+          this.lastOutcome = 'unavailable';
+          this.options.onFailure?.(`certificate inventory cannot be opened: ${(e as Error).message}`, 'open');
           throw unavailable('it cannot be opened');
         },
       );
@@ -75,11 +92,16 @@ export class InventoryAccess {
   async run<T>(what: string, op: (inv: CertificateInventory) => Promise<T>): Promise<T> {
     const inv = await this.get();
     try {
-      return await op(inv);
+      const out = await op(inv);
+      this.lastOutcome = 'ok';
+      return out;
     } catch (e) {
+      // The caller's mistake (a ServiceError of the operation, a cursor not ours): the database answered.
+      if (e instanceof ServiceError || e instanceof InvalidCursorError) this.lastOutcome = 'ok';
       if (e instanceof ServiceError) throw e;
       if (e instanceof InvalidCursorError) throw invalid('cursor: not a cursor this service handed out; start again without it');
-      this.options.onFailure?.(`certificate inventory ${what} failed: ${(e as Error).message}`);
+      this.lastOutcome = 'unavailable';
+      this.options.onFailure?.(`certificate inventory ${what} failed: ${(e as Error).message}`, what);
       throw unavailable(`${what} failed`);
     }
   }

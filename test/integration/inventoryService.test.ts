@@ -15,6 +15,10 @@ import { type ServiceProcess, startServiceProcess } from '../support/faultServic
 import { createTestToken, startTestService, type TestToken } from '../support/testToken.js';
 import { INTERMEDIATE_EXT, makeRoot, opensslCsr, opensslOk, signAsRoot, TempDir } from '../unit/pki/openssl.js';
 
+/** hsm_signer_inventory_failures_total{operation} in a scrape (0 when absent). */
+const inventoryFailures = (metrics: string, operation: string): number =>
+  Number(new RegExp(`^hsm_signer_inventory_failures_total\\{operation="${operation}"\\} (\\d+)`, 'm').exec(metrics)?.[1] ?? 0);
+
 let token: TestToken;
 let svc: ServiceProcess;
 let dir: TempDir;
@@ -130,6 +134,9 @@ test('the inventory cannot be written (another process holds its write lock): 50
     assert.doesNotMatch(refused.text, /BEGIN CERTIFICATE/);
     const signed = await svc.driver.request('POST', '/v1/keys/ca/sign', { algorithm: 'ECDSA_SHA_256', message: Buffer.from('still signs').toString('base64') });
     assert.equal(signed.status, 200, 'signing does not need the inventory');
+    // Summed over the two workers: the one that answered counted its failed record.
+    const metrics = await svc.driver.request('GET', '/metrics');
+    assert.ok(inventoryFailures(metrics.text, 'record') >= 1, 'the failed record is counted');
   } finally {
     holder.exec('ROLLBACK');
     holder.close();
@@ -156,10 +163,18 @@ test('a database that cannot be opened at start: the service starts and signs, i
       .post('/v1/keys/ca/sign')
       .send({ algorithm: 'ECDSA_SHA_256', message: Buffer.from('x').toString('base64') })
       .expect(200);
+    const failuresBefore = inventoryFailures((await api().get('/metrics').expect(200)).text, 'open');
     const refused = await api().post('/v1/keys/ca/certificates').send({ csrPem: leafCsr, profile: 'tls-client', validityDays: 1 });
     assert.equal(refused.status, 503, refused.text);
     assert.equal(refused.body.error.code, 'INVENTORY_UNAVAILABLE');
     assert.equal((await api().get('/v1/keys/ca/certificates')).status, 503);
+    // Operators see it: /readyz names it and stays 200 (signing works); the failed opens are counted.
+    const ready = await api().get('/readyz').expect(200);
+    assert.equal(ready.body.status, 'ready');
+    assert.equal(ready.body.inventory, 'unavailable');
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await api().get('/v1/keys/ca/certificates')).status, 503, 'a new attempt to open, failing again');
+    assert.ok(inventoryFailures((await api().get('/metrics').expect(200)).text, 'open') > failuresBefore, 'failed opens are counted');
     // The fault repaired: the next request after the retry interval (1 s) opens it.
     rmSync(blocked);
     mkdirSync(blocked);
@@ -167,6 +182,7 @@ test('a database that cannot be opened at start: the service starts and signs, i
     const issued = await api().post('/v1/keys/ca/certificates').send({ csrPem: leafCsr, profile: 'tls-client', validityDays: 1 });
     assert.equal(issued.status, 201, issued.text);
     const listed = await api().get('/v1/keys/ca/certificates').expect(200);
+    assert.equal((await api().get('/readyz').expect(200)).body.inventory, 'ok');
     assert.deepEqual(
       listed.body.certificates.map((c: { serialNumber: string }) => c.serialNumber),
       [issued.body.serialNumber],

@@ -1,6 +1,7 @@
 import cluster from 'node:cluster';
 import { Router } from 'express';
 import type { AuditLog } from '../../audit/AuditLog.js';
+import type { InventoryStatus } from '../../service/InventoryAccess.js';
 import type { SigningService } from '../../service/SigningService.js';
 
 export interface HealthOptions {
@@ -9,6 +10,8 @@ export interface HealthOptions {
   readonly lifecycle?: { readonly draining: boolean };
   /** LIVENESS_STALL_MS: /healthz answers 503 once this worker's oldest HSM call has been unanswered for longer. */
   readonly livenessStallMs?: number;
+  /** The certificate inventory's last outcome in this worker. */
+  readonly inventory?: { status(): InventoryStatus } | undefined;
 }
 
 export function healthRouter(service: SigningService, o: HealthOptions = {}): Router {
@@ -25,6 +28,7 @@ export function healthRouter(service: SigningService, o: HealthOptions = {}): Ro
   r.get('/readyz', (_req, res) => {
     const h = service.health();
     const a = o.audit?.status();
+    const inv = o.inventory?.status();
     const reason = o.lifecycle?.draining
       ? 'draining'
       : !h.ready
@@ -43,6 +47,8 @@ export function healthRouter(service: SigningService, o: HealthOptions = {}): Ro
       recoveries: h.recoveries,
       threads: h.threads,
       ...(a ? { audit: a.available ? 'ok' : 'unavailable' } : {}),
+      // Named, not a reason for 503: without the database issuing fails, but signing goes on.
+      ...(inv && inv !== 'not configured' ? { inventory: inv } : {}),
       // Named, not a reason for 503: one key version nobody shared with the service must not take
       // the instance out of the load balancer while every other key signs.
       ...(h.unusableVersions?.length ? { unusableKeyVersions: h.unusableVersions } : {}),

@@ -144,6 +144,10 @@ export const readiness = z.looseObject({
   recoveries: count,
   threads: z.object({ configured: count, running: count, reason: z.string().optional() }),
   audit: z.enum(['ok', 'unavailable']).optional(),
+  inventory: z.enum(['ok', 'unavailable']).optional().meta({
+    description:
+      "the certificate inventory (ISSUANCE_DB), as this worker's last open or operation of it left it (no database call of its own); absent without ISSUANCE_DB; the worker stays ready (signing goes on)",
+  }),
   unusableKeyVersions: z
     .array(z.object({ name: z.string(), version, reason: z.string() }))
     .optional()
