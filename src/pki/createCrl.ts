@@ -23,6 +23,7 @@ import { parseCertificatePem, type ParsedCertificate } from './parsePem.js';
 import type { PkiSigner } from './PkiSigner.js';
 import { defaultPkiAlgorithm, signatureAlgorithmIdentifier } from './signatureAlgorithm.js';
 import { signWithPkiSigner } from './signWithPkiSigner.js';
+import { wholeSeconds } from './wholeSeconds.js';
 
 export interface CrlEntry {
   /** Upper-case hex, as IssuedCertificate.serialNumber. */
@@ -82,13 +83,11 @@ export async function createCrl(signer: PkiSigner, issuerCertificatePem: string,
   const issuer = issuerFor(signer, issuerCertificatePem);
   if (input.crlNumber < 1n || input.crlNumber > BigInt(Number.MAX_SAFE_INTEGER)) throw new ServiceError('INTERNAL', 'crlNumber out of range');
   const algorithm = defaultPkiAlgorithm(signer.keySpec);
-  // X.509 times have whole seconds.
-  const seconds = (d: Date): Date => new Date(Math.floor(d.getTime() / 1000) * 1000);
   const revoked = input.revoked.map(
     (r) =>
       new RevokedCertificate({
         userCertificate: serialToInteger(r.serialNumber),
-        revocationDate: new Time(seconds(r.revokedAt)),
+        revocationDate: new Time(wholeSeconds(r.revokedAt)),
         ...(r.reason === 'unspecified' ? {} : { crlEntryExtensions: [extension(id_ce_cRLReasons, new CRLReason(REVOCATION_REASONS[r.reason]))] }),
       }),
   );
@@ -96,8 +95,8 @@ export async function createCrl(signer: PkiSigner, issuerCertificatePem: string,
     version: Version.v2,
     signature: signatureAlgorithmIdentifier(algorithm),
     issuer: new RawName(issuer.subjectDer),
-    thisUpdate: new Time(seconds(input.thisUpdate)),
-    nextUpdate: new Time(seconds(input.nextUpdate)),
+    thisUpdate: new Time(wholeSeconds(input.thisUpdate)),
+    nextUpdate: new Time(wholeSeconds(input.nextUpdate)),
     ...(revoked.length > 0 ? { revokedCertificates: revoked } : {}),
     crlExtensions: [
       extension(id_ce_authorityKeyIdentifier, new AuthorityKeyIdentifier({ keyIdentifier: new KeyIdentifier(issuerKeyId(issuer)) })),

@@ -36,6 +36,7 @@ import { toPem } from './pem.js';
 import { pkiSigningAlgorithm, signatureAlgorithmIdentifier } from './signatureAlgorithm.js';
 import { signWithPkiSigner } from './signWithPkiSigner.js';
 import { parseSubjectAltNames, subjectAltNamesInputOf, type SubjectAltNames, type SubjectAltNamesInput } from './subjectAltNames.js';
+import { wholeSeconds } from './wholeSeconds.js';
 
 export const CERTIFICATE_PROFILES = ['tls-server', 'tls-client', 'code-signing', 'sub-ca'] as const;
 export type CertificateProfile = (typeof CERTIFICATE_PROFILES)[number];
@@ -164,7 +165,7 @@ export async function issueCertificate(
   const validityDays = checkValidityDays(request.validityDays);
   const algorithm = pkiSigningAlgorithm(signer.keySpec, request.algorithm);
   // X.509 times have whole seconds; work in whole seconds so the reported times are the certificate's.
-  const now = new Date(Math.floor((request.now ?? new Date()).getTime() / 1000) * 1000);
+  const now = wholeSeconds(request.now ?? new Date());
 
   // Facts checked by the caller a moment ago are not checked again (the issuer's validity still bounds validityDays below).
   const issuer = isChecked(issuerInput) ? issuerInput : checkIssuerCertificate(signer.publicKey, issuerInput, { now });

@@ -27,6 +27,7 @@ import type { ParsedCertificate } from './parsePem.js';
 import type { PkiSigner } from './PkiSigner.js';
 import { defaultPkiAlgorithm, signatureAlgorithmIdentifier } from './signatureAlgorithm.js';
 import { signWithPkiSigner } from './signWithPkiSigner.js';
+import { wholeSeconds } from './wholeSeconds.js';
 
 /** RFC 6960 OCSP: reading requests, matching their CertIDs to a CA certificate, building signed responses. */
 
@@ -90,8 +91,6 @@ export interface OcspResponseInput {
   readonly nextUpdate: Date;
 }
 
-const seconds = (d: Date): Date => new Date(Math.floor(d.getTime() / 1000) * 1000);
-
 function certStatus(s: OcspCertStatus): CertStatus {
   switch (s.status) {
     case 'good':
@@ -100,7 +99,7 @@ function certStatus(s: OcspCertStatus): CertStatus {
       return new CertStatus({ unknown: null });
     case 'revoked':
       return new CertStatus({
-        revoked: new RevokedInfo({ revocationTime: seconds(s.revokedAt), revocationReason: new CRLReason(REVOCATION_REASONS[s.reason]) }),
+        revoked: new RevokedInfo({ revocationTime: wholeSeconds(s.revokedAt), revocationReason: new CRLReason(REVOCATION_REASONS[s.reason]) }),
       });
   }
 }
@@ -115,14 +114,14 @@ export async function createOcspResponse(signer: PkiSigner, issuerCertificatePem
   const algorithm = defaultPkiAlgorithm(signer.keySpec);
   const data = new ResponseData({
     responderID: new ResponderID({ byKey: new KeyHash(keyIdentifierOf(issuer.asn.tbsCertificate.subjectPublicKeyInfo)) }),
-    producedAt: seconds(input.producedAt),
+    producedAt: wholeSeconds(input.producedAt),
     responses: input.responses.map(
       (r) =>
         new SingleResponse({
           certID: r.certId,
           certStatus: certStatus(r.status),
-          thisUpdate: seconds(input.thisUpdate),
-          nextUpdate: seconds(input.nextUpdate),
+          thisUpdate: wholeSeconds(input.thisUpdate),
+          nextUpdate: wholeSeconds(input.nextUpdate),
         }),
     ),
     ...(input.nonce ? { responseExtensions: [input.nonce] } : {}),

@@ -5,6 +5,7 @@ import { createCrl } from '../pki/createCrl.js';
 import { certIdMatches, certIdSerial, createOcspResponse, ocspErrorResponse, OCSPResponseStatus, parseOcspRequest, type OcspCertStatus } from '../pki/ocsp.js';
 import { parseCertificatePem, type ParsedCertificate } from '../pki/parsePem.js';
 import type { PkiFacts, PkiObserver, PkiService } from './PkiService.js';
+import { wholeSeconds } from '../pki/wholeSeconds.js';
 
 /**
  * The inventory as the service reaches it: each operation through run(), which turns a database
@@ -174,7 +175,7 @@ export class RevocationService {
     if (stored && this.fresh(stored) && stored.revokedCount === revoked.length) return this.remember(key, stored, now);
 
     const { signer, certificatePem } = await this.pki.caSigner(name, version, deadline);
-    const thisUpdate = new Date(Math.floor(now / 1000) * 1000);
+    const thisUpdate = wholeSeconds(now);
     const nextUpdate = new Date(thisUpdate.getTime() + this.settings.crlValidityHours * 3_600_000);
     const crlNumber = (stored?.crlNumber ?? 0n) + 1n;
     const der = await createCrl(signer, certificatePem, {
